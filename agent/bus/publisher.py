@@ -1,0 +1,63 @@
+"""The publishing side of the bus (used by the reconciler only)."""
+
+import asyncio
+import logging
+import time
+
+import zmq
+import zmq.asyncio
+
+from agent.bus.endpoints import BusEndpoints
+
+log = logging.getLogger(__name__)
+
+REPUBLISH_INTERVAL_S = 1.0
+
+
+class Publisher:
+    """Publishes the latest message per topic and answers snapshot requests."""
+
+    def __init__(self, endpoints: BusEndpoints, ctx: zmq.asyncio.Context | None = None) -> None:
+        self._ctx = ctx or zmq.asyncio.Context.instance()
+        self._endpoints = endpoints
+        self._latest: dict[bytes, bytes] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.epoch = time.time_ns()  # later than any earlier run's, so restarts win
+
+    async def start(self) -> None:
+        self._endpoints.run_dir.mkdir(parents=True, exist_ok=True)
+        self._pub = self._ctx.socket(zmq.PUB)
+        self._pub.setsockopt(zmq.LINGER, 0)
+        self._pub.bind(self._endpoints.pub)
+        self._router = self._ctx.socket(zmq.ROUTER)
+        self._router.setsockopt(zmq.LINGER, 0)
+        self._router.bind(self._endpoints.snapshot)
+        self._tasks = [
+            asyncio.create_task(self._serve_snapshots(), name="bus-snapshots"),
+            asyncio.create_task(self._republish(), name="bus-republish"),
+        ]
+
+    async def publish(self, topic: bytes, payload: bytes) -> None:
+        self._latest[topic] = payload
+        await self._pub.send_multipart([topic, payload])
+
+    async def _serve_snapshots(self) -> None:
+        while True:
+            frames = await self._router.recv_multipart()
+            if len(frames) < 2:
+                continue
+            ident, topic = frames[0], frames[-1]
+            await self._router.send_multipart([ident, b"", topic, self._latest.get(topic, b"")])
+
+    async def _republish(self) -> None:
+        while True:
+            await asyncio.sleep(REPUBLISH_INTERVAL_S)
+            for topic, payload in list(self._latest.items()):
+                await self._pub.send_multipart([topic, payload])
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._pub.close()
+        self._router.close()

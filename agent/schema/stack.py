@@ -1,0 +1,282 @@
+"""The stack: what a user asks one server (or several identical ones) to run.
+
+`parse_stack` turns an untrusted JSON body into frozen dataclasses, validating every field
+once, here, at the boundary. Each error names the field (``services[0].port``) and says
+what would be valid. Unknown keys are refused so that a typo never silently does nothing.
+"""
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.schema.errors import ValidationError
+
+SECURITY_MODES = ("open", "proxy-only", "tunnel-only")
+DEFAULT_SECURITY_MODE = "tunnel-only"  # spec §12.3: the recommended default
+DEFAULT_POLL_INTERVAL_S = 10.0
+DEFAULT_PROXY_PORT = 8080
+DEFAULT_DNS_SUFFIX = "svc.internal"
+DEFAULT_REF = "HEAD"
+DEFAULT_HEALTH_INTERVAL_S = 5.0
+DEFAULT_HEALTH_TIMEOUT_S = 2.0
+DEFAULT_HEALTH_RETRIES = 3
+DEFAULT_HEALTH_START_PERIOD_S = 0.0
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_DNS_SUFFIX = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+_SCP_LIKE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+$")  # git@host:path
+_URL_SCHEMES = ("https://", "http://", "ssh://", "git://", "file://")
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+_PATH = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
+
+
+@dataclass(frozen=True)
+class HealthSpec:
+    path: str = "/"
+    interval_s: float = DEFAULT_HEALTH_INTERVAL_S
+    timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S
+    retries: int = DEFAULT_HEALTH_RETRIES
+    start_period_s: float = DEFAULT_HEALTH_START_PERIOD_S
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "interval_s": self.interval_s,
+            "timeout_s": self.timeout_s,
+            "retries": self.retries,
+            "start_period_s": self.start_period_s,
+        }
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    repo: str
+    run: str
+    ref: str = DEFAULT_REF
+    build: str = ""
+    port: int | None = None  # None: the agent assigns one (zero-gap deploys)
+    path: str | None = None  # None: internal only, not routed by the external proxy
+    strip_prefix: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    health: HealthSpec | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "repo": self.repo,
+            "ref": self.ref,
+            "build": self.build,
+            "run": self.run,
+            "port": self.port,
+            "path": self.path,
+            "strip_prefix": self.strip_prefix,
+            "env": dict(self.env),
+            "health": self.health.to_dict() if self.health else None,
+        }
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    name: str
+    services: tuple[ServiceSpec, ...]
+    security_mode: str = DEFAULT_SECURITY_MODE
+    poll_interval_s: float = DEFAULT_POLL_INTERVAL_S
+    proxy_port: int = DEFAULT_PROXY_PORT
+    dns_suffix: str = DEFAULT_DNS_SUFFIX
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "security_mode": self.security_mode,
+            "poll_interval_s": self.poll_interval_s,
+            "proxy": {"port": self.proxy_port},
+            "dns": {"suffix": self.dns_suffix},
+            "services": [s.to_dict() for s in self.services],
+        }
+
+
+class _Fields:
+    """Reads typed fields from one JSON object, refusing keys nobody asked for."""
+
+    def __init__(self, value: Any, where: str, allowed: set[str]) -> None:
+        if not isinstance(value, dict):
+            raise ValidationError(where or "body", "must be a JSON object")
+        unknown = sorted(set(value) - allowed)
+        if unknown:
+            raise ValidationError(
+                _join(where, unknown[0]), f"unknown key; allowed keys are {', '.join(sorted(allowed))}"
+            )
+        self.value = value
+        self.where = where
+
+    def path(self, key: str) -> str:
+        return _join(self.where, key)
+
+    def has(self, key: str) -> bool:
+        return self.value.get(key) is not None
+
+    def string(self, key: str, default: str | None = None, *, max_len: int = 4096) -> str:
+        raw = self.value.get(key, default)
+        if raw is None:
+            raise ValidationError(self.path(key), "is required")
+        if not isinstance(raw, str):
+            raise ValidationError(self.path(key), "must be a string")
+        if len(raw) > max_len:
+            raise ValidationError(self.path(key), f"must be at most {max_len} characters")
+        return raw
+
+    def number(self, key: str, default: float, *, low: float, high: float) -> float:
+        raw = self.value.get(key, default)
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            raise ValidationError(self.path(key), f"must be a number between {low:g} and {high:g}")
+        if not low <= raw <= high:
+            raise ValidationError(self.path(key), f"must be between {low:g} and {high:g}, got {raw}")
+        return float(raw)
+
+    def integer(self, key: str, default: int | None, *, low: int, high: int) -> int | None:
+        raw = self.value.get(key, default)
+        if raw is None:
+            return None
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise ValidationError(self.path(key), f"must be an integer between {low} and {high}")
+        if not low <= raw <= high:
+            raise ValidationError(self.path(key), f"must be between {low} and {high}, got {raw}")
+        return raw
+
+    def boolean(self, key: str, default: bool) -> bool:
+        raw = self.value.get(key, default)
+        if not isinstance(raw, bool):
+            raise ValidationError(self.path(key), "must be true or false")
+        return raw
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def check_repo_url(url: str, where: str) -> str:
+    """Only transports that cannot run commands: refuse ``ext::`` and friends."""
+    if url.startswith(_URL_SCHEMES) and len(url) > url.index("://") + 3:
+        return url
+    if _SCP_LIKE.match(url) and "::" not in url:
+        return url
+    raise ValidationError(
+        where,
+        "must be a git URL using https://, http://, ssh://, git://, file:// or git@host:path",
+    )
+
+
+def _check_path(raw: str, where: str) -> str:
+    if not _PATH.match(raw):
+        raise ValidationError(where, "must start with / and contain only URL path characters")
+    return raw.rstrip("/") or "/"
+
+
+def _parse_health(value: Any, where: str) -> HealthSpec | None:
+    if value is None:
+        return None
+    f = _Fields(value, where, {"path", "interval_s", "timeout_s", "retries", "start_period_s"})
+    return HealthSpec(
+        path=_check_path(f.string("path", "/"), f.path("path")),
+        interval_s=f.number("interval_s", DEFAULT_HEALTH_INTERVAL_S, low=0.1, high=3600),
+        timeout_s=f.number("timeout_s", DEFAULT_HEALTH_TIMEOUT_S, low=0.1, high=600),
+        retries=f.integer("retries", DEFAULT_HEALTH_RETRIES, low=1, high=100) or 1,
+        start_period_s=f.number("start_period_s", DEFAULT_HEALTH_START_PERIOD_S, low=0, high=3600),
+    )
+
+
+def _parse_env(value: Any, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValidationError(where, "must be an object of NAME: value strings")
+    env: dict[str, str] = {}
+    for name, val in value.items():
+        if not _ENV_NAME.match(name):
+            raise ValidationError(f"{where}.{name}", "name must match [A-Z_][A-Z0-9_]*")
+        if name == "PORT":
+            raise ValidationError(f"{where}.{name}", "is set by the agent; use the service's port field")
+        if not isinstance(val, str):
+            raise ValidationError(f"{where}.{name}", "value must be a string")
+        env[name] = val
+    return env
+
+
+_SERVICE_KEYS = {"name", "repo", "ref", "build", "run", "port", "path", "strip_prefix", "env", "health"}
+
+
+def _parse_service(value: Any, where: str) -> ServiceSpec:
+    f = _Fields(value, where, _SERVICE_KEYS)
+    name = f.string("name", max_len=63)
+    if not _DNS_LABEL.match(name):
+        raise ValidationError(
+            f.path("name"), "must be a DNS label: lowercase letters, digits and '-', 1-63 characters"
+        )
+    ref = f.string("ref", DEFAULT_REF, max_len=255).strip()
+    if not ref or ref.startswith("-") or any(c in ref for c in " ~^:?*[\\"):
+        raise ValidationError(f.path("ref"), "must be a branch, tag or commit SHA")
+    run = f.string("run")
+    if not run.strip():
+        raise ValidationError(f.path("run"), "must be a non-empty command")
+    path = _check_path(f.string("path"), f.path("path")) if f.has("path") else None
+    return ServiceSpec(
+        name=name,
+        repo=check_repo_url(f.string("repo", max_len=2048), f.path("repo")),
+        ref=ref,
+        build=f.string("build", ""),
+        run=run,
+        port=f.integer("port", None, low=1024, high=65535),
+        path=path,
+        strip_prefix=f.boolean("strip_prefix", False),
+        env=_parse_env(value.get("env"), f.path("env")),
+        health=_parse_health(value.get("health"), f.path("health")),
+    )
+
+
+def parse_stack(body: Any) -> StackSpec:
+    """Validate a stack body (the API's JSON) into a `StackSpec`."""
+    f = _Fields(body, "", {"name", "security_mode", "poll_interval_s", "proxy", "dns", "services"})
+    name = f.string("name", max_len=100).strip()
+    if not name:
+        raise ValidationError("name", "must not be empty")
+    mode = f.string("security_mode", DEFAULT_SECURITY_MODE)
+    if mode not in SECURITY_MODES:
+        raise ValidationError("security_mode", f"must be one of {', '.join(SECURITY_MODES)}")
+    proxy = _Fields(body.get("proxy") or {}, "proxy", {"port"})
+    dns = _Fields(body.get("dns") or {}, "dns", {"suffix"})
+    suffix = dns.string("suffix", DEFAULT_DNS_SUFFIX, max_len=200).strip(".").lower()
+    if not _DNS_SUFFIX.match(suffix):
+        raise ValidationError("dns.suffix", "must be a DNS name such as svc.internal")
+    raw_services = body.get("services", [])
+    if not isinstance(raw_services, list):
+        raise ValidationError("services", "must be a list of services")
+    services = tuple(_parse_service(s, f"services[{i}]") for i, s in enumerate(raw_services))
+    _check_unique(services)
+    return StackSpec(
+        name=name,
+        services=services,
+        security_mode=mode,
+        poll_interval_s=f.number("poll_interval_s", DEFAULT_POLL_INTERVAL_S, low=0.5, high=3600),
+        proxy_port=proxy.integer("port", DEFAULT_PROXY_PORT, low=1024, high=65535) or DEFAULT_PROXY_PORT,
+        dns_suffix=suffix,
+    )
+
+
+def _check_unique(services: tuple[ServiceSpec, ...]) -> None:
+    seen: dict[str, dict[object, int]] = {"name": {}, "path": {}, "port": {}}
+    for i, svc in enumerate(services):
+        for key, val in (("name", svc.name), ("path", svc.path), ("port", svc.port)):
+            if val is None:
+                continue
+            if val in seen[key]:
+                raise ValidationError(
+                    f"services[{i}].{key}",
+                    f"{val!r} is already used by services[{seen[key][val]}]; each service needs its own {key}",
+                )
+            seen[key][val] = i
+
+
+def is_commit_sha(ref: str) -> bool:
+    return bool(_SHA.match(ref))

@@ -1,0 +1,79 @@
+"""Settings every agent process shares, parsed once from the command line.
+
+Components receive one `AgentSettings` object; nothing reads globals or the environment
+behind their back.
+"""
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.bus.endpoints import BusEndpoints
+
+DEFAULT_STATE_DIR = Path("/var/lib/berth")
+DEFAULT_INTERNAL_BIND = "127.0.0.1:80"
+DEFAULT_DNS_BIND = "127.0.0.153:53"
+
+
+def parse_hostport(value: str, what: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{what} must be HOST:PORT (e.g. 127.0.0.1:8080), got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    state_dir: Path
+    run_dir: Path
+    control_plane: str | None = None
+    token: str | None = None
+    proxy_bind: str | None = None  # overrides what the desired state says
+    internal_bind: str = DEFAULT_INTERNAL_BIND
+    dns_bind: str = DEFAULT_DNS_BIND
+    hosts_file: Path = Path("/etc/hosts")
+    dns_wiring: str = "auto"  # auto | resolved | hosts | none
+    services_user: str | None = None  # run services as this user when root
+
+    @property
+    def bus(self) -> BusEndpoints:
+        return BusEndpoints(self.run_dir)
+
+    def cache_file(self, component: str) -> Path:
+        return self.state_dir / "cache" / f"{component}-routes.json"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--control-plane", metavar="URL", help="control plane base URL")
+    parser.add_argument("--token", help="install token (first registration only)")
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    parser.add_argument("--run-dir", type=Path, help="bus sockets (default: STATE_DIR/run)")
+    parser.add_argument("--proxy-bind", metavar="HOST:PORT", help="external proxy address override")
+    parser.add_argument("--internal-bind", metavar="HOST:PORT", default=DEFAULT_INTERNAL_BIND)
+    parser.add_argument("--dns-bind", metavar="HOST:PORT", default=DEFAULT_DNS_BIND)
+    parser.add_argument("--hosts-file", type=Path, default=Path("/etc/hosts"))
+    parser.add_argument(
+        "--dns-wiring", choices=("auto", "resolved", "hosts", "none"), default="auto",
+        help="how the host resolves <service>.svc.internal",
+    )
+    parser.add_argument("--services-user", help="unprivileged user for services when root")
+
+
+def from_args(args: argparse.Namespace) -> AgentSettings:
+    for name in ("proxy_bind", "internal_bind", "dns_bind"):
+        value = getattr(args, name)
+        if value:
+            parse_hostport(value, "--" + name.replace("_", "-"))
+    state_dir = args.state_dir.resolve()
+    return AgentSettings(
+        state_dir=state_dir,
+        run_dir=(args.run_dir or state_dir / "run").resolve(),
+        control_plane=args.control_plane.rstrip("/") if args.control_plane else None,
+        token=args.token,
+        proxy_bind=args.proxy_bind,
+        internal_bind=args.internal_bind,
+        dns_bind=args.dns_bind,
+        hosts_file=args.hosts_file,
+        dns_wiring=args.dns_wiring,
+        services_user=args.services_user,
+    )
