@@ -53,7 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dns-bind", metavar="HOST:PORT", default=DEFAULT_DNS_BIND)
     parser.add_argument("--hosts-file", type=Path, default=Path("/etc/hosts"))
     parser.add_argument(
-        "--dns-wiring", choices=("auto", "resolved", "hosts", "none"), default="auto",
+        "--dns-wiring",
+        choices=("auto", "resolved", "hosts", "none"),
+        default="auto",
         help="how the host resolves <service>.svc.internal",
     )
     parser.add_argument("--services-user", help="unprivileged user for services when root")

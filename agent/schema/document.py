@@ -36,7 +36,9 @@ class DesiredState:
         return next((s for s in self.services if s.name == name), None)
 
 
-def build_document(stack_id: str, version: int, spec: StackSpec, commits: dict[str, str]) -> dict[str, Any]:
+def build_document(
+    stack_id: str, version: int, spec: StackSpec, commits: dict[str, str]
+) -> dict[str, Any]:
     """The document for `spec` at `version`, each service carrying its resolved commit."""
     services = []
     for svc in spec.services:

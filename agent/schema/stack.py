@@ -23,7 +23,9 @@ DEFAULT_HEALTH_RETRIES = 3
 DEFAULT_HEALTH_START_PERIOD_S = 0.0
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_DNS_SUFFIX = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+_DNS_SUFFIX = re.compile(
+    r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 _SCP_LIKE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+$")  # git@host:path
 _URL_SCHEMES = ("https://", "http://", "ssh://", "git://", "file://")
@@ -106,7 +108,8 @@ class _Fields:
         unknown = sorted(set(value) - allowed)
         if unknown:
             raise ValidationError(
-                _join(where, unknown[0]), f"unknown key; allowed keys are {', '.join(sorted(allowed))}"
+                _join(where, unknown[0]),
+                f"unknown key; allowed keys are {', '.join(sorted(allowed))}",
             )
         self.value = value
         self.where = where
@@ -132,7 +135,9 @@ class _Fields:
         if isinstance(raw, bool) or not isinstance(raw, int | float):
             raise ValidationError(self.path(key), f"must be a number between {low:g} and {high:g}")
         if not low <= raw <= high:
-            raise ValidationError(self.path(key), f"must be between {low:g} and {high:g}, got {raw}")
+            raise ValidationError(
+                self.path(key), f"must be between {low:g} and {high:g}, got {raw}"
+            )
         return float(raw)
 
     def integer(self, key: str, default: int | None, *, low: int, high: int) -> int | None:
@@ -197,14 +202,27 @@ def _parse_env(value: Any, where: str) -> dict[str, str]:
         if not _ENV_NAME.match(name):
             raise ValidationError(f"{where}.{name}", "name must match [A-Z_][A-Z0-9_]*")
         if name == "PORT":
-            raise ValidationError(f"{where}.{name}", "is set by the agent; use the service's port field")
+            raise ValidationError(
+                f"{where}.{name}", "is set by the agent; use the service's port field"
+            )
         if not isinstance(val, str):
             raise ValidationError(f"{where}.{name}", "value must be a string")
         env[name] = val
     return env
 
 
-_SERVICE_KEYS = {"name", "repo", "ref", "build", "run", "port", "path", "strip_prefix", "env", "health"}
+_SERVICE_KEYS = {
+    "name",
+    "repo",
+    "ref",
+    "build",
+    "run",
+    "port",
+    "path",
+    "strip_prefix",
+    "env",
+    "health",
+}
 
 
 def _parse_service(value: Any, where: str) -> ServiceSpec:
@@ -212,7 +230,8 @@ def _parse_service(value: Any, where: str) -> ServiceSpec:
     name = f.string("name", max_len=63)
     if not _DNS_LABEL.match(name):
         raise ValidationError(
-            f.path("name"), "must be a DNS label: lowercase letters, digits and '-', 1-63 characters"
+            f.path("name"),
+            "must be a DNS label: lowercase letters, digits and '-', 1-63 characters",
         )
     ref = f.string("ref", DEFAULT_REF, max_len=255).strip()
     if not ref or ref.startswith("-") or any(c in ref for c in " ~^:?*[\\"):
@@ -259,7 +278,8 @@ def parse_stack(body: Any) -> StackSpec:
         services=services,
         security_mode=mode,
         poll_interval_s=f.number("poll_interval_s", DEFAULT_POLL_INTERVAL_S, low=0.5, high=3600),
-        proxy_port=proxy.integer("port", DEFAULT_PROXY_PORT, low=1024, high=65535) or DEFAULT_PROXY_PORT,
+        proxy_port=proxy.integer("port", DEFAULT_PROXY_PORT, low=1024, high=65535)
+        or DEFAULT_PROXY_PORT,
         dns_suffix=suffix,
     )
 

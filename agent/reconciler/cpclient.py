@@ -1,0 +1,101 @@
+"""HTTP client for the control plane's agent API (requests; called from worker threads).
+
+The agent always calls out (never listens), so a server with zero inbound ports works.
+Transient failures raise `Unreachable` (retry with backoff); a refused credential raises
+`Rejected` (permanent until an operator re-enrolls the server).
+"""
+
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+AGENT_VERSION = "0.1.0"
+
+
+class Unreachable(Exception):
+    """The control plane could not be reached or answered 5xx: retry later."""
+
+
+class Rejected(Exception):
+    """The control plane refused us (401/403/4xx): retrying will not help."""
+
+
+@dataclass(frozen=True)
+class Registration:
+    instance_id: str
+    credential: str
+    stack_id: str
+
+
+@dataclass(frozen=True)
+class Fetched:
+    changed: bool
+    document: dict[str, Any] | None
+    etag: str | None
+
+
+class ControlPlaneClient:
+    def __init__(
+        self, base_url: str, credential: str | None = None, timeout_s: float = 10.0
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.credential = credential
+        self.timeout_s = timeout_s
+        self._http = requests.Session()
+
+    def _call(
+        self, method: str, path: str, *, timeout_s: float | None = None, **kw: Any
+    ) -> requests.Response:
+        headers = kw.pop("headers", {})
+        if self.credential:
+            headers["Authorization"] = f"Bearer {self.credential}"
+        try:
+            resp = self._http.request(
+                method,
+                self.base_url + path,
+                headers=headers,
+                timeout=timeout_s or self.timeout_s,
+                **kw,
+            )
+        except requests.RequestException as exc:
+            raise Unreachable(f"{method} {path}: {exc.__class__.__name__}: {exc}") from exc
+        if resp.status_code >= 500:
+            raise Unreachable(f"{method} {path}: HTTP {resp.status_code}")
+        if resp.status_code >= 400:
+            raise Rejected(f"{method} {path}: HTTP {resp.status_code}: {resp.text[:300]}")
+        return resp
+
+    def register(self, token: str) -> Registration:
+        resp = self._call(
+            "POST",
+            "/api/v1/agent/register",
+            json={"token": token, "hostname": socket.gethostname()},
+        )
+        body = resp.json()
+        return Registration(body["instance_id"], body["credential"], body["stack_id"])
+
+    def fetch_desired(self, etag: str | None, wait_s: float = 0) -> Fetched:
+        headers = {"If-None-Match": f'"{etag}"'} if etag else {}
+        params = {"wait": f"{wait_s:g}"} if wait_s else {}
+        resp = self._call(
+            "GET",
+            "/api/v1/agent/desired-state",
+            headers=headers,
+            params=params,
+            timeout_s=self.timeout_s + wait_s,
+        )
+        if resp.status_code == 304:
+            return Fetched(False, None, etag)
+        return Fetched(True, resp.json(), (resp.headers.get("ETag") or "").strip('"') or None)
+
+    def heartbeat(self, snapshot: dict[str, Any]) -> None:
+        self._call("POST", "/api/v1/agent/heartbeat", json=snapshot)
+
+    def send_events(self, events: list[dict[str, Any]]) -> list[str]:
+        resp = self._call("POST", "/api/v1/agent/events", json={"events": events})
+        accepted = resp.json().get("accepted", [])
+        if isinstance(accepted, list):
+            return [str(a) for a in accepted]
+        return [e["id"] for e in events]  # a count: everything we sent was stored

@@ -1,0 +1,112 @@
+"""Pure decisions of the reconciler: environment, restart backoff, config identity, routes,
+and the stack's overall state. No I/O here: everything is tested without processes.
+"""
+
+import hashlib
+import json
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from agent.bus.messages import Route, RouteTable, Version
+from agent.schema.document import DesiredService, DesiredState
+
+RESTART_BASE_S = 1.0
+RESTART_CAP_S = 300.0
+RESTART_RESET_AFTER_S = 600.0  # a process that ran this long starts its backoff afresh
+RESTART_JITTER = 0.2
+
+
+def env_name(service: str) -> str:
+    return service.upper().replace("-", "_")
+
+
+def service_urls(desired: DesiredState) -> dict[str, str]:
+    """SERVICE_<NAME>_URL for every service of the stack (spec §13)."""
+    suffix = desired.stack.dns_suffix
+    return {
+        f"SERVICE_{env_name(s.name)}_URL": f"http://{s.name}.{suffix}" for s in desired.services
+    }
+
+
+def service_env(
+    base: dict[str, str], urls: dict[str, str], svc: DesiredService, port: int
+) -> dict[str, str]:
+    env = dict(base)
+    env.update(urls)
+    env.update(svc.spec.env)
+    env["PORT"] = str(port)
+    return env
+
+
+def config_hash(svc: DesiredService, urls: dict[str, str]) -> str:
+    """Identity of what would run: a change of any of it means a new deploy."""
+    body = {"spec": svc.spec.to_dict(), "commit": svc.commit, "urls": urls}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_key(svc: DesiredService) -> str:
+    """Builds depend on the commit, the build command and the env, not on the port or path."""
+    body = {"commit": svc.commit, "build": svc.spec.build, "env": svc.spec.env}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential restart delays: 1 s doubling to 5 min, with jitter."""
+
+    base_s: float = RESTART_BASE_S
+    cap_s: float = RESTART_CAP_S
+    jitter: float = RESTART_JITTER
+
+    def delay(self, failures: int, rng: random.Random | None = None) -> float:
+        raw = min(self.cap_s, self.base_s * (2 ** max(0, failures - 1)))
+        spread = (rng or random).uniform(-self.jitter, self.jitter)
+        return max(0.0, min(self.cap_s, raw * (1 + spread)))
+
+
+def failures_after_exit(previous_failures: int, ran_for_s: float) -> int:
+    return 1 if ran_for_s >= RESTART_RESET_AFTER_S else previous_failures + 1
+
+
+def external_bind(security_mode: str, port: int) -> str:
+    """Tunnel-only servers listen on loopback only; the tunnel connects locally."""
+    host = "127.0.0.1" if security_mode == "tunnel-only" else "0.0.0.0"
+    return f"{host}:{port}"
+
+
+def route_table(
+    version: Version, desired: DesiredState | None, routes: Iterable[Route]
+) -> RouteTable:
+    if desired is None:
+        return RouteTable(version=version, routes=tuple(routes))
+    return RouteTable(
+        version=version,
+        suffix=desired.stack.dns_suffix,
+        routes=tuple(sorted(routes, key=lambda r: r.service)),
+        external_bind=external_bind(desired.stack.security_mode, desired.stack.proxy_port),
+    )
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    converged: bool  # running the desired config
+    failed: str | None  # why the desired config could not be applied
+    unhealthy: bool
+
+
+def stack_state(statuses: Iterable[ServiceStatus]) -> tuple[str, list[str]]:
+    """`applied`, `applying` or `degraded`, with the reasons for degraded."""
+    reasons: list[str] = []
+    converging = False
+    for s in statuses:
+        if s.failed:
+            reasons.append(f"{s.name}: {s.failed}")
+        elif s.unhealthy:
+            reasons.append(f"{s.name}: unhealthy")
+        elif not s.converged:
+            converging = True
+    if reasons:
+        return "degraded", reasons
+    return ("applying" if converging else "applied"), []

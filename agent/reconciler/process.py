@@ -1,0 +1,141 @@
+"""Starting, finding and stopping service processes.
+
+Each service (and each build) runs in its own session/process group, so stopping it stops
+everything it spawned. A process is identified by its pid *and* its start time from
+/proc/<pid>/stat, so a reused pid is never mistaken for our service after a restart.
+Service output goes straight to a log file opened in append mode: the service keeps
+running and logging even while the reconciler is down.
+"""
+
+import asyncio
+import os
+import pwd
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """Who user code (builds, services) runs as. None fields: the agent's own user."""
+
+    uid: int | None = None
+    gid: int | None = None
+    name: str | None = None
+
+    @classmethod
+    def for_agent(cls, configured: str | None) -> "RunAs":
+        """Never root: when the agent is root, use the configured user, else `nobody`."""
+        if os.geteuid() != 0:
+            return cls()
+        entry = pwd.getpwnam(configured or "nobody")
+        return cls(entry.pw_uid, entry.pw_gid, entry.pw_name)
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, or None if it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    if fields[0] == "Z":  # a zombie has exited
+        return None
+    return int(fields[19])
+
+
+def is_alive(pid: int, ticks: int) -> bool:
+    return start_ticks(pid) == ticks
+
+
+def spawn(
+    argv: list[str], cwd: Path, env: dict[str, str], log_path: Path, run_as: RunAs
+) -> subprocess.Popen[bytes]:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab", buffering=0) as log:
+        if run_as.uid is not None:
+            os.chown(log_path, run_as.uid, run_as.gid or -1)
+        return subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            user=run_as.uid,
+            group=run_as.gid,
+            extra_groups=[] if run_as.uid is not None else None,
+        )
+
+
+def signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+async def stop_group(
+    pid: int, ticks: int, grace_s: float = 10.0, popen: subprocess.Popen[bytes] | None = None
+) -> None:
+    """SIGTERM the group, wait up to `grace_s`, then SIGKILL. Reaps `popen` if given."""
+    if not is_alive(pid, ticks):
+        if popen is not None:
+            popen.poll()
+        return
+    signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if popen is not None:
+            popen.poll()
+        if not is_alive(pid, ticks):
+            return
+        await asyncio.sleep(0.05)
+    signal_group(pid, signal.SIGKILL)
+    if popen is not None:
+        await asyncio.to_thread(popen.wait)
+
+
+async def run_build(
+    command: str, cwd: Path, env: dict[str, str], log_path: Path, run_as: RunAs, timeout_s: float
+) -> tuple[bool, str]:
+    """Run a build command in its own process group with a timeout. (ok, reason)."""
+    with open(log_path, "ab") as log:
+        log.write(f"$ {command}\n".encode())
+    proc = spawn(["/bin/sh", "-c", command], cwd, env, log_path, run_as)
+    ticks = start_ticks(proc.pid) or 0
+    try:
+        code = await asyncio.wait_for(asyncio.to_thread(proc.wait), timeout_s)
+    except TimeoutError:
+        await stop_group(proc.pid, ticks, grace_s=5, popen=proc)
+        return False, f"build timed out after {timeout_s:g} s"
+    finally:
+        signal_group(proc.pid, signal.SIGKILL)  # leftovers of the build's group
+    if code != 0:
+        return False, f"build exited with {describe_exit(code)}"
+    return True, "ok"
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "unknown status"
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"code {code}"
+
+
+def tail(path: Path, max_bytes: int = 2000) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            return f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""

@@ -1,0 +1,378 @@
+"""The reconciler: pull desired state, hand each service to its worker, publish routes,
+report.
+
+Order of one reconcile (spec §10): validate the document (hash and schema; a bad one is
+refused with a `config` event and the previous state keeps running), then each service's
+worker syncs, builds, starts or restarts and health-checks on its own queue; removed
+services are stopped; the stack is marked applied, applying or degraded; heartbeats
+(full snapshots) and outbox events go back to the control plane.
+
+Without the control plane nothing changes on the server: the last valid document is kept
+in SQLite and applied at start-up, and running services are re-adopted, not restarted.
+"""
+
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.bus.messages import ROUTES_TOPIC
+from agent.bus.publisher import Publisher
+from agent.notify import Notifier
+from agent.reconciler import process
+from agent.reconciler.cpclient import AGENT_VERSION, ControlPlaneClient, Rejected, Unreachable
+from agent.reconciler.policy import (
+    Backoff,
+    build_key,
+    config_hash,
+    route_table,
+    service_urls,
+    stack_state,
+)
+from agent.reconciler.process import RunAs
+from agent.reconciler.store import Store
+from agent.reconciler.worker import ServiceWorker, Target, Timeouts
+from agent.schema.document import DesiredState, parse_document
+from agent.schema.errors import ValidationError
+from agent.settings import AgentSettings
+
+log = logging.getLogger(__name__)
+
+LONG_POLL_S = 25.0
+RETRY_BASE_S = 1.0
+RETRY_CAP_S = 60.0
+BASE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "TZ")
+
+
+class Reconciler:
+    def __init__(
+        self, settings: AgentSettings, timeouts: Timeouts | None = None, keep_releases: int = 5
+    ) -> None:
+        self.settings = settings
+        self.state_dir = settings.state_dir
+        self.store = Store(settings.state_dir / "agent.sqlite3")
+        self.run_as = RunAs.for_agent(settings.services_user)
+        self.base_env = {k: os.environ[k] for k in BASE_ENV_KEYS if k in os.environ}
+        self.base_env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+        self.timeouts = timeouts or Timeouts()
+        self.backoff = Backoff()
+        self.keep_releases = keep_releases
+        self.publisher = Publisher(settings.bus)
+        self.notifier = Notifier()
+        self.desired: DesiredState | None = None
+        self.workers: dict[str, ServiceWorker] = {}
+        self._worker_tasks: dict[str, asyncio.Task[None]] = {}
+        self._routes_dirty = asyncio.Event()
+        self._events_pending = asyncio.Event()
+        self._route_seq = 0
+        self._client: ControlPlaneClient | None = None
+        self._applied_version: int | None = None
+
+    # --- WorkerContext -----------------------------------------------------------------
+    def event(self, type_: str, message: str, service: str | None = None, **extra: Any) -> None:
+        self.store.add_event(type_, message, service, **extra)
+        self._events_pending.set()
+
+    def routes_changed(self) -> None:
+        self._routes_dirty.set()
+
+    # --- start-up ------------------------------------------------------------------------
+    async def run(self) -> int:
+        self._check_layout()
+        await self.publisher.start()
+        self._adopt_processes()
+        cached = self.store.get_json("desired")
+        if cached is not None:
+            try:
+                self.apply(parse_document(cached))
+                log.info(
+                    "applying cached desired state v%s",
+                    self.desired.version if self.desired else "?",
+                )
+            except ValidationError as exc:
+                log.error("cached desired state is invalid, ignoring it: %s", exc)
+        await self._publish_routes()
+        self.notifier.ready(self.summary())
+        tasks = [
+            asyncio.create_task(self._route_loop(), name="routes"),
+            asyncio.create_task(self.notifier.watchdog_loop(), name="watchdog"),
+            asyncio.create_task(self._status_loop(), name="status"),
+        ]
+        if self.settings.control_plane:
+            tasks += [
+                asyncio.create_task(self._poll_loop(), name="poll"),
+                asyncio.create_task(self._report_loop(), name="report"),
+            ]
+        else:
+            log.warning("no --control-plane given: serving the cached desired state only")
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+        return 0
+
+    def _check_layout(self) -> None:
+        """User code runs as an unprivileged user: it must be able to reach its releases."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.run_as.uid is None:
+            return
+        for d in (self.state_dir, *self.state_dir.parents):
+            st = d.stat()
+            if not st.st_mode & 0o001 and st.st_uid != self.run_as.uid:
+                raise SystemExit(
+                    f"{d} is not searchable by the services user {self.run_as.name!r} "
+                    f"(mode {oct(st.st_mode & 0o777)}); choose a --state-dir under a world-searchable path"
+                )
+        for sub in ("releases", "logs"):
+            path = self.state_dir / sub
+            path.mkdir(exist_ok=True)
+            path.chmod(0o755)
+
+    def _adopt_processes(self) -> None:
+        for rec in self.store.processes():
+            if not process.is_alive(rec.pid, rec.start_ticks):
+                self.store.forget_process(rec.service, rec.pid)
+                continue
+            worker = self._worker(rec.service)
+            if worker.current is not None:  # two left over from an interrupted cutover
+                older = worker.current.rec
+                process.signal_group(older.pid, 15)
+                self.store.forget_process(older.service, older.pid)
+            worker.adopt(rec)
+
+    def _worker(self, name: str) -> ServiceWorker:
+        if name not in self.workers:
+            worker = ServiceWorker(name, self)
+            self.workers[name] = worker
+            self._worker_tasks[name] = asyncio.create_task(
+                self._run_worker(worker), name=f"service-{name}"
+            )
+        return self.workers[name]
+
+    async def _run_worker(self, worker: ServiceWorker) -> None:
+        try:
+            await worker.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug in one service's worker must not take down the others
+            log.exception("worker for %s crashed", worker.name)
+            self.event(
+                "run", "internal error in the service worker; see the agent log", worker.name
+            )
+        finally:
+            if worker.removed:
+                self.workers.pop(worker.name, None)
+                self._worker_tasks.pop(worker.name, None)
+                self.routes_changed()
+
+    # --- applying ------------------------------------------------------------------------
+    def apply(self, desired: DesiredState) -> None:
+        previous = self.desired
+        self.desired = desired
+        urls = service_urls(desired)
+        for svc in desired.services:
+            target = Target(
+                svc=svc, urls=urls, config_hash=config_hash(svc, urls), build_key=build_key(svc)
+            )
+            self._worker(svc.name).set_target(target)
+        wanted = {s.name for s in desired.services}
+        for name, worker in list(self.workers.items()):
+            if name not in wanted:
+                worker.set_target(None)
+        if previous is None or previous.hash != desired.hash:
+            self.event(
+                "config",
+                f"applying desired state v{desired.version}",
+                version=desired.version,
+                hash=desired.hash,
+            )
+        self.routes_changed()
+
+    def accept_document(self, doc: dict[str, Any]) -> None:
+        try:
+            desired = parse_document(doc)
+        except ValidationError as exc:
+            log.error("refusing desired state: %s", exc)
+            self.event("config", f"refused desired state: {exc}", field=exc.field)
+            return
+        if self.desired is not None and desired.hash == self.desired.hash:
+            return
+        self.store.put_json("desired", doc)
+        self.apply(desired)
+
+    # --- routes --------------------------------------------------------------------------
+    async def _publish_routes(self) -> None:
+        self._route_seq += 1
+        table = route_table(
+            (self.publisher.epoch, self._route_seq),
+            self.desired,
+            (w.route() for w in self.workers.values()),
+        )
+        await self.publisher.publish(ROUTES_TOPIC, table.to_json())
+
+    async def _route_loop(self) -> None:
+        while True:
+            await self._routes_dirty.wait()
+            self._routes_dirty.clear()
+            await self._publish_routes()
+
+    # --- status --------------------------------------------------------------------------
+    def stack_status(self) -> tuple[str, list[str]]:
+        if self.desired is None:
+            return "pending", ["no desired state yet"]
+        return stack_state(w.status() for w in self.workers.values() if not w.removed)
+
+    def summary(self) -> str:
+        state, reasons = self.stack_status()
+        version = self.desired.version if self.desired else "-"
+        return f"v{version} {state}; {len(self.workers)} services" + (
+            f"; {reasons[0]}" if reasons else ""
+        )
+
+    async def _status_loop(self) -> None:
+        last = None
+        while True:
+            state, reasons = self.stack_status()
+            if (
+                self.desired is not None
+                and state == "applied"
+                and self._applied_version != self.desired.version
+            ):
+                self._applied_version = self.desired.version
+                self.store.put("applied_version", str(self.desired.version))
+            current = (state, tuple(reasons), self.desired.version if self.desired else None)
+            if current != last:
+                last = current
+                self.notifier.status(self.summary())
+                if self.desired is not None:
+                    log.info("stack v%s %s %s", self.desired.version, state, "; ".join(reasons))
+                    self.event(
+                        "stack",
+                        f"v{self.desired.version} {state}"
+                        + (f": {'; '.join(reasons)}" if reasons else ""),
+                        state=state,
+                        version=self.desired.version,
+                    )
+            await asyncio.sleep(0.25)
+
+    def heartbeat(self) -> dict[str, Any]:
+        state, reasons = self.stack_status()
+        applied = self.store.get("applied_version")
+        return {
+            "agent_version": AGENT_VERSION,
+            "applied_version": int(applied) if applied else None,
+            "desired_version": self.desired.version if self.desired else None,
+            "state": state,
+            "reasons": reasons,
+            "services": [w.snapshot() for w in self.workers.values()],
+            "security": self.security_status(),
+        }
+
+    def security_status(self) -> dict[str, Any]:
+        mode = self.desired.stack.security_mode if self.desired else None
+        exposure = {"open": "unrestricted", "proxy-only": "daemon-port", "tunnel-only": "none"}.get(
+            mode or ""
+        )
+        return {"mode": mode, "exposure": exposure, "backend": None, "tunnel": None}
+
+    # --- control plane -------------------------------------------------------------------
+    async def _client_ready(self) -> ControlPlaneClient:
+        """Our credential, registering once with the install token if we have none."""
+        if self._client is not None:
+            return self._client
+        assert self.settings.control_plane
+        credential = self.store.get("credential")
+        delay = RETRY_BASE_S
+        while credential is None:
+            if not self.settings.token:
+                raise SystemExit("not registered yet: pass --token with an install token")
+            try:
+                reg = await asyncio.to_thread(
+                    ControlPlaneClient(self.settings.control_plane).register, self.settings.token
+                )
+            except Unreachable as exc:
+                log.warning("control plane unreachable, retrying in %.0f s: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(RETRY_CAP_S, delay * 2)
+                continue
+            except Rejected as exc:
+                raise SystemExit(f"registration refused: {exc}") from exc
+            self.store.put("credential", reg.credential)
+            self.store.put("instance_id", reg.instance_id)
+            self.store.put("stack_id", reg.stack_id)
+            os.chmod(self.state_dir / "agent.sqlite3", 0o600)
+            credential = reg.credential
+            log.info("registered as instance %s of stack %s", reg.instance_id, reg.stack_id)
+        self._client = ControlPlaneClient(self.settings.control_plane, credential)
+        return self._client
+
+    async def _poll_loop(self) -> None:
+        client = await self._client_ready()
+        delay = RETRY_BASE_S
+        while True:
+            etag = self.desired.hash if self.desired else None
+            started = time.monotonic()
+            try:
+                fetched = await asyncio.to_thread(client.fetch_desired, etag, LONG_POLL_S)
+            except Unreachable as exc:
+                log.warning(
+                    "desired state: control plane unreachable, retrying in %.0f s: %s", delay, exc
+                )
+                await asyncio.sleep(delay)
+                delay = min(RETRY_CAP_S, delay * 2)
+                continue
+            except Rejected as exc:
+                log.error("desired state refused (credential revoked?): %s", exc)
+                await asyncio.sleep(RETRY_CAP_S)
+                continue
+            delay = RETRY_BASE_S
+            if fetched.changed and fetched.document is not None:
+                self.accept_document(fetched.document)
+            elif time.monotonic() - started < 1.0:
+                # the server answered at once: no long poll there, so poll at the interval
+                await asyncio.sleep(self.desired.stack.poll_interval_s if self.desired else 5.0)
+
+    async def _report_loop(self) -> None:
+        client = await self._client_ready()
+        next_beat = 0.0
+        while True:
+            interval = self.desired.stack.poll_interval_s if self.desired else 5.0
+            try:
+                if time.monotonic() >= next_beat:
+                    await asyncio.to_thread(client.heartbeat, self.heartbeat())
+                    next_beat = time.monotonic() + interval
+                await self._flush_events(client)
+            except (Unreachable, Rejected) as exc:
+                log.warning("report failed, will retry: %s", exc)
+                await asyncio.sleep(min(interval, 5.0))
+                continue
+            try:
+                await asyncio.wait_for(
+                    self._events_pending.wait(), max(0.05, next_beat - time.monotonic())
+                )
+            except TimeoutError:
+                pass
+            self._events_pending.clear()
+
+    async def _flush_events(self, client: ControlPlaneClient) -> None:
+        while True:
+            batch = self.store.pending_events()
+            if not batch:
+                return
+            accepted = await asyncio.to_thread(client.send_events, batch)
+            self.store.ack_events(accepted)
+            if len(accepted) < len(batch):
+                return
+
+
+def main_async(settings: AgentSettings) -> int:
+    import uvloop
+
+    return uvloop.run(Reconciler(settings).run())
+
+
+def state_path(settings: AgentSettings) -> Path:
+    return settings.state_dir / "agent.sqlite3"
