@@ -22,4 +22,7 @@ def require_root() -> None:
 
 def require_tool(*names: str) -> None:
     for name in names:
-        require(shutil.which(name) is not None, f"needs {name} (tests/install-system-deps.sh installs it)")
+        require(
+            shutil.which(name) is not None,
+            f"needs {name} (tests/install-system-deps.sh installs it)",
+        )
