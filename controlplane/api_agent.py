@@ -1,0 +1,96 @@
+"""The agent API under /api/v1/agent: register, desired state (ETag, long poll), heartbeat,
+events.
+
+Every route but `register` authenticates the agent's credential; an agent can read only
+its own stack's document and write only its own instance's status, because the instance
+and stack come from the credential, never from the request.
+"""
+
+import asyncio
+import json
+from typing import Any
+
+from quart import Blueprint, Response, request
+
+from controlplane import enrollment, status, tokens
+from controlplane.context import AppContext
+from controlplane.errors import BadRequest, Unprocessable
+from controlplane.httpjson import etag_matches, json_object, parse_wait, read_json
+from controlplane.models import Stack
+
+
+def blueprint(ctx: AppContext) -> Blueprint:
+    bp = Blueprint("api_agent", __name__)
+    db = ctx.db
+
+    async def identify() -> enrollment.AgentIdentity:
+        return await enrollment.authenticate_agent(
+            db, tokens.bearer(request.headers.get("Authorization"))
+        )
+
+    @bp.post("/register")
+    async def register() -> tuple[dict[str, Any], int]:
+        body = json_object(await read_json())
+        token, hostname = body.get("token"), body.get("hostname")
+        if not isinstance(token, str) or not token:
+            raise BadRequest("must be the install token (a string)", field="token")
+        if not isinstance(hostname, str) or not 1 <= len(hostname) <= 255:
+            raise Unprocessable(
+                "must be the server's hostname (1-255 characters)", field="hostname"
+            )
+        reg = await enrollment.register(db, token, hostname)
+        return {
+            "instance_id": reg.instance_id,
+            "credential": reg.credential,
+            "stack_id": reg.stack_id,
+        }, 201
+
+    @bp.get("/desired-state")
+    async def desired_state() -> Response:
+        ident = await identify()
+        wait_s = parse_wait(request.args.get("wait"), ctx.settings.max_wait_s)
+        if_none_match = request.headers.get("If-None-Match")
+        current = ident.doc_hash
+        if wait_s and etag_matches(if_none_match, current):
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait_s
+            while etag_matches(if_none_match, current) and (left := deadline - loop.time()) > 0:
+                if await ctx.watcher.wait(ident.stack_id, current, left):
+                    current = (await identify()).doc_hash  # also notices a revocation
+        if etag_matches(if_none_match, current):
+            return _not_modified(current)
+        async with db.read() as session:
+            stack = await session.get(Stack, ident.stack_id)
+        if stack is None:  # deleted between the two reads
+            return _not_modified(current)
+        resp = Response(
+            status=200, content_type="application/json", headers={"ETag": f'"{stack.doc_hash}"'}
+        )
+        resp.set_data(_dumps(stack.document))
+        return resp
+
+    @bp.post("/heartbeat")
+    async def heartbeat() -> dict[str, Any]:
+        ident = await identify()
+        hb = status.parse_heartbeat(await read_json())
+        await status.record_heartbeat(db, ident.instance_id, hb)
+        return {"ok": True, "desired_hash": ident.doc_hash}
+
+    @bp.post("/events")
+    async def events() -> dict[str, Any]:
+        ident = await identify()
+        batch = status.parse_events(await read_json())
+        accepted = await status.record_events(db, ident.instance_id, ident.stack_id, batch)
+        return {"accepted": accepted}
+
+    return bp
+
+
+def _not_modified(etag: str) -> Response:
+    resp = Response(status=304, headers={"ETag": f'"{etag}"'})
+    del resp.headers["Content-Type"]
+    return resp
+
+
+def _dumps(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))

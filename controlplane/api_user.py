@@ -1,0 +1,204 @@
+"""The user (admin) API under /api/v1: stacks, install tokens, status, history, tokens.
+
+Every route needs `Authorization: Bearer <admin token>` (checked once in `before_request`).
+Handlers only translate HTTP to calls into `stacks`, `enrollment` and `status`.
+"""
+
+from typing import Any
+
+from quart import Blueprint, Response, jsonify, request
+
+from controlplane import enrollment, stacks, status, tokens
+from controlplane.context import AppContext
+from controlplane.errors import NotFound, Unprocessable
+from controlplane.httpjson import json_object, read_json
+from controlplane.models import iso
+
+MIN_TTL_S, MAX_TTL_S = 60.0, 7 * 24 * 3600.0
+
+
+def install_command(public_url: str, token: str) -> str:
+    return f"curl -fsSL {public_url.rstrip('/')}/install.sh | sudo sh -s -- --token {token}"
+
+
+def blueprint(ctx: AppContext) -> Blueprint:
+    bp = Blueprint("api_user", __name__)
+    db = ctx.db
+
+    @bp.before_request
+    async def _admin_only() -> None:
+        await enrollment.check_admin(db, tokens.bearer(request.headers.get("Authorization")))
+
+    def public_url() -> str:
+        return ctx.settings.public_url or request.host_url.rstrip("/")
+
+    # stacks ---------------------------------------------------------------------------
+
+    @bp.get("/stacks")
+    async def list_stacks() -> dict[str, Any]:
+        return {"stacks": [stacks.stack_json(s) for s in await stacks.list_all(db)]}
+
+    @bp.post("/stacks")
+    async def create_stack() -> tuple[dict[str, Any], int, dict[str, str]]:
+        prepared = await stacks.prepare(await read_json())
+        stack = await stacks.create(db, prepared)
+        return stacks.stack_json(stack), 201, {"Location": f"/api/v1/stacks/{stack.id}"}
+
+    @bp.get("/stacks/<stack_id>")
+    async def get_stack(stack_id: str) -> dict[str, Any]:
+        return stacks.stack_json(await stacks.get(db, stack_id))
+
+    @bp.put("/stacks/<stack_id>")
+    async def replace_stack(stack_id: str) -> dict[str, Any]:
+        await stacks.get(db, stack_id)  # 404 before a slow git ls-remote
+        prepared = await stacks.prepare(await read_json())
+        stack, changed = await stacks.publish(db, stack_id, prepared, "update")
+        if changed:
+            ctx.watcher.notify(stack_id)
+        return {**stacks.stack_json(stack), "changed": changed}
+
+    @bp.delete("/stacks/<stack_id>")
+    async def delete_stack(stack_id: str) -> tuple[str, int]:
+        await stacks.delete(db, stack_id)
+        ctx.watcher.notify(stack_id)
+        return "", 204
+
+    @bp.post("/stacks/<stack_id>/refresh")
+    async def refresh_stack(stack_id: str) -> dict[str, Any]:
+        """Re-resolve every ref; a new version only if some commit moved."""
+        current = stacks.spec_of((await stacks.get(db, stack_id)).document)
+        commits = await stacks.resolve(current.spec)
+        stack, changed = await stacks.publish(
+            db, stack_id, stacks.Prepared(current.spec, commits), "refresh"
+        )
+        if changed:
+            ctx.watcher.notify(stack_id)
+        return {**stacks.stack_json(stack), "changed": changed}
+
+    @bp.get("/stacks/<stack_id>/desired-state")
+    async def stack_desired_state(stack_id: str) -> Response:
+        stack = await stacks.get(db, stack_id)
+        resp = jsonify(stack.document)
+        resp.headers["ETag"] = f'"{stack.doc_hash}"'
+        return resp
+
+    # history --------------------------------------------------------------------------
+
+    @bp.get("/stacks/<stack_id>/versions")
+    async def list_versions(stack_id: str) -> dict[str, Any]:
+        rows = await stacks.versions(db, stack_id)
+        return {
+            "versions": [
+                {
+                    "version": r.version,
+                    "hash": r.doc_hash,
+                    "created_at": iso(r.created_at),
+                    "reason": r.reason,
+                }
+                for r in rows
+            ]
+        }
+
+    @bp.get("/stacks/<stack_id>/versions/<int:version>")
+    async def get_version(stack_id: str, version: int) -> dict[str, Any]:
+        return await stacks.version_document(db, stack_id, version)
+
+    @bp.post("/stacks/<stack_id>/rollback")
+    async def rollback(stack_id: str) -> dict[str, Any]:
+        body = json_object(await read_json())
+        version = body.get("version")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise Unprocessable(
+                "must be a positive integer: the version to restore", field="version"
+            )
+        old = stacks.spec_of(await stacks.version_document(db, stack_id, version))
+        stack, changed = await stacks.publish(db, stack_id, old, "rollback")
+        if changed:
+            ctx.watcher.notify(stack_id)
+        return {**stacks.stack_json(stack), "changed": changed}
+
+    # enrollment -----------------------------------------------------------------------
+
+    @bp.post("/stacks/<stack_id>/install-tokens")
+    async def create_install_token(stack_id: str) -> tuple[dict[str, Any], int]:
+        body = json_object(await read_json(allow_empty=True))
+        ttl = body.get("ttl_s", ctx.settings.install_token_ttl_s)
+        if (
+            isinstance(ttl, bool)
+            or not isinstance(ttl, int | float)
+            or not MIN_TTL_S <= ttl <= MAX_TTL_S
+        ):
+            raise Unprocessable(
+                f"must be a number of seconds from {MIN_TTL_S:g} to {MAX_TTL_S:g}", field="ttl_s"
+            )
+        new = await enrollment.create_install_token(db, stack_id, float(ttl))
+        return {
+            "id": new.id,
+            "token": new.token,
+            "expires_at": iso(new.expires_at),
+            "install_command": install_command(public_url(), new.token),
+        }, 201
+
+    @bp.get("/stacks/<stack_id>/install-tokens")
+    async def list_install_tokens(stack_id: str) -> dict[str, Any]:
+        await stacks.get(db, stack_id)
+        rows = await enrollment.list_install_tokens(db, stack_id)
+        return {
+            "install_tokens": [
+                {
+                    "id": r.id,
+                    "created_at": iso(r.created_at),
+                    "expires_at": iso(r.expires_at),
+                    "used_at": iso(r.used_at),
+                    "revoked_at": iso(r.revoked_at),
+                    "instance_id": r.instance_id,
+                }
+                for r in rows
+            ]
+        }
+
+    @bp.delete("/stacks/<stack_id>/install-tokens/<token_id>")
+    async def revoke_install_token(stack_id: str, token_id: str) -> tuple[str, int]:
+        await enrollment.revoke_install_token(db, stack_id, token_id)
+        return "", 204
+
+    @bp.delete("/instances/<instance_id>")
+    async def revoke_instance(instance_id: str) -> tuple[str, int]:
+        await enrollment.revoke_instance(db, instance_id)
+        return "", 204
+
+    # status ---------------------------------------------------------------------------
+
+    @bp.get("/stacks/<stack_id>/instances")
+    async def list_instances(stack_id: str) -> dict[str, Any]:
+        return {"instances": await status.list_instances(db, stack_id)}
+
+    @bp.get("/stacks/<stack_id>/events")
+    async def list_events(stack_id: str) -> dict[str, Any]:
+        query = status.parse_event_query(request.args.to_dict())
+        return await status.list_events(db, stack_id, query)
+
+    # admin tokens ---------------------------------------------------------------------
+
+    @bp.get("/tokens")
+    async def list_admin_tokens() -> dict[str, Any]:
+        rows = await enrollment.list_admin_tokens(db)
+        return {
+            "tokens": [
+                {
+                    "id": r.id,
+                    "name": r.name,
+                    "created_at": iso(r.created_at),
+                    "revoked_at": iso(r.revoked_at),
+                }
+                for r in rows
+            ]
+        }
+
+    @bp.delete("/tokens/<token_id>")
+    async def revoke_admin_token(token_id: str) -> tuple[str, int]:
+        if not await enrollment.revoke_admin_token(db, token_id):
+            raise NotFound(f"no active admin token with id or name {token_id!r}")
+        return "", 204
+
+    return bp

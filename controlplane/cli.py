@@ -1,0 +1,170 @@
+"""`berth controlplane serve|migrate|token ...`: run, migrate and administer a control plane.
+
+    serve   [--db URL] [--bind HOST:PORT] [--public-url URL]   refuses an unmigrated DB
+    migrate [--db URL]                                          brings the schema to the newest
+    token create --name NAME [--db URL]                         prints a new admin token (once)
+    token list [--db URL] | token revoke ID_OR_NAME [--db URL]
+
+`--db` defaults to $BERTH_DB, else sqlite:///./berth-controlplane.sqlite3.
+"""
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from agent.logs import setup_logging
+from controlplane import enrollment, migrate
+from controlplane.db import Database
+from controlplane.dburl import DEFAULT_DB_URL, parse_db_url
+from controlplane.models import iso
+from controlplane.settings import DEFAULT_BIND, ServerSettings
+
+log = logging.getLogger("controlplane")
+
+
+def _add_db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db",
+        default=os.environ.get("BERTH_DB") or DEFAULT_DB_URL,
+        metavar="URL",
+        help="sqlite:///path/file.db or postgresql+psycopg://user:pass@host/db "
+        "(default: $BERTH_DB or %(default)s)",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="berth controlplane", description="Berth control plane.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the API and dashboard")
+    _add_db(serve)
+    serve.add_argument("--bind", default=DEFAULT_BIND, metavar="HOST:PORT")
+    serve.add_argument(
+        "--public-url", metavar="URL", help="URL agents use (default: from the request)"
+    )
+    serve.add_argument("--install-token-ttl", type=float, default=enrollment.DEFAULT_INSTALL_TOKEN_TTL_S,
+                       metavar="SECONDS", help="install token lifetime (default %(default)g)")  # fmt: skip
+
+    mig = sub.add_parser("migrate", help="create or upgrade the database schema")
+    _add_db(mig)
+
+    token = sub.add_parser("token", help="admin API tokens")
+    tsub = token.add_subparsers(dest="token_command", required=True)
+    create = tsub.add_parser("create", help="create an admin token and print it")
+    create.add_argument("--name", required=True)
+    _add_db(create)
+    lst = tsub.add_parser("list", help="list admin tokens (never the tokens themselves)")
+    _add_db(lst)
+    rev = tsub.add_parser("revoke", help="revoke admin tokens by id or name")
+    rev.add_argument("token", metavar="ID_OR_NAME")
+    _add_db(rev)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    setup_logging("controlplane")
+    # Alembic narrates every connection at INFO; only `migrate` should say what it did
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        db_url = parse_db_url(args.db)
+    except ValueError as exc:
+        print(f"berth controlplane: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "migrate":
+        before, after = migrate.upgrade(db_url)
+        print(
+            f"database {db_url.display()}: schema {before or '(empty)'} -> {after}", file=sys.stderr
+        )
+        return 0
+    try:
+        migrate.check_current(db_url)
+    except migrate.SchemaOutdated as exc:
+        print(f"berth controlplane: {exc}", file=sys.stderr)
+        return 1
+    if args.command == "serve":
+        settings = ServerSettings(
+            db_url=args.db, bind=args.bind, public_url=args.public_url,
+            install_token_ttl_s=args.install_token_ttl,
+        )  # fmt: skip
+        return serve(settings)
+    return asyncio.run(_token_command(args))
+
+
+async def _token_command(args: argparse.Namespace) -> int:
+    db = Database(parse_db_url(args.db))
+    try:
+        if args.token_command == "create":
+            name = args.name.strip()
+            if not name or len(name) > 100:
+                print(
+                    "berth controlplane token create: --name must be 1-100 characters",
+                    file=sys.stderr,
+                )
+                return 2
+            _, token = await enrollment.create_admin_token(db, name)
+            print(token)
+            return 0
+        if args.token_command == "list":
+            for row in await enrollment.list_admin_tokens(db):
+                state = f"revoked {iso(row.revoked_at)}" if row.revoked_at else "active"
+                print(f"{row.id}\t{row.name}\t{iso(row.created_at)}\t{state}")
+            return 0
+        count = await enrollment.revoke_admin_token(db, args.token)
+        if not count:
+            print(
+                f"berth controlplane token revoke: no active token with id or name {args.token!r}",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"revoked {count} token(s)", file=sys.stderr)
+        return 0
+    finally:
+        await db.close()
+
+
+def serve(settings: ServerSettings) -> int:
+    """Serve with Hypercorn until SIGINT/SIGTERM; returns the exit code."""
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config
+
+    from controlplane.app import create_app
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but optional at run time
+        uvloop = None  # type: ignore[assignment]
+
+    config = Config()
+    config.bind = [settings.bind]
+    config.accesslog = None  # one line per request costs more than the request itself
+    config.errorlog = log
+    config.graceful_timeout = 2.0
+    config.keep_alive_timeout = 75.0  # agents reuse connections between polls
+    app = create_app(settings)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        log.info(
+            "serving on http://%s (database %s)",
+            settings.bind,
+            parse_db_url(settings.db_url).display(),
+        )
+        await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        log.info("stopped")
+
+    try:
+        if uvloop is not None:
+            uvloop.run(run())
+        else:
+            asyncio.run(run())
+    except OSError as exc:
+        log.error("cannot serve on %s: %s", settings.bind, exc)
+        return 1
+    return 0

@@ -1,0 +1,217 @@
+"""Enrollment and credentials: admin tokens, install tokens, agent registration and auth.
+
+Install tokens are one-time: registration marks a token used with a conditional UPDATE
+(`... WHERE used_at IS NULL`), so two agents racing with one token cannot both win. The
+credential an agent receives is shown once and stored as a SHA-256 digest; revoking the
+instance (`revoked_at`) makes the next request with it fail.
+"""
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+
+from controlplane import tokens
+from controlplane.db import Database
+from controlplane.errors import NotFound, Unauthorized
+from controlplane.models import AdminToken, InstallToken, Instance, Stack, iso, utcnow
+
+DEFAULT_INSTALL_TOKEN_TTL_S = 3600.0
+
+
+@dataclass(frozen=True)
+class NewInstallToken:
+    id: str
+    token: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Registered:
+    instance_id: str
+    credential: str
+    stack_id: str
+
+
+@dataclass(frozen=True)
+class AgentIdentity:
+    instance_id: str
+    stack_id: str
+    doc_hash: str  # the stack's current document hash, read in the same query
+
+
+# admin tokens -----------------------------------------------------------------------
+
+
+async def create_admin_token(db: Database, name: str) -> tuple[str, str]:
+    """(id, token); the token itself is never stored."""
+    token = tokens.new_secret(tokens.ADMIN_PREFIX)
+    row = AdminToken(
+        id=str(uuid.uuid4()), name=name, token_hash=tokens.digest(token), created_at=utcnow()
+    )
+    async with db.write() as session:
+        session.add(row)
+    return row.id, token
+
+
+async def check_admin(db: Database, token: str | None) -> str:
+    """The admin token's id; Unauthorized when missing, unknown or revoked."""
+    if not token:
+        raise Unauthorized(
+            "missing admin token: send 'Authorization: Bearer <token>' "
+            "(create one with: berth controlplane token create --name NAME)"
+        )
+    async with db.read() as session:
+        row = await session.scalar(
+            select(AdminToken).where(AdminToken.token_hash == tokens.digest(token))
+        )
+    if row is None:
+        raise Unauthorized(
+            "admin token not recognised; create one with: berth controlplane token create --name NAME"
+        )
+    if row.revoked_at is not None:
+        raise Unauthorized(f"admin token {row.name!r} was revoked at {iso(row.revoked_at)}")
+    return row.id
+
+
+async def list_admin_tokens(db: Database) -> list[AdminToken]:
+    async with db.read() as session:
+        return list(await session.scalars(select(AdminToken).order_by(AdminToken.created_at)))
+
+
+async def revoke_admin_token(db: Database, token_id_or_name: str) -> int:
+    """Revoke by id or by name (all tokens of that name); returns how many were revoked."""
+    async with db.write() as session:
+        result = await session.execute(
+            update(AdminToken)
+            .where(
+                (AdminToken.id == token_id_or_name) | (AdminToken.name == token_id_or_name),
+                AdminToken.revoked_at.is_(None),
+            )
+            .values(revoked_at=utcnow())
+        )
+        return result.rowcount or 0  # type: ignore[attr-defined]
+
+
+# install tokens ---------------------------------------------------------------------
+
+
+async def create_install_token(db: Database, stack_id: str, ttl_s: float) -> NewInstallToken:
+    token = tokens.new_secret(tokens.INSTALL_PREFIX)
+    now = utcnow()
+    row = InstallToken(
+        id=str(uuid.uuid4()),
+        stack_id=stack_id,
+        token_hash=tokens.digest(token),
+        created_at=now,
+        expires_at=now + timedelta(seconds=ttl_s),
+    )
+    async with db.write() as session:
+        if await session.get(Stack, stack_id) is None:
+            raise NotFound(f"no stack with id {stack_id!r}; GET /api/v1/stacks lists them")
+        session.add(row)
+    return NewInstallToken(row.id, token, row.expires_at)
+
+
+async def register(db: Database, token: str, hostname: str) -> Registered:
+    """Exchange a valid install token for an instance and its credential (401 with a reason)."""
+    digest = tokens.digest(token)
+    credential = tokens.new_secret(tokens.CREDENTIAL_PREFIX)
+    now = utcnow()
+    async with db.write() as session:
+        row = await session.scalar(select(InstallToken).where(InstallToken.token_hash == digest))
+        if row is None:
+            raise Unauthorized(
+                "install token not recognised; create one with POST /api/v1/stacks/{id}/install-tokens"
+            )
+        if row.revoked_at is not None:
+            raise Unauthorized(
+                f"install token was revoked at {iso(row.revoked_at)}; create a new one"
+            )
+        if row.used_at is not None:
+            raise Unauthorized(
+                f"install token was already used at {iso(row.used_at)}; tokens are one-time, create a new one"
+            )
+        if row.expires_at <= now:
+            raise Unauthorized(f"install token expired at {iso(row.expires_at)}; create a new one")
+        instance_id = str(uuid.uuid4())
+        claimed = await session.execute(
+            update(InstallToken)
+            .where(InstallToken.id == row.id, InstallToken.used_at.is_(None))
+            .values(used_at=now, instance_id=instance_id)
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            raise Unauthorized(
+                "install token was already used; tokens are one-time, create a new one"
+            )
+        session.add(
+            Instance(
+                id=instance_id,
+                stack_id=row.stack_id,
+                hostname=hostname,
+                credential_hash=tokens.digest(credential),
+                created_at=now,
+                last_seen=now,
+                services=[],
+                security={},
+                extra={},
+            )
+        )
+        stack_id = row.stack_id
+    return Registered(instance_id, credential, stack_id)
+
+
+async def list_install_tokens(db: Database, stack_id: str) -> list[InstallToken]:
+    async with db.read() as session:
+        return list(
+            await session.scalars(
+                select(InstallToken)
+                .where(InstallToken.stack_id == stack_id)
+                .order_by(InstallToken.created_at)
+            )
+        )
+
+
+async def revoke_install_token(db: Database, stack_id: str, token_id: str) -> None:
+    async with db.write() as session:
+        row = await session.get(InstallToken, token_id)
+        if row is None or row.stack_id != stack_id:
+            raise NotFound(f"stack {stack_id!r} has no install token with id {token_id!r}")
+        if row.revoked_at is None:
+            row.revoked_at = utcnow()
+
+
+# agents -----------------------------------------------------------------------------
+
+
+async def authenticate_agent(db: Database, credential: str | None) -> AgentIdentity:
+    """One indexed query: the instance, its stack and the stack's current hash."""
+    if not credential:
+        raise Unauthorized("missing credential: send 'Authorization: Bearer <credential>'")
+    async with db.read() as session:
+        row = (
+            await session.execute(
+                select(Instance.id, Instance.stack_id, Instance.revoked_at, Stack.doc_hash)
+                .join(Stack, Stack.id == Instance.stack_id)
+                .where(Instance.credential_hash == tokens.digest(credential))
+            )
+        ).first()
+    if row is None:
+        raise Unauthorized(
+            "credential not recognised (the instance or its stack may have been deleted); re-install with a new install token"
+        )
+    if row.revoked_at is not None:
+        raise Unauthorized(
+            f"this instance was revoked at {iso(row.revoked_at)}; re-install with a new install token"
+        )
+    return AgentIdentity(row.id, row.stack_id, row.doc_hash)
+
+
+async def revoke_instance(db: Database, instance_id: str) -> None:
+    async with db.write() as session:
+        row = await session.get(Instance, instance_id)
+        if row is None:
+            raise NotFound(f"no instance with id {instance_id!r}")
+        if row.revoked_at is None:
+            row.revoked_at = utcnow()

@@ -1,0 +1,63 @@
+"""Small HTTP helpers shared by the blueprints: reading JSON bodies, ETags, long-poll waits.
+
+`etag_matches` and `parse_wait` are pure; `read_json` reads the current request.
+"""
+
+import json
+from typing import Any
+
+from quart import request
+
+from controlplane.errors import BadRequest
+
+
+async def read_json(*, allow_empty: bool = False) -> Any:
+    """The request body as JSON; 400 naming the position of a syntax error."""
+    raw = await request.get_data(as_text=False)
+    if not raw.strip():
+        if allow_empty:
+            return {}
+        raise BadRequest("request body is empty; send a JSON object", code="malformed_json")
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise BadRequest("request body is not UTF-8 JSON", code="malformed_json") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(
+            f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
+            code="malformed_json",
+        ) from None
+
+
+def json_object(body: Any, what: str = "body") -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise BadRequest(f"{what} must be a JSON object", field=what)
+    return body
+
+
+def etag_matches(if_none_match: str | None, current: str) -> bool:
+    """Whether an If-None-Match header names `current` (weak or strong, list, or *)."""
+    if not if_none_match:
+        return False
+    for tag in if_none_match.split(","):
+        tag = tag.strip()
+        if tag == "*":
+            return True
+        if tag.startswith("W/"):
+            tag = tag[2:]
+        if tag.strip('"') == current:
+            return True
+    return False
+
+
+def parse_wait(raw: str | None, max_wait_s: float) -> float:
+    """`?wait=SECONDS` as a float in [0, max_wait_s]; 400 otherwise."""
+    if raw is None or raw == "":
+        return 0.0
+    try:
+        wait = float(raw)
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait <= max_wait_s or wait != wait:
+        raise BadRequest(f"must be a number of seconds from 0 to {max_wait_s:g}", field="wait")
+    return wait

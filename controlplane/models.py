@@ -1,0 +1,156 @@
+"""SQLAlchemy models: the control plane's whole storage, created only by Alembic migrations.
+
+Secrets (admin tokens, install tokens, agent credentials) are stored as SHA-256 hex digests
+only. A stack row carries its current desired-state document so the agents' hot path reads
+one row; `stack_versions` keeps every document ever published (history and rollback).
+Foreign keys cascade so deleting a stack removes its versions, tokens, instances and events.
+"""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every engine (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: use datetime.now(UTC)")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a Z, millisecond precision (what the API returns)."""
+    if value is None:
+        return None
+    return (
+        value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    )
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, datetime: UTCDateTime}
+
+
+class AdminToken(Base):
+    __tablename__ = "admin_tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class Stack(Base):
+    __tablename__ = "stacks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    version: Mapped[int] = mapped_column(Integer)
+    # hash of the content alone (no id/version): equal content means no new version
+    content_hash: Mapped[str] = mapped_column(String(64))
+    # hash of the current document: the agents' ETag
+    doc_hash: Mapped[str] = mapped_column(String(64))
+    document: Mapped[dict[str, Any]]
+    webhook_secret: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class StackVersion(Base):
+    __tablename__ = "stack_versions"
+
+    stack_id: Mapped[str] = mapped_column(
+        ForeignKey("stacks.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    doc_hash: Mapped[str] = mapped_column(String(64))
+    document: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(String(40))  # create, update, refresh, rollback, webhook
+
+
+class InstallToken(Base):
+    __tablename__ = "install_tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    stack_id: Mapped[str] = mapped_column(ForeignKey("stacks.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    instance_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    stack_id: Mapped[str] = mapped_column(ForeignKey("stacks.id", ondelete="CASCADE"), index=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    credential_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    last_seen: Mapped[datetime | None]
+    agent_version: Mapped[str | None] = mapped_column(String(64))
+    applied_version: Mapped[int | None] = mapped_column(Integer)
+    state: Mapped[str | None] = mapped_column(String(64))
+    services: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    security: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # the rest of the latest heartbeat, kept as sent
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("instance_id", "event_id", name="uq_events_instance_event"),
+        Index("ix_events_stack_seq", "stack_id", "seq"),
+    )
+
+    # arrival order: events of one instance are listed in the order they were ingested
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    event_id: Mapped[str] = mapped_column(String(64))
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
+    stack_id: Mapped[str] = mapped_column(ForeignKey("stacks.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(64))
+    service: Mapped[str | None] = mapped_column(String(63))
+    message: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime]
+    received_at: Mapped[datetime]
+    extra: Mapped[dict[str, Any]]

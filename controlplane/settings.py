@@ -1,0 +1,20 @@
+"""Settings of one control-plane process, parsed once from the command line."""
+
+from dataclasses import dataclass
+
+from controlplane.enrollment import DEFAULT_INSTALL_TOKEN_TTL_S
+from controlplane.longpoll import DEFAULT_INTERVAL_S
+
+DEFAULT_BIND = "127.0.0.1:8000"
+MAX_BODY_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    db_url: str
+    bind: str = DEFAULT_BIND
+    # what agents and users reach us at; None: taken from each request's Host header
+    public_url: str | None = None
+    install_token_ttl_s: float = DEFAULT_INSTALL_TOKEN_TTL_S
+    longpoll_interval_s: float = DEFAULT_INTERVAL_S
+    max_wait_s: float = 60.0

@@ -1,0 +1,227 @@
+"""Stacks: validate, resolve refs, publish a new desired-state version when content changes.
+
+A save runs in three steps so no database lock is held while git talks to a remote:
+1. `prepare`: strip the read-only keys a GET returned, validate with `agent.schema`,
+   resolve every ref with `git ls-remote` (422 naming the field on any failure);
+2. `publish`: in one write transaction, compare the content hash with the stored one and,
+   only if it differs, store version+1 (stack row and history row);
+3. the caller wakes long-polling agents.
+A rejected body raises before step 2, so the stored stack is never touched.
+"""
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agent.schema import StackSpec, ValidationError, parse_stack
+from agent.schema.document import build_document, content_hash, parse_document
+from controlplane import gitrefs
+from controlplane.db import Database
+from controlplane.errors import Conflict, NotFound, Unprocessable, from_validation
+from controlplane.models import Stack, StackVersion, iso, utcnow
+
+READ_ONLY_KEYS = ("id", "version", "hash", "created_at", "updated_at")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    spec: StackSpec
+    commits: dict[str, str]
+
+
+def editable_body(body: Any) -> Any:
+    """`body` without the read-only keys a GET adds, so GET → edit → PUT round-trips."""
+    if not isinstance(body, dict):
+        return body
+    out = {k: v for k, v in body.items() if k not in READ_ONLY_KEYS}
+    services = out.get("services")
+    if isinstance(services, list):
+        out["services"] = [
+            {k: v for k, v in s.items() if k != "commit"} if isinstance(s, dict) else s
+            for s in services
+        ]
+    return out
+
+
+def validate(body: Any) -> StackSpec:
+    try:
+        return parse_stack(editable_body(body))
+    except ValidationError as exc:
+        raise from_validation(exc) from exc
+
+
+async def resolve(spec: StackSpec) -> dict[str, str]:
+    reqs = [gitrefs.RefRequest(s.name, s.repo, s.ref) for s in spec.services]
+    try:
+        return await gitrefs.resolve_all(reqs)
+    except gitrefs.ResolveFailure as exc:
+        raise Unprocessable(
+            exc.detail, field=f"services[{exc.index}].{exc.key}", code="unresolvable_ref"
+        ) from exc
+
+
+async def prepare(body: Any) -> Prepared:
+    spec = validate(body)
+    return Prepared(spec, await resolve(spec))
+
+
+def stack_json(stack: Stack) -> dict[str, Any]:
+    """The API view: the stack body plus read-only id, version, hash, timestamps and commits."""
+    doc = stack.document
+    return {
+        "id": stack.id,
+        "name": doc["name"],
+        "version": stack.version,
+        "hash": stack.doc_hash,
+        "created_at": iso(stack.created_at),
+        "updated_at": iso(stack.updated_at),
+        "security_mode": doc["security_mode"],
+        "poll_interval_s": doc["poll_interval_s"],
+        "proxy": doc["proxy"],
+        "dns": doc["dns"],
+        "services": doc["services"],
+    }
+
+
+def spec_of(document: dict[str, Any]) -> Prepared:
+    """The spec and commits stored in a document (refresh and rollback start from it)."""
+    state = parse_document(document)
+    return Prepared(state.stack, {s.name: s.commit for s in state.services})
+
+
+async def _name_taken(session: AsyncSession, name: str, stack_id: str | None) -> None:
+    other = await session.scalar(select(Stack).where(Stack.name == name))
+    if other is not None and other.id != stack_id:
+        raise Conflict(
+            f"a stack named {name!r} already exists (id {other.id}); "
+            f"change it with PUT /api/v1/stacks/{other.id} or choose another name",
+            field="name",
+            code="duplicate_name",
+        )
+
+
+async def create(db: Database, prepared: Prepared) -> Stack:
+    now = utcnow()
+    stack_id = str(uuid.uuid4())
+    doc = build_document(stack_id, 1, prepared.spec, prepared.commits)
+    try:
+        async with db.write() as session:
+            await _name_taken(session, prepared.spec.name, None)
+            stack = Stack(
+                id=stack_id,
+                name=prepared.spec.name,
+                version=1,
+                content_hash=content_hash(prepared.spec, prepared.commits),
+                doc_hash=doc["hash"],
+                document=doc,
+                webhook_secret=secrets.token_hex(32),
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(stack)
+            session.add(_version_row(stack, "create"))
+    except IntegrityError as exc:  # a concurrent create with the same name won the race
+        raise Conflict(
+            f"a stack named {prepared.spec.name!r} already exists",
+            field="name",
+            code="duplicate_name",
+        ) from exc
+    return stack
+
+
+async def publish(
+    db: Database, stack_id: str, prepared: Prepared, reason: str
+) -> tuple[Stack, bool]:
+    """Store `prepared` as the stack's next version if its content differs; (stack, changed)."""
+    new_content = content_hash(prepared.spec, prepared.commits)
+    try:
+        async with db.write() as session:
+            stack = await session.scalar(
+                select(Stack).where(Stack.id == stack_id).with_for_update()
+            )
+            if stack is None:
+                raise NotFound(f"no stack with id {stack_id!r}; GET /api/v1/stacks lists them")
+            if new_content == stack.content_hash:
+                return stack, False
+            if prepared.spec.name != stack.name:
+                await _name_taken(session, prepared.spec.name, stack_id)
+            version = stack.version + 1
+            doc = build_document(stack.id, version, prepared.spec, prepared.commits)
+            stack.name = prepared.spec.name
+            stack.version = version
+            stack.content_hash = new_content
+            stack.doc_hash = doc["hash"]
+            stack.document = doc
+            stack.updated_at = utcnow()
+            session.add(_version_row(stack, reason))
+    except IntegrityError as exc:
+        raise Conflict(
+            "the stack changed concurrently (or its name is taken); read it again and retry",
+            code="conflict",
+        ) from exc
+    return stack, True
+
+
+def _version_row(stack: Stack, reason: str) -> StackVersion:
+    return StackVersion(
+        stack_id=stack.id,
+        version=stack.version,
+        content_hash=stack.content_hash,
+        doc_hash=stack.doc_hash,
+        document=stack.document,
+        created_at=stack.updated_at,
+        reason=reason,
+    )
+
+
+async def get(db: Database, stack_id: str) -> Stack:
+    async with db.read() as session:
+        stack = await session.get(Stack, stack_id)
+    if stack is None:
+        raise NotFound(f"no stack with id {stack_id!r}; GET /api/v1/stacks lists them")
+    return stack
+
+
+async def list_all(db: Database) -> list[Stack]:
+    async with db.read() as session:
+        return list(await session.scalars(select(Stack).order_by(Stack.name)))
+
+
+async def delete(db: Database, stack_id: str) -> None:
+    async with db.write() as session:
+        stack = await session.get(Stack, stack_id)
+        if stack is None:
+            raise NotFound(f"no stack with id {stack_id!r}; GET /api/v1/stacks lists them")
+        await session.delete(stack)
+
+
+async def versions(db: Database, stack_id: str) -> list[StackVersion]:
+    await get(db, stack_id)
+    async with db.read() as session:
+        rows = await session.scalars(
+            select(StackVersion)
+            .where(StackVersion.stack_id == stack_id)
+            .order_by(StackVersion.version.desc())
+        )
+        return list(rows)
+
+
+async def version_document(db: Database, stack_id: str, version: int) -> dict[str, Any]:
+    async with db.read() as session:
+        row = await session.get(StackVersion, (stack_id, version))
+        if row is None:
+            latest = await session.scalar(
+                select(func.max(StackVersion.version)).where(StackVersion.stack_id == stack_id)
+            )
+    if row is None:
+        if latest is None:
+            raise NotFound(f"no stack with id {stack_id!r}; GET /api/v1/stacks lists them")
+        raise Unprocessable(
+            f"stack has no version {version}; versions are 1 to {latest}", field="version"
+        )
+    return row.document
