@@ -1,0 +1,192 @@
+"""``berth firewall status|plan|apply|confirm|revert``: the helper's operations for
+operators, the installer and tests.
+
+The command talks to a running helper (the socket under ``--run-dir``) when one
+answers; otherwise it acts in-process on the same state directory (e.g. inside a test's
+network namespace, or before the agent is installed). An in-process apply with a
+confirm timeout starts a detached timer (`agent.firewall.autorevert`) that reverts it
+unless ``berth firewall confirm`` comes first.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from agent.bus.endpoints import BusEndpoints
+from agent.bus.firewall import (
+    DEFAULT_CONFIRM_TIMEOUT_S,
+    DEFAULT_SSH_PORT,
+    MODES,
+    ApplyRequest,
+    ConfirmRequest,
+    FirewallClient,
+    FirewallReply,
+    FirewallUnavailable,
+    Request,
+    RequestError,
+    RevertRequest,
+    SshClient,
+    StatusRequest,
+    parse_request,
+)
+from agent.firewall.autorevert import spawn_timer
+from agent.firewall.engine import Firewall, FirewallConfig
+from agent.firewall.run import ToolError
+from agent.firewall.tunnel import DEFAULT_METRICS
+from agent.settings import DEFAULT_STATE_DIR, parse_hostport
+
+PROBE_TIMEOUT_S = 2.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="berth firewall", description=__doc__.split("\n\n")[0])
+    p.add_argument("action", choices=("status", "plan", "apply", "confirm", "revert"))
+    p.add_argument("--mode", choices=MODES, help="security mode (plan, apply)")
+    p.add_argument("--proxy-port", type=int, help="external proxy port (proxy-only)")
+    p.add_argument("--ssh-port", type=int, default=DEFAULT_SSH_PORT)
+    p.add_argument("--ssh-cidr", action="append", default=[], metavar="CIDR",
+                   help="allow SSH from this network (repeatable; none = no SSH)")  # fmt: skip
+    p.add_argument("--backend", choices=("auto", "ufw", "nftables"), default="auto")
+    p.add_argument("--confirm-timeout", type=float, default=DEFAULT_CONFIRM_TIMEOUT_S,
+                   metavar="SECONDS", help="revert unless confirmed in time (0: never)")  # fmt: skip
+    p.add_argument(
+        "--control-plane", metavar="URL", help="must stay reachable (checked before and after)"
+    )
+    p.add_argument(
+        "--consent-block-ssh", action="store_true", help="accept that tunnel-only blocks SSH"
+    )
+    p.add_argument("--allow-ssh-lockout", action="store_true",
+                   help="apply even if your SSH session's address is outside every --ssh-cidr")  # fmt: skip
+    p.add_argument("--to", choices=("previous", "baseline"), default="previous",
+                   help="revert: undo the last apply, or restore the firewall as before Berth")  # fmt: skip
+    p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    p.add_argument("--run-dir", type=Path, help="bus sockets (default: STATE_DIR/run)")
+    p.add_argument(
+        "--tunnel-metrics", metavar="HOST:PORT", help="cloudflared metrics (in-process status)"
+    )
+    p.add_argument("--json", action="store_true", help="print the reply as JSON")
+    return p
+
+
+def build_request(args: argparse.Namespace, env: dict[str, str]) -> Request:
+    """Turn arguments into a request, validated exactly as the helper validates it."""
+    if args.action == "status":
+        req: Request = StatusRequest()
+    elif args.action == "confirm":
+        req = ConfirmRequest()
+    elif args.action == "revert":
+        req = RevertRequest(to=args.to)
+    else:
+        if args.mode is None:
+            raise RequestError("mode", f"--mode is required: one of {', '.join(MODES)}")
+        body = {
+            "command": args.action,
+            "mode": args.mode,
+            "backend": args.backend,
+            "options": {
+                "proxy_port": args.proxy_port,
+                "ssh_port": args.ssh_port,
+                "ssh_cidrs": args.ssh_cidr,
+            },
+        }
+        if args.action == "apply":
+            client = SshClient.from_env(env.get("SSH_CONNECTION"))
+            body |= {
+                "confirm_timeout_s": args.confirm_timeout,
+                "control_plane": args.control_plane,
+                "consent_block_ssh": args.consent_block_ssh,
+                "allow_ssh_lockout": args.allow_ssh_lockout,
+                "ssh_client": client and {"ip": client.ip, "server_port": client.server_port},
+            }
+        req = parse_request(json.dumps(body).encode())
+    return req
+
+
+def _ask_consent() -> bool:
+    print("tunnel-only blocks ALL inbound traffic, SSH included; you will reach this server",
+          "only through the tunnel. Type 'yes' to go on: ", end="", file=sys.stderr)  # fmt: skip
+    return sys.stdin.readline().strip().lower() == "yes"
+
+
+def _helper(run_dir: Path) -> FirewallClient | None:
+    endpoints = BusEndpoints(run_dir)
+    if not endpoints.firewall_path.exists():
+        return None
+    client = FirewallClient(endpoints)
+    try:
+        client.request(StatusRequest(), PROBE_TIMEOUT_S)
+    except FirewallUnavailable:
+        print(f"berth firewall: stale socket {endpoints.firewall_path}: acting in-process",
+              file=sys.stderr)  # fmt: skip
+        return None
+    return client
+
+
+def _in_process(args: argparse.Namespace, req: Request) -> FirewallReply:
+    metrics = (
+        parse_hostport(args.tunnel_metrics, "--tunnel-metrics")
+        if args.tunnel_metrics
+        else DEFAULT_METRICS
+    )
+    config = FirewallConfig(state_dir=args.state_dir / "firewall", tunnel_metrics=metrics)
+    engine = Firewall(config)
+    engine.expire()  # an apply left overdue or cut short while nobody was watching
+    reply = engine.handle(req)
+    pending = engine.store.load().pending
+    if isinstance(req, ApplyRequest) and reply.ok and pending and pending.until:
+        pid = spawn_timer(config.state_dir, pending.id, pending.until)
+        engine.set_timer_pid(pending.id, pid)
+    return reply
+
+
+def _print(reply: FirewallReply) -> None:
+    for line in reply.rules:
+        print(line)
+    for line in reply.changes:
+        print(f"changed: {line}" if reply.command != "plan" else f"# {line}")
+    s = reply.status
+    if s is not None and reply.command in ("status", "apply", "confirm", "revert"):
+        print(f"mode: {s.mode}  exposure: {s.exposure}  backend: {s.backend or '-'}")
+        if s.tunnel:
+            print(f"tunnel: {s.tunnel}")
+        if s.pending_confirm_until:
+            left = max(0.0, s.pending_confirm_until - time.time())
+            print(f"awaiting confirm: reverts in {left:.0f} s unless `berth firewall confirm`")
+        if s.last_apply:
+            la = s.last_apply
+            print(f"last apply: {la.mode} {la.result}: {la.detail}")
+    if not reply.ok:
+        where = f" ({reply.field})" if reply.field else ""
+        print(f"berth firewall: {reply.command} failed{where}: {reply.error}", file=sys.stderr)
+
+
+def main(argv: list[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.state_dir = args.state_dir.resolve()
+    run_dir = (args.run_dir or args.state_dir / "run").resolve()
+    if (
+        args.action == "apply"
+        and args.mode == "tunnel-only"
+        and not args.consent_block_ssh
+        and sys.stdin.isatty()
+    ):
+        args.consent_block_ssh = _ask_consent()
+    try:
+        req = build_request(args, dict(os.environ))
+    except RequestError as exc:
+        parser.error(str(exc))
+    client = _helper(run_dir)
+    try:
+        reply = client.request(req) if client else _in_process(args, req)
+    except (FirewallUnavailable, ToolError, OSError) as exc:
+        print(f"berth firewall: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(json.loads(reply.to_json()), indent=1))
+    else:
+        _print(reply)
+    return 0 if reply.ok else 1

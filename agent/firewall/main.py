@@ -1,0 +1,143 @@
+"""The firewall helper process (`berth agent firewall`): the only Berth process as root.
+
+One REP socket at ``settings.bus.firewall``, created under umask 0117 so the socket file
+is born 0660 (then given the ``berth`` group when it exists): only root and the agent's
+group can connect. One request at a time, in one thread, so no two firewall changes
+ever interleave. The poll timeout is the sooner of the watchdog interval and the pending
+apply's confirm deadline; at the deadline an unconfirmed apply is reverted.
+
+Every request is validated by `agent.bus.firewall.parse_request`; a bad one gets an
+error reply naming the field and a log line, and changes nothing.
+"""
+
+import grp
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import zmq
+
+from agent.bus.firewall import FirewallReply, RequestError, parse_request
+from agent.firewall.engine import Firewall, FirewallConfig
+from agent.firewall.run import ToolError
+from agent.firewall.tunnel import DEFAULT_METRICS
+from agent.notify import Notifier
+from agent.settings import AgentSettings, parse_hostport
+
+log = logging.getLogger(__name__)
+
+AGENT_GROUP = "berth"
+SOCKET_MODE = 0o660
+
+
+@dataclass(frozen=True)
+class HelperOptions:
+    """Helper settings not (yet) in `AgentSettings`; read from it when present."""
+
+    backend: str = "auto"
+    tunnel_metrics: tuple[str, int] = DEFAULT_METRICS
+    group: str = AGENT_GROUP
+
+    @classmethod
+    def from_settings(cls, settings: AgentSettings) -> "HelperOptions":
+        metrics = getattr(settings, "tunnel_metrics", None)
+        return cls(
+            backend=getattr(settings, "firewall_backend", None) or "auto",
+            tunnel_metrics=(
+                parse_hostport(metrics, "--tunnel-metrics") if metrics else DEFAULT_METRICS
+            ),
+        )
+
+
+def firewall_config(settings: AgentSettings, opts: HelperOptions) -> FirewallConfig:
+    return FirewallConfig(
+        state_dir=settings.state_dir / "firewall",
+        backend=opts.backend,
+        tunnel_metrics=opts.tunnel_metrics,
+    )
+
+
+def bind_socket(ctx: zmq.Context, endpoint: str, path: Path, group: str) -> zmq.Socket:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)  # a stale socket from a crashed helper
+    sock = ctx.socket(zmq.REP)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, 1 << 20)  # bigger is certainly not ours
+    old = os.umask(0o117)  # the socket file is born 0660: no window where others may connect
+    try:
+        sock.bind(endpoint)
+    finally:
+        os.umask(old)
+    os.chmod(path, SOCKET_MODE)
+    try:
+        os.chown(path, -1, grp.getgrnam(group).gr_gid)
+    except KeyError:
+        log.info("group %s does not exist; %s stays root-only (0660 root:root)", group, path)
+    return sock
+
+
+def answer(engine: Firewall, frames: list[bytes]) -> FirewallReply:
+    """Validate one request and run it; never raises."""
+    try:
+        if len(frames) != 1:
+            raise RequestError("request", f"must be a single message frame, got {len(frames)}")
+        req = parse_request(frames[0])
+    except RequestError as exc:
+        log.warning("rejected request (%s): %s", exc.field, exc.message)
+        return FirewallReply(
+            ok=False, command="invalid", status=engine.status(), error=str(exc), field=exc.field
+        )
+    try:
+        return engine.handle(req)
+    except (ToolError, OSError) as exc:
+        log.error("%s failed: %s", req.command, exc)
+        return FirewallReply(ok=False, command=req.command, status=engine.status(), error=str(exc))
+
+
+def serve(engine: Firewall, sock: zmq.Socket, notifier: Notifier, stop: list[bool]) -> None:
+    engine.expire()  # an apply cut short or overdue while we were down
+    next_ping = 0.0
+    while not stop:
+        now = time.time()
+        if now >= next_ping:
+            notifier.watchdog()
+            next_ping = now + notifier.watchdog_interval_s
+        deadline = engine.next_deadline()
+        wake = min(next_ping, deadline) if deadline else next_ping
+        if sock.poll(max(10, int((wake - time.time()) * 1000))):
+            frames = sock.recv_multipart()
+            reply = answer(engine, frames)
+            sock.send(reply.to_json())
+        if deadline and time.time() >= deadline:
+            expired = engine.expire()
+            if expired:
+                log.warning("apply not confirmed in time: reverted")
+
+
+def main(settings: AgentSettings, options: HelperOptions | None = None) -> int:
+    opts = options or HelperOptions.from_settings(settings)
+    engine = Firewall(firewall_config(settings, opts))
+    ctx = zmq.Context.instance()
+    endpoints = settings.bus
+    sock = bind_socket(ctx, endpoints.firewall, endpoints.firewall_path, opts.group)
+    stop: list[bool] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.append(True)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    notifier = Notifier()
+    notifier.ready(f"firewall helper on {endpoints.firewall}")
+    log.info("firewall helper listening on %s (state in %s)", endpoints.firewall, engine.store.dir)
+    try:
+        serve(engine, sock, notifier, stop)
+    finally:
+        notifier.stopping()
+        sock.close()
+        endpoints.firewall_path.unlink(missing_ok=True)
+    return 0
