@@ -1,0 +1,175 @@
+"""UDP and TCP I/O around `AnswerBook.answer`; no DNS logic lives here.
+
+Sockets are bound by `bind_sockets` first, so that the process can drop root right
+after, then served on the running asyncio loop (uvloop in production):
+
+* UDP: a plain `DatagramProtocol` whose `datagram_received` answers inline; a blocking
+  `recvfrom`/`sendto` loop in a thread (`udp_thread=True`) is the other option that
+  `bench/dns.py` measures.
+* TCP (RFC 7766): 2-byte length framing, several queries per connection, an idle timeout
+  and a cap on concurrent connections.
+
+The current `AnswerBook` sits in a `BookHolder`; swapping it is one attribute assignment,
+atomic for both the loop and the thread. Any exception while answering costs that one
+query only (logged, rate-limited), never the responder.
+"""
+
+import asyncio
+import logging
+import socket
+import threading
+import time
+
+from agent.dns.answers import AnswerBook
+
+log = logging.getLogger(__name__)
+
+TCP_IDLE_TIMEOUT_S = 10.0
+MAX_TCP_CONNECTIONS = 256
+UDP_RCVBUF = 4 * 1024 * 1024  # absorbs bursts: a full buffer means lost queries
+MAX_UDP_QUERY = 4096
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; Python does not export it
+
+
+class BookHolder:
+    """The answer book in use; replaced whole when the zone changes."""
+
+    def __init__(self, book: AnswerBook) -> None:
+        self.book = book
+        self._last_error_log = 0.0
+
+    def answer(self, data: bytes) -> bytes | None:
+        try:
+            return self.book.answer(data)
+        except Exception:  # a bug must cost one query, never the responder
+            now = time.monotonic()
+            if now - self._last_error_log > 10.0:
+                self._last_error_log = now
+                log.exception("failed to answer a %d-byte query (dropped)", len(data))
+            return None
+
+
+def bind_sockets(host: str, port: int) -> tuple[socket.socket, socket.socket]:
+    """Bind the UDP and TCP sockets on host:port (before dropping privileges)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    udp = socket.socket(family, socket.SOCK_DGRAM)
+    tcp = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        for s in (udp, tcp):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:  # root may exceed rmem_max; others get what the sysctl allows
+            udp.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, UDP_RCVBUF)
+        except OSError:
+            udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+        udp.bind((host, port))
+        tcp.bind((host, port))
+        tcp.listen(128)
+    except OSError:
+        udp.close()
+        tcp.close()
+        raise
+    return udp, tcp
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, holder: BookHolder) -> None:
+        self._holder = holder
+        self._transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's UDP transport does not subclass asyncio.DatagramTransport
+        self._transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        reply = self._holder.answer(data)
+        if reply is not None and self._transport is not None:
+            self._transport.sendto(reply, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("udp error: %s", exc)
+
+
+def _udp_thread_loop(sock: socket.socket, holder: BookHolder) -> None:
+    recvfrom, sendto, answer = sock.recvfrom, sock.sendto, holder.answer
+    while True:
+        try:
+            data, addr = recvfrom(MAX_UDP_QUERY)
+        except OSError:  # closed or shut down: we are stopping
+            return
+        if not data and sock.fileno() < 0:
+            return
+        reply = answer(data)
+        if reply is not None:
+            try:
+                sendto(reply, addr)
+            except OSError as exc:
+                log.debug("udp send to %s failed: %s", addr, exc)
+
+
+class DnsServer:
+    """Serves `holder` on the bound sockets until `close()`."""
+
+    def __init__(
+        self,
+        udp: socket.socket,
+        tcp: socket.socket,
+        holder: BookHolder,
+        *,
+        udp_thread: bool = False,
+    ) -> None:
+        self._udp = udp
+        self._tcp = tcp
+        self.holder = holder
+        self._udp_thread = udp_thread
+        self._thread: threading.Thread | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        self._tcp_server: asyncio.Server | None = None
+        self._tcp_clients = 0
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._udp_thread:
+            self._thread = threading.Thread(
+                target=_udp_thread_loop, args=(self._udp, self.holder), name="dns-udp", daemon=True
+            )
+            self._thread.start()
+        else:
+            self._transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self.holder), sock=self._udp
+            )
+        self._tcp_server = await asyncio.start_server(self._serve_tcp, sock=self._tcp)
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._tcp_clients >= MAX_TCP_CONNECTIONS:
+            writer.close()
+            return
+        self._tcp_clients += 1
+        try:
+            while True:
+                size = int.from_bytes(
+                    await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_TIMEOUT_S), "big"
+                )
+                data = await asyncio.wait_for(reader.readexactly(size), TCP_IDLE_TIMEOUT_S)
+                reply = self.holder.answer(data)
+                if reply is None:  # not a query: nothing sensible to say on this stream
+                    break
+                writer.write(len(reply).to_bytes(2, "big") + reply)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
+            pass
+        finally:
+            self._tcp_clients -= 1
+            writer.close()
+
+    async def close(self) -> None:
+        if self._tcp_server is not None:
+            self._tcp_server.close()
+        if self._transport is not None:
+            self._transport.close()
+        if self._thread is not None:
+            try:  # wakes the blocked recvfrom (Linux does so even on unconnected UDP)
+                self._udp.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._thread.join(2.0)
+            self._udp.close()
