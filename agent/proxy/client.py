@@ -1,0 +1,483 @@
+"""The client side of the proxy: one asyncio Protocol per accepted connection.
+
+httptools parses requests as bytes arrive and calls back `on_url`, `on_header`,
+`on_headers_complete`, `on_body`, `on_message_complete`. When a head is complete the
+connection routes it (`routing`), rewrites it (`headers`) and starts an `Exchange`:
+the pool hands it to an idle keep-alive backend connection (synchronously, the common
+case) or opens one. Body bytes are written to the backend as they arrive (re-chunked
+when the client sent chunks), so nothing is buffered beyond a transport's high-water
+mark: when a backend stops reading, the client is paused, and the other way round.
+
+Pipelined requests are answered in order: a request whose head arrives while another is
+being answered waits in `queue`, and reading pauses until the queue drains. After a
+`101 Switching Protocols` the connection becomes a tunnel and bytes are copied both ways
+without parsing.
+
+Timeouts are not timers: each connection keeps a `deadline` that the server's sweeper
+checks a few times per second (arming a timer per request would cost more than the rest
+of the request path). The state says what the deadline means.
+"""
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
+
+from agent.proxy.errors import (
+    BadRequest,
+    HeadTimeout,
+    HeadTooLarge,
+    NoBackend,
+    NoRoute,
+    ProxyFailure,
+    response_for,
+)
+from agent.proxy.exchange import PENDING_LIMIT, Exchange
+from agent.proxy.headers import HeadError, rewrite_request
+
+if TYPE_CHECKING:
+    from agent.proxy.server import ProxyServer
+    from agent.proxy.upstream import UpstreamConnection
+
+# Where the parser is in the current request (deadline meaning in brackets).
+P_IDLE = 0  # between requests [idle timeout when nothing is in flight]
+P_HEAD = 1  # request head arriving [head timeout, from its first byte]
+P_BODY = 2  # request body arriving [body timeout, between reads]
+P_UPGRADE = 3  # upgrade request sent; waiting for the backend's answer [none]
+
+# Reasons to stop reading from the client (a bit mask: reading resumes when all clear).
+R_PIPELINE = 1  # requests queued behind the one being answered
+R_UPSTREAM = 2  # the backend is not reading the request body fast enough
+R_PENDING = 4  # too much body buffered while the backend connection is opened
+
+
+class ClientConnection(asyncio.Protocol):
+    __slots__ = (
+        "server",
+        "transport",
+        "parser",
+        "url",
+        "headers",
+        "pstate",
+        "deadline",
+        "raw_head",
+        "chunk_len",
+        "current",
+        "parsing",
+        "queue",
+        "read_pauses",
+        "write_paused",
+        "tunnel",
+        "closed",
+        "client_ip",
+        "trusted",
+    )
+
+    def __init__(self, server: "ProxyServer") -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.parser = HttpRequestParser(self)
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.pstate = P_IDLE
+        self.deadline = 0.0
+        self.raw_head = 0
+        self.chunk_len = 0
+        self.current: Exchange | None = None  # the exchange being answered
+        self.parsing: Exchange | None = None  # the exchange whose body is arriving
+        self.queue: deque[Exchange] = deque()
+        self.read_pauses = 0
+        self.write_paused = False
+        self.tunnel: UpstreamConnection | None = None
+        self.closed = False
+        self.client_ip = b"unknown"
+        self.trusted = False
+
+    # -- transport callbacks -------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop transports are not asyncio.Transport subclasses; same interface
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        ip = str(peer[0]) if peer else "unknown"
+        self.client_ip = ip.encode()
+        # a loopback peer is cloudflared or a local service: keep its X-Forwarded-*
+        self.trusted = ip.startswith("127.") or ip == "::1"
+        server = self.server
+        server.clients.add(self)
+        self.deadline = server.now + server.config.idle_timeout
+        if server.draining:
+            self.close()
+
+    def data_received(self, data: bytes) -> None:
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.transport.write(data)  # type: ignore[union-attr]
+            return
+        if self.pstate == P_UPGRADE:
+            self._buffer_upgrade(data)
+            return
+        self.chunk_len = len(data)
+        try:
+            self.parser.feed_data(data)
+        except HttpParserUpgrade as exc:
+            self._upgrade_requested(data[int(exc.args[0]) :])
+            return
+        except HttpParserError as exc:
+            self._parse_failed(exc)
+            return
+        if self.pstate == P_HEAD and not self.closed:
+            # everything read since the head began is head: refuse before it grows
+            self.raw_head += len(data)
+            if self.raw_head > self.server.config.max_head_bytes:
+                self._fail_fatal(HeadTooLarge("request head too large"))
+
+    def eof_received(self) -> bool | None:
+        if self.tunnel is not None:
+            if self.tunnel.transport is not None and self.tunnel.transport.can_write_eof():
+                self.tunnel.transport.write_eof()
+            return True  # the other direction may still flow
+        if self.current is not None:
+            # the client stopped sending but still waits for its answer
+            self.current.keep_alive = False
+            for ex in self.queue:
+                ex.keep_alive = False
+            return True
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.clients.discard(self)
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.close()
+        for ex in (self.current, *self.queue):
+            if ex is None:
+                continue
+            ex.discard = True
+            up = ex.upstream
+            if up is not None:
+                up.client_gone(ex)
+            elif ex.hold_deadline:
+                self.server.unhold(ex)
+        self.queue.clear()
+        self.current = None
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.deadline = self.server.now + self.server.config.send_timeout
+        ex = self.current
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._rearm()
+        ex = self.current
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.resume_reading()
+
+    # -- parser callbacks ------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.pstate = P_HEAD
+        self.deadline = self.server.now + self.server.config.head_timeout
+        self.raw_head = 0
+        self.url = b""
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        headers = self.headers
+        self.headers = []
+        if self.closed:
+            return
+        server = self.server
+        if self.raw_head + self.chunk_len > server.config.max_head_bytes:
+            size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in headers)
+            if size > server.config.max_head_bytes:
+                raise HeadTooLarge(f"request head of {size} bytes is too large")
+        parser = self.parser
+        method = parser.get_method()
+        upgrade = parser.should_upgrade()
+        http11 = parser.get_http_version() == "1.1"
+        keep_alive = parser.should_keep_alive() and not upgrade and not server.draining
+        ex = Exchange(self, keep_alive, http11, method == b"HEAD", upgrade)
+        self.parsing = ex
+        self.pstate = P_BODY
+        self.deadline = server.now + server.config.body_timeout
+        url = self.url
+        host_from_url = None
+        if url[:1] != b"/":
+            url, host_from_url = _origin_form(url)
+        try:
+            if server.external:
+                match = server.router.match(url)  # type: ignore[union-attr]
+                if match is None:
+                    ex.failure = NoRoute(f"no route for path {url.decode('latin-1')}")
+                    up_url = url
+                else:
+                    ex.target, up_url = match
+                ex.head, host, ex.chunked = rewrite_request(
+                    method, up_url, headers, self.client_ip, self.trusted, upgrade
+                )
+            else:
+                ex.head, host, ex.chunked = rewrite_request(
+                    method, url, headers, self.client_ip, self.trusted, upgrade
+                )
+                route_host = host_from_url or host
+                if route_host is not None:
+                    ex.target = server.router.match(route_host)  # type: ignore[union-attr]
+                if ex.target is None:
+                    shown = (route_host or b"(none)").decode("latin-1")
+                    ex.failure = NoRoute(f"no service for host {shown}")
+        except HeadError as err:
+            raise BadRequest(str(err)) from err
+        if host is None and http11 and host_from_url is None:
+            raise BadRequest("an HTTP/1.1 request needs a Host header")
+        if method == b"CONNECT":
+            raise BadRequest("CONNECT is not supported by a reverse proxy")
+        target = ex.target
+        if ex.failure is None and target is not None and target.port is None and not target.paused:
+            ex.failure = NoBackend(f"service {target.service!r} has no running backend yet")
+        if self.current is None:
+            self.current = ex
+            self._start(ex)
+        else:
+            self.queue.append(ex)
+            self.pause_reading(R_PIPELINE)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.parsing
+        if ex is None or ex.discard:
+            return
+        ex.body_seen = True
+        server = self.server
+        self.deadline = server.now + server.config.body_timeout
+        up = ex.upstream
+        if up is not None:
+            if ex.chunked:
+                up.transport.writelines((b"%x\r\n" % len(body), body, b"\r\n"))  # type: ignore[union-attr]
+            else:
+                up.transport.write(body)  # type: ignore[union-attr]
+            return
+        self._pend(ex, b"%x\r\n%s\r\n" % (len(body), body) if ex.chunked else body)
+
+    def on_message_complete(self) -> None:
+        ex = self.parsing
+        self.parsing = None
+        if ex is not None:
+            ex.request_done = True
+            if ex.chunked and not ex.discard:
+                up = ex.upstream
+                if up is not None:
+                    up.transport.write(b"0\r\n\r\n")  # type: ignore[union-attr]
+                else:
+                    self._pend(ex, b"0\r\n\r\n")
+        if self.pstate != P_UPGRADE:
+            self.pstate = P_IDLE
+            self._rearm()
+
+    # -- exchanges ---------------------------------------------------------------------
+
+    def _start(self, ex: Exchange) -> None:
+        """Send `ex` on its way; finishes it at once when it is an error answer."""
+        if ex.failure is not None:
+            self._answer_failure(ex, ex.failure)
+            return
+        target = ex.target
+        assert target is not None
+        if target.paused:
+            self.server.hold(ex)
+            return
+        self.server.pool.send(ex)
+
+    def resume_held(self, ex: Exchange) -> None:
+        """The server unpaused `ex`'s service (or gave up): carry on."""
+        if self.closed or ex.discard:
+            return
+        self._start(ex)
+
+    def upstream_failed(self, ex: Exchange, failure: ProxyFailure) -> None:
+        """The backend could not answer `ex` (nothing of the response was sent yet)."""
+        if not ex.request_done:
+            ex.keep_alive = False  # the rest of its body is still on the wire
+        self._answer_failure(ex, failure)
+
+    def _answer_failure(self, ex: Exchange, failure: ProxyFailure) -> None:
+        if self.closed:
+            return
+        keep = ex.keep_alive and not failure.close
+        self.transport.write(response_for(failure, keep))  # type: ignore[union-attr]
+        ex.keep_alive = keep
+        ex.response_started = True
+        if not ex.request_done:
+            ex.discard = True
+        self.response_done(ex)
+
+    def response_done(self, ex: Exchange) -> None:
+        """The whole response of the current exchange was written."""
+        if self.closed or ex is not self.current:
+            return
+        if not ex.keep_alive:
+            self.close()
+            return
+        # Iterate rather than recurse: queued error answers finish synchronously.
+        while self.queue:
+            nxt = self.queue.popleft()
+            self.current = nxt
+            if not self.queue:
+                self.resume_reading(R_PIPELINE)
+            self._start(nxt)
+            if self.current is nxt or self.closed:
+                return  # in flight (or closed): its completion continues the loop
+        self.current = None
+        if self.server.draining and self.pstate == P_IDLE:
+            self.close()
+            return
+        self._rearm()
+
+    def _pend(self, ex: Exchange, data: bytes) -> None:
+        if ex.pending is None:
+            ex.pending = [data]
+        else:
+            ex.pending.append(data)
+        ex.pending_bytes += len(data)
+        if ex.pending_bytes > PENDING_LIMIT:
+            self.pause_reading(R_PENDING)
+
+    # -- upgrades --------------------------------------------------------------------
+
+    def _upgrade_requested(self, rest: bytes) -> None:
+        ex = self.parsing
+        if ex is not None:
+            ex.request_done = True
+            self.parsing = None
+        if self.closed or ex is None:
+            return
+        if ex.failure is not None or ex.response_started:
+            self.close()  # refused upgrade: nothing after it can be parsed as HTTP
+            return
+        self.pstate = P_UPGRADE
+        self.deadline = 0.0
+        if rest:
+            self._buffer_upgrade(rest)
+
+    def _buffer_upgrade(self, data: bytes) -> None:
+        """Bytes the client sent after its upgrade request, before the backend's 101."""
+        ex = self.current
+        if ex is None or ex.discard:
+            return
+        up = ex.upstream
+        if up is not None and up.transport is not None and ex.response_started:
+            up.transport.write(data)
+        else:
+            self._pend(ex, data)
+
+    def become_tunnel(self, up: "UpstreamConnection") -> None:
+        """The backend switched protocols: copy bytes both ways from now on."""
+        self.tunnel = up
+        self.pstate = P_UPGRADE
+        self.deadline = 0.0
+        ex = self.current
+        if ex is not None and ex.pending:
+            up.transport.writelines(ex.pending)  # type: ignore[union-attr]
+            ex.pending = None
+        self.resume_reading(R_PENDING | R_PIPELINE)
+
+    # -- flow control, timeouts, closing ----------------------------------------------
+
+    def pause_reading(self, reason: int) -> None:
+        if not self.read_pauses and not self.closed:
+            self.transport.pause_reading()  # type: ignore[union-attr]
+        self.read_pauses |= reason
+
+    def resume_reading(self, reason: int) -> None:
+        if self.read_pauses & reason:
+            self.read_pauses &= ~reason
+            if not self.read_pauses and not self.closed:
+                self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def _rearm(self) -> None:
+        """Set the deadline that the current state implies."""
+        config = self.server.config
+        now = self.server.now
+        if self.write_paused:
+            self.deadline = now + config.send_timeout
+        elif self.pstate == P_HEAD:
+            pass  # the head timeout runs from the head's first byte, never extended
+        elif self.pstate == P_BODY:
+            self.deadline = now + config.body_timeout
+        elif self.pstate == P_IDLE and self.current is None:
+            self.deadline = now + config.idle_timeout
+        else:
+            self.deadline = 0.0  # waiting for a backend: its own deadline applies
+
+    def on_timeout(self) -> None:
+        """Called by the sweeper when `deadline` has passed."""
+        if self.closed:
+            return
+        if self.write_paused:
+            self.abort()  # the client stopped reading its response
+        elif self.pstate == P_HEAD and self.current is None:
+            self._fail_fatal(HeadTimeout("the request head did not arrive in time"))
+        elif self.pstate == P_BODY and self.current is not None:
+            ex = self.current
+            if not ex.response_started and ex.upstream is None:
+                self._fail_fatal(HeadTimeout("the request body did not arrive in time"))
+            else:
+                self.abort()
+        elif self.pstate in (P_HEAD, P_BODY):
+            self.abort()
+        elif self.current is None:
+            self.close()  # idle keep-alive connection
+
+    def _parse_failed(self, exc: HttpParserError) -> None:
+        cause = exc.__context__
+        if isinstance(cause, ProxyFailure):
+            self._fail_fatal(cause)
+        else:
+            self._fail_fatal(BadRequest(f"malformed request: {exc}"))
+
+    def _fail_fatal(self, failure: ProxyFailure) -> None:
+        """Answer `failure` and close, unless a response is already under way."""
+        if self.closed:
+            return
+        ex = self.current
+        if ex is not None and (ex.response_started or ex.upstream is not None):
+            self.abort()
+            return
+        self.transport.write(response_for(failure, keep_alive=False))  # type: ignore[union-attr]
+        self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.close()  # type: ignore[union-attr]
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.abort()  # type: ignore[union-attr]
+
+
+def _origin_form(url: bytes) -> tuple[bytes, bytes | None]:
+    """`http://h:1/p?q` -> (`/p?q`, `h:1`); `*` stays `*` (OPTIONS *)."""
+    if url == b"*":
+        return url, None
+    try:
+        parsed = parse_url(url)
+    except HttpParserError:
+        return url, None
+    path = parsed.path or b"/"
+    if parsed.query:
+        path += b"?" + parsed.query
+    host = parsed.host
+    if host and parsed.port:
+        host += b":%d" % parsed.port
+    return path, host or None

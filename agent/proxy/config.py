@@ -1,0 +1,56 @@
+"""Proxy tunables: timeouts and limits, one frozen dataclass validated once.
+
+Defaults follow nginx where it has an equivalent (header timeout, keep-alive, upstream
+read timeout). Tests and the benchmark build their own `ProxyConfig`; production uses the
+defaults.
+"""
+
+from dataclasses import dataclass, fields
+
+DEFAULT_HEAD_TIMEOUT_S = 10.0  # whole request head must arrive within this (slow loris)
+DEFAULT_IDLE_TIMEOUT_S = 75.0  # keep-alive client with no request in progress
+DEFAULT_BODY_TIMEOUT_S = 60.0  # between two reads of a request body
+DEFAULT_SEND_TIMEOUT_S = 60.0  # client not reading the response (write buffer full)
+DEFAULT_CONNECT_TIMEOUT_S = 5.0  # TCP connect to a backend
+DEFAULT_UPSTREAM_TIMEOUT_S = 60.0  # backend silent while a request is in flight
+DEFAULT_POOL_IDLE_TIMEOUT_S = 30.0  # idle pooled backend connection
+DEFAULT_PAUSE_TIMEOUT_S = 60.0  # deploy timeout: hold requests of a paused service
+DEFAULT_DRAIN_TIMEOUT_S = 20.0  # SIGTERM: let in-flight requests finish for this long
+DEFAULT_MAX_HEAD_BYTES = 32 * 1024  # request line + headers; larger -> 431
+DEFAULT_POOL_MAX_IDLE = 256  # idle backend connections kept per port
+DEFAULT_SWEEP_INTERVAL_S = 0.5  # timeout resolution (one sweep instead of a timer each)
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    head_timeout: float = DEFAULT_HEAD_TIMEOUT_S
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S
+    body_timeout: float = DEFAULT_BODY_TIMEOUT_S
+    send_timeout: float = DEFAULT_SEND_TIMEOUT_S
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S
+    upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT_S
+    pool_idle_timeout: float = DEFAULT_POOL_IDLE_TIMEOUT_S
+    pause_timeout: float = DEFAULT_PAUSE_TIMEOUT_S
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT_S
+    max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES
+    pool_max_idle: int = DEFAULT_POOL_MAX_IDLE
+    sweep_interval: float = DEFAULT_SWEEP_INTERVAL_S
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"ProxyConfig.{f.name} must be a positive number, got {value!r}")
+        if self.max_head_bytes < 1024:
+            raise ValueError(
+                f"ProxyConfig.max_head_bytes must be at least 1024, got {self.max_head_bytes}"
+            )
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, float]) -> "ProxyConfig":
+        """Build from a mapping (tests, benchmark); unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown ProxyConfig field(s) {unknown}; valid: {sorted(known)}")
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,187 @@
+"""Rewriting request and response heads between client and backend: pure functions.
+
+Requests: hop-by-hop headers (RFC 9110 7.6.1: `Connection` and every header it names,
+`Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`,
+`Proxy-Authenticate`, `Proxy-Authorization`) are dropped; `Host` is kept as the client
+sent it; `X-Forwarded-For` gets the client address appended; `X-Forwarded-Proto` and
+`X-Forwarded-Host` are set to what this hop saw (`http`, the `Host` header), except that
+values sent by a loopback peer are kept: on this server the only loopback clients in
+front of the proxy are trusted forwarders (Cloudflare Tunnel's cloudflared, which
+terminates TLS and says `https`) and local services. Upstream always speaks HTTP/1.1 with
+keep-alive; an upgrade request carries `Connection: upgrade` and its `Upgrade` value;
+a chunked request body is re-chunked by the caller, so `Transfer-Encoding: chunked` is
+re-added here.
+
+Responses: the same hop-by-hop removal, then the framing toward the client is chosen:
+kept `Content-Length`; otherwise chunked for an HTTP/1.1 client or read-until-close for
+an HTTP/1.0 one. `Connection: close` is added when the client connection will close.
+
+These run on every request; they are written as single passes over the header list.
+"""
+
+# Framing of a body toward the next hop.
+BODY_NONE = 0  # no body follows the head
+BODY_LENGTH = 1  # Content-Length bytes, relayed as they come
+BODY_CHUNKED = 2  # re-encoded as chunks by the relay
+BODY_UNTIL_CLOSE = 3  # until the connection closes (HTTP/1.0 client)
+
+HOP_BY_HOP = frozenset(
+    (
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    )
+)
+_REQUEST_SPECIAL = HOP_BY_HOP | {
+    b"host",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+}
+_RESPONSE_SPECIAL = HOP_BY_HOP | {b"content-length"}
+_CONNECTION_OPTIONS = frozenset((b"close", b"keep-alive", b"upgrade", b""))
+
+
+class HeadError(ValueError):
+    """A request head that parses but cannot be forwarded (duplicate Host...)."""
+
+
+def _listed(tokens: bytes) -> set[bytes]:
+    """Header names listed in a Connection value, beyond the standard options."""
+    names = {t.strip() for t in tokens.lower().split(b",")}
+    return names - _CONNECTION_OPTIONS
+
+
+def rewrite_request(
+    method: bytes,
+    target: bytes,
+    headers: list[tuple[bytes, bytes]],
+    client_ip: bytes,
+    trusted_peer: bool,
+    upgrade: bool,
+) -> tuple[bytes, bytes | None, bool]:
+    """Build the upstream request head.
+
+    Returns `(head, host, chunked)`: the bytes to send, the client's Host value (None when
+    absent) and whether the body must be sent chunked. Raises HeadError for heads that
+    must be refused (several Host headers).
+    """
+    out = [method, b" ", target, b" HTTP/1.1\r\n"]
+    append = out.append
+    host: bytes | None = None
+    xff: bytes | None = None
+    proto: bytes | None = None
+    fwd_host: bytes | None = None
+    upgrade_value: bytes | None = None
+    connection: bytes = b""
+    chunked = False
+    special = _REQUEST_SPECIAL
+    for name, value in headers:
+        lname = name.lower()
+        if lname not in special:
+            append(name + b": " + value + b"\r\n")
+        elif lname == b"host":
+            if host is not None:
+                raise HeadError("several Host headers")
+            host = value
+            append(b"Host: " + value + b"\r\n")
+        elif lname == b"x-forwarded-for":
+            xff = value if xff is None else xff + b", " + value
+        elif lname == b"x-forwarded-proto":
+            proto = value
+        elif lname == b"x-forwarded-host":
+            fwd_host = value
+        elif lname == b"connection":
+            connection = value if not connection else connection + b"," + value
+        elif lname == b"transfer-encoding":
+            chunked = True  # llhttp already refused any coding other than a final chunked
+        elif lname == b"upgrade":
+            upgrade_value = value
+        # every other hop-by-hop header is dropped
+    if connection:
+        listed = _listed(connection)
+        if listed:  # rare: the client named extra hop-by-hop headers; drop those too
+            kept = [(n, v) for n, v in headers if n.lower() not in listed]
+            if len(kept) != len(headers):
+                return rewrite_request(method, target, kept, client_ip, trusted_peer, upgrade)
+    append(b"X-Forwarded-For: " + (xff + b", " + client_ip if xff else client_ip) + b"\r\n")
+    if not (trusted_peer and proto):
+        proto = b"http"
+    append(b"X-Forwarded-Proto: " + proto + b"\r\n")
+    if not (trusted_peer and fwd_host):
+        fwd_host = host
+    if fwd_host:
+        append(b"X-Forwarded-Host: " + fwd_host + b"\r\n")
+    if upgrade and upgrade_value:
+        append(b"Connection: upgrade\r\nUpgrade: " + upgrade_value + b"\r\n")
+    if chunked:
+        append(b"Transfer-Encoding: chunked\r\n")
+    append(b"\r\n")
+    return b"".join(out), host, chunked
+
+
+def rewrite_response(
+    status: int,
+    reason: bytes,
+    headers: list[tuple[bytes, bytes]],
+    client_keep_alive: bool,
+    client_http11: bool,
+    no_body: bool,
+) -> tuple[bytes, int, bool]:
+    """Build the response head for the client.
+
+    `no_body`: the response carries no body whatever its headers say (HEAD request, 1xx,
+    204, 304). Returns `(head, framing, keep_alive)` where framing is a BODY_* constant
+    and keep_alive says whether the client connection stays open afterwards.
+    """
+    out = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+    append = out.append
+    has_length = False
+    upgrade_value: bytes | None = None
+    connection = b""
+    special = _RESPONSE_SPECIAL
+    for name, value in headers:
+        lname = name.lower()
+        if lname not in special:
+            append(name + b": " + value + b"\r\n")
+        elif lname == b"content-length":
+            has_length = True
+            append(name + b": " + value + b"\r\n")
+        elif lname == b"connection":
+            connection = value if not connection else connection + b"," + value
+        elif lname == b"upgrade":
+            upgrade_value = value
+    if connection:
+        listed = _listed(connection)
+        if listed:
+            kept = [(n, v) for n, v in headers if n.lower() not in listed]
+            if len(kept) != len(headers):
+                return rewrite_response(
+                    status, reason, kept, client_keep_alive, client_http11, no_body
+                )
+    if status == 101:
+        append(b"Connection: upgrade\r\nUpgrade: " + (upgrade_value or b"") + b"\r\n\r\n")
+        return b"".join(out), BODY_NONE, False
+    keep_alive = client_keep_alive
+    if no_body:
+        framing = BODY_NONE
+    elif has_length:
+        framing = BODY_LENGTH
+    elif client_http11:
+        framing = BODY_CHUNKED
+        append(b"Transfer-Encoding: chunked\r\n")
+    else:
+        framing = BODY_UNTIL_CLOSE
+        keep_alive = False
+    if not keep_alive:
+        append(b"Connection: close\r\n")
+    elif not client_http11:
+        append(b"Connection: keep-alive\r\n")
+    append(b"\r\n")
+    return b"".join(out), framing, keep_alive

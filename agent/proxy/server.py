@@ -1,0 +1,175 @@
+"""The proxy engine's shared state: route table, listener, pool, held requests, sweeper.
+
+`ProxyServer` is what every connection talks to. It swaps route tables in
+(`apply_table`: compile the router, retire ports that changed hands, release requests
+held for a paused service), listens (and rebinds without dropping open connections),
+sweeps deadlines a few times per second with one cached clock, and drains on shutdown:
+stop accepting, close idle connections, let in-flight exchanges finish for up to
+`drain_timeout`, then cut what is left.
+"""
+
+import asyncio
+import logging
+
+from agent.bus.messages import RouteTable
+from agent.proxy.client import P_IDLE, ClientConnection
+from agent.proxy.config import ProxyConfig
+from agent.proxy.errors import NoBackend, NoRoute
+from agent.proxy.exchange import Exchange
+from agent.proxy.routing import HostRouter, PathRouter, compile_external, compile_internal
+from agent.proxy.upstream import UpstreamPool
+from agent.settings import parse_hostport
+
+log = logging.getLogger(__name__)
+
+EXTERNAL = "external"
+INTERNAL = "internal"
+
+
+class ProxyServer:
+    def __init__(self, kind: str, config: ProxyConfig, loop: asyncio.AbstractEventLoop) -> None:
+        if kind not in (EXTERNAL, INTERNAL):
+            raise ValueError(f"proxy kind must be {EXTERNAL!r} or {INTERNAL!r}, got {kind!r}")
+        self.kind = kind
+        self.external = kind == EXTERNAL
+        self.config = config
+        self.loop = loop
+        self.now = loop.time()  # refreshed by the sweeper; deadlines are coarse on purpose
+        self.router: PathRouter | HostRouter = (
+            PathRouter(()) if self.external else HostRouter((), "svc.internal")
+        )
+        self.table: RouteTable | None = None
+        self.pool = UpstreamPool(self)
+        self.clients: set[ClientConnection] = set()
+        self.draining = False
+        self.held: dict[str, list[Exchange]] = {}
+        self.listener: asyncio.Server | None = None
+        self.bound: str | None = None
+        self._port_owner: dict[int, str] = {}
+
+    # -- routes --------------------------------------------------------------------
+
+    def apply_table(self, table: RouteTable) -> None:
+        """Swap `table` in; requests already routed keep their target."""
+        try:
+            router = compile_external(table) if self.external else compile_internal(table)
+        except ValueError as exc:
+            log.error("route table %s refused, keeping the previous one: %s", table.version, exc)
+            return
+        owners = {r.port: r.service for r in table.routes if r.port is not None}
+        for port, service in self._port_owner.items():
+            if owners.get(port) != service:
+                self.pool.retire(port)
+        self._port_owner = owners
+        self.router = router
+        self.table = table
+        self._release_held()
+        log.info(
+            "routes %s.%s applied: %s",
+            *table.version,
+            ", ".join(
+                f"{r.service}{' ' + r.path if self.external and r.path else ''}"
+                f"->{r.port}{' (paused)' if r.paused else ''}"
+                for r in table.routes
+            )
+            or "none",
+        )
+
+    def hold(self, ex: Exchange) -> None:
+        """Keep `ex` until its service is unpaused or `pause_timeout` passes."""
+        assert ex.target is not None
+        ex.hold_deadline = self.now + self.config.pause_timeout
+        self.held.setdefault(ex.target.service, []).append(ex)
+
+    def unhold(self, ex: Exchange) -> None:
+        if ex.target is None:
+            return
+        waiting = self.held.get(ex.target.service)
+        if waiting and ex in waiting:
+            waiting.remove(ex)
+        ex.hold_deadline = 0.0
+
+    def _release_held(self) -> None:
+        for service, waiting in list(self.held.items()):
+            target = self.router.by_service.get(service)
+            if target is not None and target.paused:
+                continue
+            del self.held[service]
+            for ex in waiting:
+                ex.hold_deadline = 0.0
+                if target is None:
+                    ex.failure = NoRoute(f"service {service!r} was removed")
+                elif target.port is None:
+                    ex.failure = NoBackend(f"service {service!r} has no running backend")
+                ex.target = target
+                ex.client.resume_held(ex)
+
+    # -- time ----------------------------------------------------------------------
+
+    def sweep(self) -> None:
+        now = self.now = self.loop.time()
+        for client in list(self.clients):
+            deadline = client.deadline
+            if deadline and deadline <= now:
+                client.on_timeout()
+        for conn in list(self.pool.conns):
+            deadline = conn.deadline
+            if deadline and deadline <= now:
+                conn.on_timeout()
+        for service, waiting in list(self.held.items()):
+            expired = [ex for ex in waiting if ex.hold_deadline <= now]
+            for ex in expired:
+                waiting.remove(ex)
+                ex.hold_deadline = 0.0
+                ex.failure = NoBackend(
+                    f"service {service!r} is being redeployed and did not come back "
+                    f"within {self.config.pause_timeout:g} s"
+                )
+                ex.client.resume_held(ex)
+            if not waiting:
+                del self.held[service]
+
+    async def run_sweeper(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.sweep_interval)
+            self.sweep()
+
+    # -- sockets -------------------------------------------------------------------
+
+    async def listen(self, bind: str, reuse_port: bool = False) -> None:
+        """Listen on `bind` ("HOST:PORT"); a previous listener is closed afterwards."""
+        host, port = parse_hostport(bind, "proxy listen address")
+        server = await self.loop.create_server(
+            lambda: ClientConnection(self),
+            host,
+            port,
+            reuse_address=True,
+            reuse_port=reuse_port or None,
+            backlog=2048,
+        )
+        old, self.listener, self.bound = self.listener, server, bind
+        if old is not None:
+            old.close()  # stops accepting only; open connections carry on
+        log.info("%s proxy listening on %s", self.kind, bind)
+
+    async def drain(self) -> None:
+        """Stop accepting, finish in-flight exchanges (bounded), close everything."""
+        self.draining = True
+        if self.listener is not None:
+            self.listener.close()
+        self.pool.close_idle()
+        deadline = self.loop.time() + self.config.drain_timeout
+        while True:
+            for client in list(self.clients):
+                if client.current is None and client.pstate == P_IDLE:
+                    client.close()
+            if not self.clients or self.loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        if self.clients:
+            log.warning("drain timeout: cutting %d connection(s)", len(self.clients))
+        for client in list(self.clients):
+            client.abort()
+        for conn in list(self.pool.conns):
+            conn.close()
+        await asyncio.sleep(0)  # let transports run their connection_lost callbacks
