@@ -66,11 +66,7 @@ def blueprint(ctx: AppContext) -> Blueprint:
     @bp.post("/stacks/<stack_id>/refresh")
     async def refresh_stack(stack_id: str) -> dict[str, Any]:
         """Re-resolve every ref; a new version only if some commit moved."""
-        current = stacks.spec_of((await stacks.get(db, stack_id)).document)
-        commits = await stacks.resolve(current.spec)
-        stack, changed = await stacks.publish(
-            db, stack_id, stacks.Prepared(current.spec, commits), "refresh"
-        )
+        stack, changed = await stacks.refresh(db, stack_id)
         if changed:
             ctx.watcher.notify(stack_id)
         return {**stacks.stack_json(stack), "changed": changed}
@@ -81,6 +77,17 @@ def blueprint(ctx: AppContext) -> Blueprint:
         resp = jsonify(stack.document)
         resp.headers["ETag"] = f'"{stack.doc_hash}"'
         return resp
+
+    @bp.get("/stacks/<stack_id>/webhook")
+    async def webhook_settings(stack_id: str) -> dict[str, Any]:
+        """Where and with which secret a git host should send push events."""
+        stack = await stacks.get(db, stack_id)
+        return {
+            "url": f"{public_url()}/api/v1/hooks/git/{stack.id}",
+            "secret": stack.webhook_secret,
+            "content_type": "application/json",
+            "signature_header": "X-Hub-Signature-256",
+        }
 
     # history --------------------------------------------------------------------------
 

@@ -167,6 +167,13 @@ async def publish(
     return stack, True
 
 
+async def refresh(db: Database, stack_id: str, reason: str = "refresh") -> tuple[Stack, bool]:
+    """Re-resolve every ref of the stored stack; a new version only if some commit moved."""
+    current = spec_of((await get(db, stack_id)).document)
+    commits = await resolve(current.spec)
+    return await publish(db, stack_id, Prepared(current.spec, commits), reason)
+
+
 def _version_row(stack: Stack, reason: str) -> StackVersion:
     return StackVersion(
         stack_id=stack.id,

@@ -216,3 +216,38 @@ def test_delete_removes_stack(api: Api, repo: Path, unique: str) -> None:
     assert api.get(f"/stacks/{created['id']}/versions").status_code == 404
     # the name is free again
     create(api, stack_body(f"del-{unique}", repo))
+
+
+def test_git_push_webhook_verified_by_hmac(
+    api: Api, server_url: str, tmp_path: Path, unique: str
+) -> None:
+    import requests
+
+    from controlplane.api_hooks import sign
+
+    repo = init_repo(tmp_path / "hooked")
+    commit_files(repo, {"a": "1"}, "one")
+    created = create(api, stack_body(f"hook-{unique}", repo))
+    hook = api.get(f"/stacks/{created['id']}/webhook").json()
+    assert hook["url"] == f"{server_url}/api/v1/hooks/git/{created['id']}"
+    new = commit_files(repo, {"a": "2"}, "two")
+    body = b'{"ref": "refs/heads/main"}'
+    for headers in (
+        {},
+        {"X-Hub-Signature-256": sign("wrong", body)},
+        {"X-Hub-Signature-256": "sha1=abc"},
+    ):
+        resp = requests.post(hook["url"], data=body, headers=headers, timeout=30)
+        assert resp.status_code == 401, resp.text
+    assert api.get(f"/stacks/{created['id']}").json()["version"] == 1
+    good = {"X-Hub-Signature-256": sign(hook["secret"], body)}
+    ping = requests.post(
+        hook["url"], data=body, headers={**good, "X-GitHub-Event": "ping"}, timeout=30
+    )
+    assert ping.status_code == 200 and ping.json()["changed"] is False
+    resp = requests.post(hook["url"], data=body, headers=good, timeout=30)
+    assert resp.status_code == 200 and resp.json() == {"ok": True, "changed": True, "version": 2}
+    assert {s["commit"] for s in api.get(f"/stacks/{created['id']}").json()["services"]} == {new}
+    # an unknown stack looks the same as a bad signature
+    resp = requests.post(f"{server_url}/api/v1/hooks/git/nope", data=body, headers=good, timeout=30)
+    assert resp.status_code == 401

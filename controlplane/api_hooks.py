@@ -1,0 +1,55 @@
+"""Git push webhooks: `POST /api/v1/hooks/git/{stack_id}` re-resolves the stack's refs.
+
+The git host signs the raw body with the stack's secret (HMAC-SHA256, GitHub's
+``X-Hub-Signature-256: sha256=<hex>``); an unsigned or wrongly signed call is 401 and
+does nothing. The payload itself is not trusted or needed: a push only tells us to look,
+and `git ls-remote` says what the refs are now. `verify_signature` is pure.
+"""
+
+import hashlib
+import hmac
+from typing import Any
+
+from quart import Blueprint, request
+
+from controlplane import stacks
+from controlplane.context import AppContext
+from controlplane.errors import NotFound, Unauthorized
+
+
+def sign(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify_signature(secret: str, body: bytes, header: str | None) -> bool:
+    if not header or not header.startswith("sha256="):
+        return False
+    return hmac.compare_digest(sign(secret, body), header.strip())
+
+
+def blueprint(ctx: AppContext) -> Blueprint:
+    bp = Blueprint("api_hooks", __name__)
+
+    @bp.post("/git/<stack_id>")
+    async def git_push(stack_id: str) -> dict[str, Any]:
+        body = await request.get_data(as_text=False)
+        try:
+            stack = await stacks.get(ctx.db, stack_id)
+        except NotFound:
+            stack = None
+        # the same answer for an unknown stack and a bad signature: no probing for ids
+        if stack is None or not verify_signature(
+            stack.webhook_secret, body, request.headers.get("X-Hub-Signature-256")
+        ):
+            raise Unauthorized(
+                "missing or wrong X-Hub-Signature-256 (HMAC-SHA256 of the body with the "
+                "stack's webhook secret: GET /api/v1/stacks/{id}/webhook)"
+            )
+        if request.headers.get("X-GitHub-Event") == "ping":
+            return {"ok": True, "changed": False, "version": stack.version}
+        stack, changed = await stacks.refresh(ctx.db, stack_id, "webhook")
+        if changed:
+            ctx.watcher.notify(stack_id)
+        return {"ok": True, "changed": changed, "version": stack.version}
+
+    return bp
