@@ -82,14 +82,21 @@ class Responder:
                     "the installer or `berth agent run-all` as root applies it",
                     self.wiring_mode, exc, "<service>", zone.suffix,
                 )  # fmt: skip
+        except Exception:  # a wiring bug must not stop the names from updating
+            log.exception("unexpected error while updating the %s wiring", self.wiring_mode)
 
 
 async def _follow(follower: RouteFollower) -> None:
     while True:
         try:
             await follower.run()
+        except asyncio.CancelledError:
+            raise
         except (zmq.ZMQError, OSError) as exc:
             log.error("bus subscriber failed, retrying in 1 s: %s", exc)
+            await asyncio.sleep(1.0)
+        except Exception:  # never stop following silently
+            log.exception("bus subscriber crashed, restarting in 1 s")
             await asyncio.sleep(1.0)
 
 

@@ -3,21 +3,20 @@
 Sockets are bound by `bind_sockets` first, so that the process can drop root right
 after, then served on the running asyncio loop (uvloop in production):
 
-* UDP: a plain `DatagramProtocol` whose `datagram_received` answers inline; a blocking
-  `recvfrom`/`sendto` loop in a thread (`udp_thread=True`) is the other option that
-  `bench/dns.py` measures.
+* UDP: a plain `DatagramProtocol` whose `datagram_received` answers inline. (A blocking
+  `recvfrom`/`sendto` loop in a thread measured the same with `bench/dns.py`: dnsperf,
+  not the responder, is the limit on this hardware, so the simpler form stays.)
 * TCP (RFC 7766): 2-byte length framing, several queries per connection, an idle timeout
   and a cap on concurrent connections.
 
 The current `AnswerBook` sits in a `BookHolder`; swapping it is one attribute assignment,
-atomic for both the loop and the thread. Any exception while answering costs that one
+atomic for the loop. Any exception while answering costs that one
 query only (logged, rate-limited), never the responder.
 """
 
 import asyncio
 import logging
 import socket
-import threading
 import time
 
 from agent.dns.answers import AnswerBook
@@ -27,7 +26,6 @@ log = logging.getLogger(__name__)
 TCP_IDLE_TIMEOUT_S = 10.0
 MAX_TCP_CONNECTIONS = 256
 UDP_RCVBUF = 4 * 1024 * 1024  # absorbs bursts: a full buffer means lost queries
-MAX_UDP_QUERY = 4096
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; Python does not export it
 
 
@@ -89,23 +87,6 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         log.debug("udp error: %s", exc)
 
 
-def _udp_thread_loop(sock: socket.socket, holder: BookHolder) -> None:
-    recvfrom, sendto, answer = sock.recvfrom, sock.sendto, holder.answer
-    while True:
-        try:
-            data, addr = recvfrom(MAX_UDP_QUERY)
-        except OSError:  # closed or shut down: we are stopping
-            return
-        if not data and sock.fileno() < 0:
-            return
-        reply = answer(data)
-        if reply is not None:
-            try:
-                sendto(reply, addr)
-            except OSError as exc:
-                log.debug("udp send to %s failed: %s", addr, exc)
-
-
 class DnsServer:
     """Serves `holder` on the bound sockets until `close()`."""
 
@@ -114,29 +95,19 @@ class DnsServer:
         udp: socket.socket,
         tcp: socket.socket,
         holder: BookHolder,
-        *,
-        udp_thread: bool = False,
     ) -> None:
         self._udp = udp
         self._tcp = tcp
         self.holder = holder
-        self._udp_thread = udp_thread
-        self._thread: threading.Thread | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._tcp_server: asyncio.Server | None = None
         self._tcp_clients = 0
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        if self._udp_thread:
-            self._thread = threading.Thread(
-                target=_udp_thread_loop, args=(self._udp, self.holder), name="dns-udp", daemon=True
-            )
-            self._thread.start()
-        else:
-            self._transport, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self.holder), sock=self._udp
-            )
+        self._transport, _ = await loop.create_datagram_endpoint(
+            lambda: _UdpProtocol(self.holder), sock=self._udp
+        )
         self._tcp_server = await asyncio.start_server(self._serve_tcp, sock=self._tcp)
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -166,10 +137,3 @@ class DnsServer:
             self._tcp_server.close()
         if self._transport is not None:
             self._transport.close()
-        if self._thread is not None:
-            try:  # wakes the blocked recvfrom (Linux does so even on unconnected UDP)
-                self._udp.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self._thread.join(2.0)
-            self._udp.close()

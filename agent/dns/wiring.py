@@ -21,6 +21,7 @@ exact even after the mode changed.
 
 import logging
 import os
+import re
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +42,7 @@ DROPIN_HEADER = "# Managed by Berth (agent/dns/wiring.py); removed on uninstall.
 HOSTS_BEGIN = "# BEGIN berth managed block"
 HOSTS_END = "# END berth managed block"
 RESOLVED_STUBS = ("127.0.0.53", "127.0.0.54")  # systemd-resolved's own listeners
+_OCTAL = re.compile(r"\\([0-7]{3})")
 
 
 class WiringError(RuntimeError):
@@ -192,8 +194,8 @@ def _is_mount_point(path: Path) -> bool:
         return False
     for line in mountinfo.splitlines():
         fields = line.split()
-        # field 5 is the mount point, with spaces etc. octal-escaped
-        if len(fields) > 4 and fields[4].encode().decode("unicode_escape") == target:
+        # field 5 is the mount point, with spaces etc. octal-escaped (\\040)
+        if len(fields) > 4 and _OCTAL.sub(lambda m: chr(int(m[1], 8)), fields[4]) == target:
             return True
     return False
 
