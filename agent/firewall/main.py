@@ -98,10 +98,14 @@ def answer(engine: Firewall, frames: list[bytes]) -> FirewallReply:
         return FirewallReply(ok=False, command=req.command, status=engine.status(), error=str(exc))
 
 
-def serve(engine: Firewall, sock: zmq.Socket, notifier: Notifier, stop: list[bool]) -> None:
+class _Stop(Exception):
+    """Raised from the SIGTERM/SIGINT handler to leave a blocking poll at once."""
+
+
+def serve(engine: Firewall, sock: zmq.Socket, notifier: Notifier) -> None:
     engine.expire()  # an apply cut short or overdue while we were down
     next_ping = 0.0
-    while not stop:
+    while True:
         now = time.time()
         if now >= next_ping:
             notifier.watchdog()
@@ -124,10 +128,9 @@ def main(settings: AgentSettings, options: HelperOptions | None = None) -> int:
     ctx = zmq.Context.instance()
     endpoints = settings.bus
     sock = bind_socket(ctx, endpoints.firewall, endpoints.firewall_path, opts.group)
-    stop: list[bool] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.append(True)
+        raise _Stop(signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -135,7 +138,9 @@ def main(settings: AgentSettings, options: HelperOptions | None = None) -> int:
     notifier.ready(f"firewall helper on {endpoints.firewall}")
     log.info("firewall helper listening on %s (state in %s)", endpoints.firewall, engine.store.dir)
     try:
-        serve(engine, sock, notifier, stop)
+        serve(engine, sock, notifier)
+    except _Stop:
+        log.info("stopping")
     finally:
         notifier.stopping()
         sock.close()
