@@ -320,6 +320,23 @@ class Container:
     def copy_in(self, src: Path, dest: str) -> None:
         self.write_file(dest, src.read_bytes(), src.stat().st_mode & 0o7777)
 
+    def add_uplink(self, address: str = "192.0.2.10/24") -> None:
+        """Give the container a routable address on a link that goes nowhere (TEST-NET-1).
+
+        systemd-resolved sends no query to its global DNS servers while no non-loopback
+        link has a routable address ("Network is down"); a real server always has one.
+        A veth pair with both ends inside the container's namespace (the kernel here has
+        no dummy links), configured from the host.
+        """
+        ns = ["ip", "-n", self.netns]
+        _run(
+            [*ns, "link", "add", "berth-up0", "type", "veth", "peer", "name", "berth-up1"],
+            timeout=30,
+        )
+        _run([*ns, "addr", "add", address, "dev", "berth-up0"], timeout=30)
+        for dev in ("berth-up0", "berth-up1"):
+            _run([*ns, "link", "set", dev, "up"], timeout=30)
+
     def stop(self, timeout: float = 20.0) -> None:
         """Power off (falling back to killing our nspawn), then remove netns and temp dir."""
         proc, self._proc = self._proc, None
