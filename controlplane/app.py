@@ -10,7 +10,7 @@ import logging
 from quart import Quart, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from controlplane import api_agent, api_hooks, api_user, dashboard
+from controlplane import api_agent, api_hooks, api_user, dashboard, public
 from controlplane.context import AppContext
 from controlplane.db import Database
 from controlplane.dburl import parse_db_url
@@ -31,6 +31,7 @@ def create_app(settings: ServerSettings) -> Quart:
     app.register_blueprint(api_user.blueprint(ctx), url_prefix="/api/v1")
     app.register_blueprint(api_agent.blueprint(ctx), url_prefix="/api/v1/agent")
     app.register_blueprint(api_hooks.blueprint(ctx), url_prefix="/api/v1/hooks")
+    app.register_blueprint(public.blueprint(ctx))
     app.register_blueprint(dashboard.blueprint(ctx))
 
     @app.before_serving

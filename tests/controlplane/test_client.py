@@ -15,6 +15,7 @@ def db_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     migrate(url)
     return url
 
+
 STACK_TOML = """
 name = "{name}"
 security_mode = "open"
