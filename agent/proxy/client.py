@@ -261,6 +261,7 @@ class ClientConnection(asyncio.Protocol):
         self.deadline = server.now + server.config.body_timeout
         up = ex.upstream
         if up is not None:
+            up.deadline = self.deadline  # a backend taking a long body is not idle
             if ex.chunked:
                 up.transport.writelines((b"%x\r\n" % len(body), body, b"\r\n"))  # type: ignore[union-attr]
             else:
@@ -426,6 +427,8 @@ class ClientConnection(asyncio.Protocol):
             self.abort()  # the client stopped reading its response
         elif self.pstate == P_HEAD and self.current is None:
             self._fail_fatal(HeadTimeout("the request head did not arrive in time"))
+        elif self.read_pauses:
+            self._rearm()  # we paused reading ourselves; the backend's deadline governs
         elif self.pstate == P_BODY and self.current is not None:
             ex = self.current
             if not ex.response_started and ex.upstream is None:

@@ -85,7 +85,7 @@ def response_for(failure: ProxyFailure, keep_alive: bool = True) -> bytes:
     reason = REASONS.get(status, b"Error")
     body = (
         "<!doctype html><title>{s} {r}</title><h1>{s} {r}</h1><p>{d}</p>\n".format(
-            s=status, r=reason.decode(), d=html.escape(failure.detail)
+            s=status, r=reason.decode(), d=html.escape(failure.detail, quote=False)
         )
     ).encode()
     close = failure.close or not keep_alive

@@ -104,7 +104,7 @@ def rewrite_request(
         elif lname == b"upgrade":
             upgrade_value = value
         # every other hop-by-hop header is dropped
-    if connection:
+    if connection and connection.lower() not in _CONNECTION_OPTIONS:
         listed = _listed(connection)
         if listed:  # rare: the client named extra hop-by-hop headers; drop those too
             kept = [(n, v) for n, v in headers if n.lower() not in listed]
@@ -157,7 +157,7 @@ def rewrite_response(
             connection = value if not connection else connection + b"," + value
         elif lname == b"upgrade":
             upgrade_value = value
-    if connection:
+    if connection and connection.lower() not in _CONNECTION_OPTIONS:
         listed = _listed(connection)
         if listed:
             kept = [(n, v) for n, v in headers if n.lower() not in listed]

@@ -56,6 +56,7 @@ class UpstreamConnection(asyncio.Protocol):
         "write_paused",
         "read_paused",
         "connect_task",
+        "out",
     )
 
     def __init__(self, pool: "UpstreamPool", port: int, epoch: int) -> None:
@@ -76,6 +77,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.write_paused = False
         self.read_paused = False
         self.connect_task: asyncio.Future[object] | None = None
+        # Response bytes produced while parsing one read, written in one go afterwards:
+        # a head and a small body leave in one send instead of two.
+        self.out: list[bytes] = []
 
     # -- exchange lifecycle ------------------------------------------------------------
 
@@ -122,9 +126,21 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.attach(ex)
 
+    def _flush(self) -> None:
+        out = self.out
+        client = self.client
+        if client is not None and not client.closed:
+            if len(out) == 1:
+                client.transport.write(out[0])  # type: ignore[union-attr]
+            else:
+                client.transport.write(b"".join(out))  # type: ignore[union-attr]
+        out.clear()
+
     def _finish(self, reusable: bool) -> None:
         ex = self.ex
         assert ex is not None
+        if self.out:
+            self._flush()
         self.ex = None
         ex.upstream = None
         client = self.client
@@ -168,9 +184,15 @@ class UpstreamConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade as exc:
+            self._flush()
             self._tunnel(data[int(exc.args[0]) :])
+            return
         except HttpParserError as exc:
+            self._flush()
             self._broken(f"sent an invalid response ({exc})")
+            return
+        if self.out:
+            self._flush()
 
     def eof_received(self) -> bool | None:
         if self.state == U_TUNNEL:
@@ -259,7 +281,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.interim = True
             if ex.http11:
                 head, _, _ = rewrite_response(status, reason, headers, True, True, True)
-                client.transport.write(head)  # type: ignore[union-attr]
+                self.out.append(head)
             return
         no_body = ex.is_head or status == 204 or status == 304
         head, framing, keep = rewrite_response(
@@ -269,7 +291,7 @@ class UpstreamConnection(asyncio.Protocol):
         ex.framing = framing
         ex.response_started = True
         self.delimited = no_body or framing == BODY_LENGTH or _chunked(headers)
-        client.transport.write(head)  # type: ignore[union-attr]
+        self.out.append(head)
         if ex.is_head and status != 101:
             # llhttp would wait for Content-Length body bytes that never come after a
             # HEAD: finish here and start the next response on a fresh parser.
@@ -282,9 +304,9 @@ class UpstreamConnection(asyncio.Protocol):
         if ex is None:
             return
         if ex.framing == BODY_CHUNKED:
-            ex.client.transport.writelines((b"%x\r\n" % len(body), body, b"\r\n"))  # type: ignore[union-attr]
+            self.out += (b"%x\r\n" % len(body), body, b"\r\n")
         else:
-            ex.client.transport.write(body)  # type: ignore[union-attr]
+            self.out.append(body)
 
     def on_message_complete(self) -> None:
         if self.interim:
@@ -294,7 +316,7 @@ class UpstreamConnection(asyncio.Protocol):
         if ex is None:
             return
         if ex.framing == BODY_CHUNKED:
-            ex.client.transport.write(b"0\r\n\r\n")  # type: ignore[union-attr]
+            self.out.append(b"0\r\n\r\n")
         self._finish(self.parser.should_keep_alive())
 
     # -- tunnels, failures, timeouts -------------------------------------------------

@@ -101,6 +101,7 @@ class Handler(asyncio.Protocol):
                 "path": self.url.decode(),
                 "headers": [[n.decode(), v.decode()] for n, v in self.headers],
                 "body_bytes": self.count,
+                "conn": self.transport.get_extra_info("peername")[1],  # type: ignore[union-attr]
             }
             self.respond(json.dumps(info).encode())
 

@@ -1,0 +1,237 @@
+"""Header rewriting, without sockets."""
+
+import pytest
+
+from agent.proxy.headers import (
+    BODY_CHUNKED,
+    BODY_LENGTH,
+    BODY_NONE,
+    BODY_UNTIL_CLOSE,
+    HeadError,
+    rewrite_request,
+    rewrite_response,
+)
+
+
+def lines(head: bytes) -> list[bytes]:
+    assert head.endswith(b"\r\n\r\n")
+    return head[:-4].split(b"\r\n")
+
+
+def header_map(head: bytes) -> dict[bytes, bytes]:
+    out: dict[bytes, bytes] = {}
+    for line in lines(head)[1:]:
+        name, _, value = line.partition(b": ")
+        assert name.lower() not in out, f"duplicate {name!r}"
+        out[name.lower()] = value
+    return out
+
+
+def test_request_drops_hop_by_hop_and_sets_forwarded() -> None:
+    head, host, chunked = rewrite_request(
+        b"GET",
+        b"/x?y=1",
+        [
+            (b"Host", b"example.com"),
+            (b"Connection", b"keep-alive, X-Secret"),
+            (b"Keep-Alive", b"timeout=5"),
+            (b"X-Secret", b"hop"),
+            (b"TE", b"trailers"),
+            (b"Proxy-Authorization", b"Basic Zm9v"),
+            (b"Proxy-Connection", b"keep-alive"),
+            (b"Accept", b"*/*"),
+        ],
+        b"203.0.113.9",
+        False,
+        False,
+    )
+    assert lines(head)[0] == b"GET /x?y=1 HTTP/1.1"
+    h = header_map(head)
+    assert host == b"example.com"
+    assert not chunked
+    assert h[b"host"] == b"example.com"
+    assert h[b"accept"] == b"*/*"
+    for gone in (
+        b"connection",
+        b"keep-alive",
+        b"x-secret",
+        b"te",
+        b"proxy-authorization",
+        b"proxy-connection",
+    ):
+        assert gone not in h
+    assert h[b"x-forwarded-for"] == b"203.0.113.9"
+    assert h[b"x-forwarded-proto"] == b"http"
+    assert h[b"x-forwarded-host"] == b"example.com"
+
+
+def test_forwarded_for_is_appended_and_untrusted_proto_replaced() -> None:
+    head, _, _ = rewrite_request(
+        b"GET",
+        b"/",
+        [
+            (b"Host", b"h"),
+            (b"X-Forwarded-For", b"1.1.1.1"),
+            (b"X-Forwarded-For", b"2.2.2.2"),
+            (b"X-Forwarded-Proto", b"https"),
+            (b"X-Forwarded-Host", b"spoofed"),
+        ],
+        b"198.51.100.7",
+        False,
+        False,
+    )
+    h = header_map(head)
+    assert h[b"x-forwarded-for"] == b"1.1.1.1, 2.2.2.2, 198.51.100.7"
+    assert h[b"x-forwarded-proto"] == b"http"
+    assert h[b"x-forwarded-host"] == b"h"
+
+
+def test_loopback_forwarder_keeps_its_proto_and_host() -> None:
+    head, _, _ = rewrite_request(
+        b"GET",
+        b"/",
+        [
+            (b"Host", b"127.0.0.1:8080"),
+            (b"X-Forwarded-Proto", b"https"),
+            (b"X-Forwarded-Host", b"app.example.com"),
+        ],
+        b"127.0.0.1",
+        True,
+        False,
+    )
+    h = header_map(head)
+    assert h[b"x-forwarded-proto"] == b"https"
+    assert h[b"x-forwarded-host"] == b"app.example.com"
+    assert h[b"host"] == b"127.0.0.1:8080"
+
+
+def test_chunked_request_is_rechunked_and_upgrade_kept() -> None:
+    head, _, chunked = rewrite_request(
+        b"POST",
+        b"/up",
+        [(b"Host", b"h"), (b"Transfer-Encoding", b"chunked")],
+        b"1.2.3.4",
+        False,
+        False,
+    )
+    assert chunked
+    assert header_map(head)[b"transfer-encoding"] == b"chunked"
+    head, _, _ = rewrite_request(
+        b"GET",
+        b"/ws",
+        [
+            (b"Host", b"h"),
+            (b"Connection", b"Upgrade"),
+            (b"Upgrade", b"websocket"),
+            (b"Sec-WebSocket-Key", b"k"),
+        ],
+        b"1.2.3.4",
+        False,
+        True,
+    )
+    h = header_map(head)
+    assert h[b"connection"] == b"upgrade"
+    assert h[b"upgrade"] == b"websocket"
+    assert h[b"sec-websocket-key"] == b"k"
+
+
+def test_upgrade_header_without_upgrade_request_is_dropped() -> None:
+    head, _, _ = rewrite_request(
+        b"GET", b"/", [(b"Host", b"h"), (b"Upgrade", b"h2c")], b"1.2.3.4", False, False
+    )
+    assert b"upgrade" not in header_map(head)
+
+
+def test_several_hosts_are_refused() -> None:
+    with pytest.raises(HeadError, match="Host"):
+        rewrite_request(b"GET", b"/", [(b"Host", b"a"), (b"host", b"b")], b"1.2.3.4", False, False)
+
+
+def test_missing_host_is_reported_not_invented() -> None:
+    head, host, _ = rewrite_request(b"GET", b"/", [], b"1.2.3.4", False, False)
+    assert host is None
+    assert b"x-forwarded-host" not in header_map(head)
+
+
+def test_response_keeps_length_and_drops_hop_by_hop() -> None:
+    head, framing, keep = rewrite_response(
+        200,
+        b"OK",
+        [
+            (b"Content-Length", b"5"),
+            (b"Connection", b"keep-alive"),
+            (b"Keep-Alive", b"timeout=4"),
+            (b"Server", b"x"),
+        ],
+        True,
+        True,
+        False,
+    )
+    assert lines(head)[0] == b"HTTP/1.1 200 OK"
+    h = header_map(head)
+    assert h == {b"content-length": b"5", b"server": b"x"}
+    assert (framing, keep) == (BODY_LENGTH, True)
+
+
+def test_response_framing_choices() -> None:
+    # chunked or close-delimited upstream -> chunked to an HTTP/1.1 client
+    head, framing, keep = rewrite_response(
+        200, b"OK", [(b"Transfer-Encoding", b"chunked")], True, True, False
+    )
+    assert framing == BODY_CHUNKED and keep
+    assert header_map(head)[b"transfer-encoding"] == b"chunked"
+    head, framing, keep = rewrite_response(200, b"OK", [], True, True, False)
+    assert framing == BODY_CHUNKED and keep
+    # ... and read-until-close to an HTTP/1.0 client
+    head, framing, keep = rewrite_response(
+        200, b"OK", [(b"Transfer-Encoding", b"chunked")], True, False, False
+    )
+    assert framing == BODY_UNTIL_CLOSE and not keep
+    assert header_map(head)[b"connection"] == b"close"
+    assert b"transfer-encoding" not in header_map(head)
+    # HTTP/1.0 keep-alive client is told so
+    head, framing, keep = rewrite_response(
+        200, b"OK", [(b"Content-Length", b"0")], True, False, False
+    )
+    assert keep and header_map(head)[b"connection"] == b"keep-alive"
+    # HEAD / 204 / 304: no body whatever the headers say
+    head, framing, keep = rewrite_response(
+        200, b"OK", [(b"Content-Length", b"99")], True, True, True
+    )
+    assert framing == BODY_NONE and header_map(head)[b"content-length"] == b"99"
+    # a client that asked to close
+    head, framing, keep = rewrite_response(
+        200, b"OK", [(b"Content-Length", b"0")], False, True, False
+    )
+    assert not keep and header_map(head)[b"connection"] == b"close"
+
+
+def test_switching_protocols_keeps_upgrade_headers() -> None:
+    head, framing, keep = rewrite_response(
+        101,
+        b"Switching Protocols",
+        [
+            (b"Upgrade", b"websocket"),
+            (b"Connection", b"Upgrade"),
+            (b"Sec-WebSocket-Accept", b"abc"),
+        ],
+        True,
+        True,
+        False,
+    )
+    h = header_map(head)
+    assert h[b"upgrade"] == b"websocket" and h[b"connection"] == b"upgrade"
+    assert h[b"sec-websocket-accept"] == b"abc"
+    assert framing == BODY_NONE and not keep
+
+
+def test_response_drops_headers_named_by_connection() -> None:
+    head, _, _ = rewrite_response(
+        200,
+        b"OK",
+        [(b"Connection", b"X-Internal"), (b"X-Internal", b"1"), (b"Content-Length", b"0")],
+        True,
+        True,
+        False,
+    )
+    assert b"x-internal" not in header_map(head)
