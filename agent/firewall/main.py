@@ -17,7 +17,6 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 import zmq
 
@@ -98,11 +97,15 @@ def answer(engine: Firewall, frames: list[bytes]) -> FirewallReply:
         return FirewallReply(ok=False, command=req.command, status=engine.status(), error=str(exc))
 
 
-class _Stop(Exception):
-    """Raised from the SIGTERM/SIGINT handler to leave a blocking poll at once."""
+def serve(engine: Firewall, sock: zmq.Socket, notifier: Notifier, wakeup: int) -> None:
+    """Answer requests until a byte arrives on `wakeup` (the signal wakeup fd).
 
-
-def serve(engine: Firewall, sock: zmq.Socket, notifier: Notifier) -> None:
+    The wakeup fd is polled with the socket because a signal may land on one of
+    ZeroMQ's own threads, where it would not interrupt this thread's poll.
+    """
+    poller = zmq.Poller()
+    poller.register(sock, zmq.POLLIN)
+    poller.register(wakeup, zmq.POLLIN)
     engine.expire()  # an apply cut short or overdue while we were down
     next_ping = 0.0
     while True:
@@ -112,7 +115,10 @@ def serve(engine: Firewall, sock: zmq.Socket, notifier: Notifier) -> None:
             next_ping = now + notifier.watchdog_interval_s
         deadline = engine.next_deadline()
         wake = min(next_ping, deadline) if deadline else next_ping
-        if sock.poll(max(10, int((wake - time.time()) * 1000))):
+        events = dict(poller.poll(max(10, int((wake - time.time()) * 1000))))
+        if wakeup in events:
+            return
+        if sock in events:
             frames = sock.recv_multipart()
             reply = answer(engine, frames)
             sock.send(reply.to_json())
@@ -129,19 +135,21 @@ def main(settings: AgentSettings, options: HelperOptions | None = None) -> int:
     endpoints = settings.bus
     sock = bind_socket(ctx, endpoints.firewall, endpoints.firewall_path, opts.group)
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        raise _Stop(signum)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda n, f: None)  # the wakeup fd does the work
     notifier = Notifier()
     notifier.ready(f"firewall helper on {endpoints.firewall}")
     log.info("firewall helper listening on %s (state in %s)", endpoints.firewall, engine.store.dir)
     try:
-        serve(engine, sock, notifier)
-    except _Stop:
+        serve(engine, sock, notifier, wake_r)
         log.info("stopping")
     finally:
+        signal.set_wakeup_fd(-1)
+        os.close(wake_r)
+        os.close(wake_w)
         notifier.stopping()
         sock.close()
         endpoints.firewall_path.unlink(missing_ok=True)

@@ -46,7 +46,9 @@ def _open(host: str, port: int) -> bool:
 
 def scan(host: str, ports: list[int]) -> None:
     with ThreadPoolExecutor(max_workers=len(ports)) as pool:
-        found = [p for p, ok in zip(ports, pool.map(lambda p: _open(host, p), ports)) if ok]
+        found = [
+            p for p, ok in zip(ports, pool.map(lambda p: _open(host, p), ports), strict=True) if ok
+        ]
     print(json.dumps(found))
 
 
