@@ -135,9 +135,7 @@ def main(settings: AgentSettings) -> int:
         )  # fmt: skip
         return 1
     try:
-        mode = wiring.choose_mode(
-            settings.dns_wiring, settings.dns_wiring == "auto" and wiring.resolved_active()
-        )
+        mode = wiring.decide_mode(settings)
     except wiring.WiringError as exc:
         log.error("%s", exc)
         return 2

@@ -13,8 +13,15 @@ Two mechanisms, each a pure render function plus small apply/revert functions:
   container whose runtime bind-mounts /etc/hosts, where a rename cannot work and the
   file is rewritten in place instead. Revert removes the block and nothing else.
 
-`apply_wiring(settings, names)` picks the mode from `settings.dns_wiring`: `auto` means
-resolved when systemd-resolved is active, else hosts; `none` does nothing.
+`apply_wiring(settings, names)` picks the mode from `settings.dns_wiring` (`decide_mode`):
+`auto` means resolved when systemd-resolved is active, else hosts; `none` does nothing.
+
+Why a global `DNS=` is safe enough, and when it is not: resolved's global scope is always
+a default route, so names matching no link's routing domain are sent to Berth too (in
+parallel with the links' servers); Berth answers those REFUSED at once and resolved uses
+the links' answers. But a global `DNS=` also switches off `FallbackDNS=`: on a host whose
+only servers are the compiled-in fallbacks, every other name would stop resolving. `auto`
+therefore chooses hosts mode on such a host (and an explicit `resolved` warns).
 `revert_wiring(settings)` undoes both mechanisms whatever the mode, so an uninstall is
 exact even after the mode changed.
 """
@@ -50,6 +57,26 @@ class WiringError(RuntimeError):
 
 
 # ---- pure rendering -------------------------------------------------------------------
+
+
+def dns_servers_in(resolvectl_dns: str, exclude_host: str = "") -> list[str]:
+    """The servers listed by `resolvectl dns` ("Global: a b", "Link 2 (eth0): c")."""
+    servers = []
+    for line in resolvectl_dns.splitlines():
+        _, sep, rest = line.partition(":")
+        if sep and (line.startswith("Global") or line.startswith("Link ")):
+            servers += [
+                s for s in rest.split() if not (exclude_host and s.startswith(exclude_host))
+            ]
+    return servers
+
+
+def only_fallback_dns(resolvectl_dns: str, resolvectl_status: str, responder_host: str) -> bool:
+    """True when resolved resolves other names only through its FallbackDNS= servers."""
+    return (
+        not dns_servers_in(resolvectl_dns, responder_host)
+        and "Fallback DNS Servers" in resolvectl_status
+    )
 
 
 def choose_mode(requested: str, resolved_is_active: bool) -> str:
@@ -137,6 +164,42 @@ def resolved_active() -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return proc.returncode == 0
+
+
+def _resolvectl(*args: str) -> str:
+    try:
+        proc = subprocess.run(["resolvectl", *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return proc.stdout if proc.returncode == 0 else ""
+
+
+def resolved_relies_on_fallback(dns_bind: str) -> bool:
+    host, _ = parse_hostport(dns_bind, "dns_bind")
+    return only_fallback_dns(_resolvectl("dns"), _resolvectl("status"), host)
+
+
+FALLBACK_WARNING = (
+    "systemd-resolved has no DNS servers but its FallbackDNS= ones; a global DNS= for Berth "
+    "would switch those off and break every other lookup. Configure the host's DNS servers "
+    "(resolved.conf DNS= or the network manager) to use resolved mode"
+)
+
+
+def decide_mode(settings: AgentSettings) -> str:
+    """The wiring mode for `settings.dns_wiring`, looking at the host for `auto`."""
+    requested = settings.dns_wiring
+    if requested != "auto":
+        mode = choose_mode(requested, False)
+        if mode == MODE_RESOLVED and resolved_relies_on_fallback(settings.dns_bind):
+            log.warning("%s.", FALLBACK_WARNING)
+        return mode
+    if not resolved_active():
+        return MODE_HOSTS
+    if resolved_relies_on_fallback(settings.dns_bind):
+        log.warning("%s; using the /etc/hosts block instead.", FALLBACK_WARNING)
+        return MODE_HOSTS
+    return MODE_RESOLVED
 
 
 def _restart_resolved() -> None:

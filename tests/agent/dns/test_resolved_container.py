@@ -27,7 +27,7 @@ WIRING = (
     "from agent.settings import AgentSettings; "
     f"s = AgentSettings(state_dir=Path('{STATE}'), run_dir=Path('{STATE}/run')); "
     "print(wiring.apply_wiring(s, ['api.svc.internal']) if sys.argv[1] == 'apply' "
-    "else wiring.revert_wiring(s))"
+    "else wiring.decide_mode(s) if sys.argv[1] == 'mode' else wiring.revert_wiring(s))"
 )
 
 
@@ -123,3 +123,18 @@ def test_root_start_wires_itself_then_drops_root(ct: Container) -> None:
         ct.exec(["systemctl", "stop", "berth-dns-root"])
         ct.exec([PY, "-c", WIRING, "revert"], check=True)
     assert ct.exec(["test", "-e", DROPIN]).returncode == 1
+
+
+def test_auto_avoids_resolved_when_only_fallback_dns_would_resolve(ct: Container) -> None:
+    """A global DNS= turns FallbackDNS= off: `auto` must not break other lookups so."""
+    fallback = "/etc/systemd/resolved.conf.d/zz-test-fallback.conf"
+    ct.write_file(fallback, "[Resolve]\nFallbackDNS=192.0.2.53\n")
+    ct.exec(["systemctl", "restart", "systemd-resolved"], check=True)
+    try:
+        assert ct.exec([PY, "-c", WIRING, "mode"], check=True).stdout.strip() == "hosts"
+        ct.exec(["resolvectl", "dns", "berth-up0", "192.0.2.1"], check=True)  # a real server
+        assert ct.exec([PY, "-c", WIRING, "mode"], check=True).stdout.strip() == "resolved"
+    finally:
+        ct.exec(["rm", "-f", fallback])
+        ct.exec(["resolvectl", "revert", "berth-up0"])
+        ct.exec(["systemctl", "restart", "systemd-resolved"])

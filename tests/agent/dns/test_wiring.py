@@ -183,3 +183,14 @@ def test_responder_says_when_it_cannot_write_hosts(state_dir: Path, bus: ThreadP
         assert hosts.read_text() == HOSTS
     finally:
         r.stop()
+
+
+def test_fallback_only_detection() -> None:
+    dns_out = "Global: 127.0.0.153\nLink 2 (eth0):\nLink 3 (wg0): \n"
+    fallback = "Global\n  Fallback DNS Servers: 1.1.1.1#cloudflare-dns.com\n"
+    assert wiring.dns_servers_in(dns_out) == ["127.0.0.153"]
+    assert wiring.only_fallback_dns(dns_out, fallback, "127.0.0.153")
+    assert not wiring.only_fallback_dns(dns_out, "Global\n", "127.0.0.153")  # nothing to break
+    with_link = dns_out.replace("Link 2 (eth0):", "Link 2 (eth0): 10.0.0.1 fe80::1%2")
+    assert wiring.dns_servers_in(with_link, "127.0.0.153") == ["10.0.0.1", "fe80::1%2"]
+    assert not wiring.only_fallback_dns(with_link, fallback, "127.0.0.153")
