@@ -39,6 +39,15 @@ from agent.firewall.tunnel import DEFAULT_METRICS
 from agent.settings import DEFAULT_STATE_DIR, parse_hostport
 
 PROBE_TIMEOUT_S = 2.0
+# request fields as the operator typed them
+FLAGS = {
+    "options.proxy_port": "--proxy-port",
+    "options.ssh_port": "--ssh-port",
+    "options.ssh_cidrs": "--ssh-cidr",
+    "confirm_timeout_s": "--confirm-timeout",
+    "control_plane": "--control-plane",
+    "consent_block_ssh": "--consent-block-ssh",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,7 +168,7 @@ def _print(reply: FirewallReply) -> None:
             la = s.last_apply
             print(f"last apply: {la.mode} {la.result}: {la.detail}")
     if not reply.ok:
-        where = f" ({reply.field})" if reply.field else ""
+        where = f" ({FLAGS.get(reply.field.split('[')[0], reply.field)})" if reply.field else ""
         print(f"berth firewall: {reply.command} failed{where}: {reply.error}", file=sys.stderr)
 
 
@@ -178,7 +187,7 @@ def main(argv: list[str]) -> int:
     try:
         req = build_request(args, dict(os.environ))
     except RequestError as exc:
-        parser.error(str(exc))
+        parser.error(f"{FLAGS.get(exc.field.split('[')[0], exc.field)}: {exc.message}")
     client = _helper(run_dir)
     try:
         reply = client.request(req) if client else _in_process(args, req)

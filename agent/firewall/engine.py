@@ -208,6 +208,8 @@ class Firewall:
                 why = f"after apply: {why}; reverted at once"
                 return self._undo(undo, req.mode, why, "reverted")
 
+        new_pending: Pending | None
+        new_undo: Undo | None
         if until is None:
             new_pending, new_undo, detail = None, undo, "applied (no auto-revert)"
         else:

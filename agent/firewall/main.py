@@ -131,7 +131,7 @@ def serve(engine: Firewall, sock: zmq.Socket, notifier: Notifier, wakeup: int) -
 def main(settings: AgentSettings, options: HelperOptions | None = None) -> int:
     opts = options or HelperOptions.from_settings(settings)
     engine = Firewall(firewall_config(settings, opts))
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     endpoints = settings.bus
     sock = bind_socket(ctx, endpoints.firewall, endpoints.firewall_path, opts.group)
 
