@@ -280,7 +280,10 @@ class ClientConnection(asyncio.Protocol):
                     up.transport.write(b"0\r\n\r\n")  # type: ignore[union-attr]
                 else:
                     self._pend(ex, b"0\r\n\r\n")
-        if self.pstate != P_UPGRADE:
+        if ex is not None and ex.upgrade:
+            self.pstate = P_UPGRADE  # whatever follows belongs to the new protocol
+            self.deadline = 0.0
+        else:
             self.pstate = P_IDLE
             self._rearm()
 
@@ -355,12 +358,11 @@ class ClientConnection(asyncio.Protocol):
     # -- upgrades --------------------------------------------------------------------
 
     def _upgrade_requested(self, rest: bytes) -> None:
-        ex = self.parsing
-        if ex is not None:
-            ex.request_done = True
-            self.parsing = None
+        ex = self.current
+        self.parsing = None
         if self.closed or ex is None:
             return
+        ex.request_done = True
         if ex.failure is not None or ex.response_started:
             self.close()  # refused upgrade: nothing after it can be parsed as HTTP
             return

@@ -30,6 +30,9 @@ def drop_privileges(writable: list[Path]) -> str | None:
     if os.geteuid() != 0:
         return None
     account = proxy_account()
+    # Codecs load lazily from the Python installation, which the new user may not be
+    # able to read (a pyenv under /root): uvloop needs idna for every later bind.
+    "localhost".encode("idna")
     for path in writable:
         try:
             path.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,7 @@ U_IDLE = 1  # in the pool
 U_ACTIVE = 2  # an exchange is in flight
 U_TUNNEL = 3  # after 101: raw bytes both ways
 U_CLOSED = 4
+U_SWITCHING = 5  # 101 head parsed; the tunnel starts with the rest of this read
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -193,6 +194,8 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if self.out:
             self._flush()
+        if self.state == U_SWITCHING:
+            self._tunnel(b"")  # a 101 llhttp did not treat as an upgrade
 
     def eof_received(self) -> bool | None:
         if self.state == U_TUNNEL:
@@ -275,7 +278,6 @@ class UpstreamConnection(asyncio.Protocol):
         if ex is None:
             return
         status = self.parser.get_status_code()
-        client = ex.client
         if status < 200 and status != 101:
             # 100 Continue, 103 Early Hints: forward to HTTP/1.1 clients, then wait
             self.interim = True
@@ -290,6 +292,8 @@ class UpstreamConnection(asyncio.Protocol):
         ex.keep_alive = keep
         ex.framing = framing
         ex.response_started = True
+        if status == 101:
+            self.state = U_SWITCHING
         self.delimited = no_body or framing == BODY_LENGTH or _chunked(headers)
         self.out.append(head)
         if ex.is_head and status != 101:
@@ -313,8 +317,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.interim = False
             return
         ex = self.ex
-        if ex is None:
-            return
+        if ex is None or self.state == U_SWITCHING:
+            return  # after a 101 the parser hands over to the tunnel
         if ex.framing == BODY_CHUNKED:
             self.out.append(b"0\r\n\r\n")
         self._finish(self.parser.should_keep_alive())
