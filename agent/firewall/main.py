@@ -123,9 +123,13 @@ def serve(engine: Firewall, sock: zmq.Socket, notifier: Notifier, wakeup: int) -
             reply = answer(engine, frames)
             sock.send(reply.to_json())
         if deadline and time.time() >= deadline:
-            expired = engine.expire()
-            if expired:
-                log.warning("apply not confirmed in time: reverted")
+            try:
+                if engine.expire():
+                    log.warning("apply not confirmed in time: reverted")
+            except (ToolError, OSError) as exc:
+                # keep serving; the pending record stays, so the next loop tries again
+                log.error("automatic revert failed, retrying: %s", exc)
+                time.sleep(1.0)
 
 
 def main(settings: AgentSettings, options: HelperOptions | None = None) -> int:
