@@ -73,14 +73,14 @@ class Responder:
                 log.info("routed ~%s to %s via %s", zone.suffix, self.settings.dns_bind,
                          wiring.RESOLVED_DROPIN)  # fmt: skip
             self._last_wiring_error = ""
-        except (PermissionError, wiring.WiringError, OSError) as exc:
+        except (OSError, wiring.WiringError) as exc:  # mostly PermissionError, once not root
             message = str(exc)
             if message != self._last_wiring_error:  # say it once, not on every update
                 self._last_wiring_error = message
                 log.error(
-                    "cannot update the %s wiring (%s); %s.%s will not resolve through it until "
-                    "the installer or `berth agent run-all` as root applies it",
-                    self.wiring_mode, exc, "<service>", zone.suffix,
+                    "cannot update the %s wiring (%s); names under %s will not resolve through "
+                    "it until the installer or `berth agent run-all` as root applies it",
+                    self.wiring_mode, exc, zone.suffix,
                 )  # fmt: skip
         except Exception:  # a wiring bug must not stop the names from updating
             log.exception("unexpected error while updating the %s wiring", self.wiring_mode)
