@@ -6,9 +6,11 @@ How it works (recipe and gotchas: /work/shared/notes/systemd-nspawn.md):
   caches it outside the repository (`$BERTH_TEST_CACHE`, default `/var/cache/berth-test`).
   It is built in a temporary directory and renamed into place with a version stamp, under
   a file lock, so concurrent test runs neither see a half-built tree nor build it twice.
-* `ensure_berth_venv()` caches, next to it, a venv holding Berth's dependencies, built
-  *inside* the rootfs (Debian's Python, not the host's pyenv one) from wheels that the
-  host built with `pip wheel`; a container has no registry access. The venv is bind-mounted
+* `ensure_wheels()` caches wheels of Berth's dependencies, built on the host with
+  `pip wheel`: a container has no registry access (an installer test can serve them to
+  `pip install --no-index --find-links`).
+* `ensure_berth_venv()` caches, next to it, a venv holding those dependencies, built
+  *inside* the rootfs (Debian's Python, not the host's pyenv one) from the wheels. The venv is bind-mounted
   read-only at `/opt/berth-venv` and finds the repository, bind-mounted read-only at
   `/opt/berth-src`, through a `.pth` file, so code edits need no rebuild.
 * `Container` boots a copy-on-write view of the rootfs (overlayfs, upper layer in a temp
@@ -132,6 +134,23 @@ def _deps_key(repo: Path) -> tuple[str, list[str]]:
     return digest, deps
 
 
+def ensure_wheels(repo: Path = REPO, cache_dir: Path = CACHE_DIR) -> Path:
+    """Return a cached directory of wheels for Berth's dependencies (for `--no-index`).
+
+    Built on the host with `pip wheel` (the host and the container both run CPython 3.11
+    on glibc); keyed by the dependency list in pyproject.toml. Berth itself is not in it:
+    `pip wheel --no-deps REPO` builds that from the current tree in a second.
+    """
+    key, deps = _deps_key(repo)
+    wheels = cache_dir / f"wheels-{key}"
+    with _locked(cache_dir):
+        if not (wheels / ".complete").exists():
+            wheels.mkdir(parents=True, exist_ok=True)
+            _run([sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", str(wheels), *deps])
+            (wheels / ".complete").write_text(key)
+    return wheels
+
+
 def ensure_berth_venv(repo: Path = REPO, cache_dir: Path = CACHE_DIR) -> Path:
     """Return a cached venv (for `VENV_MOUNT` in the container) with Berth's dependencies.
 
@@ -139,17 +158,12 @@ def ensure_berth_venv(repo: Path = REPO, cache_dir: Path = CACHE_DIR) -> Path:
     repository mounted at `SRC_MOUNT` (`Container(..., mount_repo=True)`).
     """
     rootfs = ensure_rootfs(cache_dir)
+    wheels = ensure_wheels(repo, cache_dir)
     key, deps = _deps_key(repo)
     venv = cache_dir / f"venv-{key}"
     with _locked(cache_dir):
         if (venv / ".complete").exists():
             return venv
-        wheels = cache_dir / f"wheels-{key}"
-        if not (wheels / ".complete").exists():
-            wheels.mkdir(parents=True, exist_ok=True)
-            # the host's pip and the container's Python are both CPython 3.11 on glibc
-            _run([sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", str(wheels), *deps])
-            (wheels / ".complete").write_text(key)
         shutil.rmtree(venv, ignore_errors=True)
         venv.mkdir(parents=True)
         site = "lib/python3.11/site-packages"

@@ -1,6 +1,9 @@
 """The responder process end to end: real UDP/TCP queries (dnspython) to `berth agent dns`."""
 
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import dns.flags
@@ -8,6 +11,7 @@ import dns.message
 import dns.query
 import dns.rcode
 import dns.rdatatype
+import pytest
 
 from tests.agent.dns.helpers import Responder, ThreadPublisher
 
@@ -123,3 +127,54 @@ def test_custom_suffix(responder: Responder, bus: ThreadPublisher) -> None:
     bus.publish("api", suffix="apps.lan")
     responder.wait_for("api.apps.lan", NOERROR)
     assert responder.query("api.svc.internal").rcode() == REFUSED
+
+
+def test_tcp_pipelined_queries_on_one_connection(
+    responder: Responder, bus: ThreadPublisher
+) -> None:
+    bus.publish("api")
+    responder.wait_for("api.svc.internal", NOERROR)
+    queries = [
+        dns.message.make_query(n, "A") for n in ("api.svc.internal", "x.svc.internal", "a.org")
+    ]
+    with socket.create_connection((responder.addr, responder.port), timeout=2) as c:
+        c.sendall(b"".join(len(w).to_bytes(2, "big") + w for w in (q.to_wire() for q in queries)))
+        stream = c.makefile("rb")
+        rcodes = []
+        for q in queries:
+            size = int.from_bytes(stream.read(2), "big")
+            reply = dns.message.from_wire(stream.read(size))
+            assert q.is_response(reply)
+            rcodes.append(reply.rcode())
+    assert rcodes == [NOERROR, NXDOMAIN, REFUSED]
+
+
+def test_drops_root_after_binding(responder: Responder) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only a root-started responder drops privileges")
+    status = Path(f"/proc/{responder.proc.pid}/status").read_text()
+    uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+    assert uids == ["65534"] * 4  # berth-dns does not exist here: nobody; no way back
+    groups = next(line for line in status.splitlines() if line.startswith("Groups:")).split()[1:]
+    assert groups == []
+
+
+def test_address_in_use_is_a_clear_error(state_dir: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "agent.dns", "--dns-bind", f"127.0.0.1:{port}",
+             "--state-dir", str(state_dir), "--dns-wiring", "none"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    assert proc.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr and "--dns-bind" in proc.stderr
+
+
+def test_bad_dns_bind_is_refused_at_the_boundary(state_dir: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent.dns", "--dns-bind", "127.0.0.153", "--state-dir", str(state_dir)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "--dns-bind must be HOST:PORT" in proc.stderr
