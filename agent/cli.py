@@ -44,6 +44,11 @@ def _agent_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="berth agent", description="Run the Berth agent.")
     parser.add_argument("component", choices=["run-all", *COMPONENTS])
     agent_settings.add_arguments(parser)
+    parser.add_argument(
+        "--stop-services-on-exit",
+        action="store_true",
+        help="run-all: stop the services too on exit",
+    )
     args = parser.parse_args(argv)
     try:
         settings = agent_settings.from_args(args)

@@ -34,6 +34,8 @@ class AgentSettings:
     hosts_file: Path = Path("/etc/hosts")
     dns_wiring: str = "auto"  # auto | resolved | hosts | none
     services_user: str | None = None  # run services as this user when root
+    firewall_backend: str = "auto"  # auto | ufw | nftables
+    tunnel_metrics: str | None = None  # cloudflared metrics HOST:PORT (its /ready endpoint)
 
     @property
     def bus(self) -> BusEndpoints:
@@ -59,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how the host resolves <service>.svc.internal",
     )
     parser.add_argument("--services-user", help="unprivileged user for services when root")
+    parser.add_argument("--firewall-backend", choices=("auto", "ufw", "nftables"), default="auto")
+    parser.add_argument("--tunnel-metrics", metavar="HOST:PORT", help="cloudflared metrics address")
 
 
 def from_args(args: argparse.Namespace) -> AgentSettings:
@@ -78,4 +82,6 @@ def from_args(args: argparse.Namespace) -> AgentSettings:
         hosts_file=args.hosts_file,
         dns_wiring=args.dns_wiring,
         services_user=args.services_user,
+        firewall_backend=args.firewall_backend,
+        tunnel_metrics=args.tunnel_metrics,
     )

@@ -27,7 +27,7 @@ def load_cached(cache: Path) -> RouteTable | None:
         return RouteTable.from_json(cache.read_bytes())
     except FileNotFoundError:
         return None
-    except (ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("ignoring unreadable route cache %s: %s", cache, exc)
         return None
 

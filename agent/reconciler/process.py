@@ -103,6 +103,7 @@ async def run_build(
     command: str, cwd: Path, env: dict[str, str], log_path: Path, run_as: RunAs, timeout_s: float
 ) -> tuple[bool, str]:
     """Run a build command in its own process group with a timeout. (ok, reason)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         log.write(f"$ {command}\n".encode())
     proc = spawn(["/bin/sh", "-c", command], cwd, env, log_path, run_as)

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 LONG_POLL_S = 25.0
 RETRY_BASE_S = 1.0
 RETRY_CAP_S = 60.0
+WORKER_RETRY_S = 5.0
 BASE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "TZ")
 
 
@@ -154,14 +155,22 @@ class Reconciler:
 
     async def _run_worker(self, worker: ServiceWorker) -> None:
         try:
-            await worker.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a bug in one service's worker must not take down the others
-            log.exception("worker for %s crashed", worker.name)
-            self.event(
-                "run", "internal error in the service worker; see the agent log", worker.name
-            )
+            while True:
+                try:
+                    await worker.run()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a bug in one service's worker must not stop the others
+                    log.exception(
+                        "worker for %s failed; resuming in %.0f s", worker.name, WORKER_RETRY_S
+                    )
+                    self.event(
+                        "run",
+                        "internal error in the service worker; see the agent log",
+                        worker.name,
+                    )
+                    await asyncio.sleep(WORKER_RETRY_S)
         finally:
             if worker.removed:
                 self.workers.pop(worker.name, None)

@@ -1,0 +1,187 @@
+"""The reconciler with real git, real builds and real service processes (no control plane:
+documents are handed to it directly, as the poll loop would)."""
+
+import asyncio
+import os
+import signal
+import time
+import urllib.request
+
+import pytest
+
+from agent.reconciler.reconciler import Reconciler
+from agent.reconciler.worker import Timeouts
+from agent.schema import parse_stack
+from agent.schema.document import build_document
+from agent.settings import AgentSettings
+from tests.support.dirs import world_dir
+from tests.support.gitrepo import APP, commit_files, init_repo
+
+
+@pytest.fixture
+def workspace():
+    with world_dir() as d:
+        yield d
+
+
+def get(port, path="/"):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as r:
+        return r.read().decode()
+
+
+def document(repo, commit, version, *, build="true", port=None):
+    spec = parse_stack(
+        {
+            "name": "t",
+            "services": [
+                {
+                    "name": "app",
+                    "repo": f"file://{repo}",
+                    "ref": "main",
+                    "build": build,
+                    "run": "python3 app.py",
+                    "path": "/",
+                    "port": port,
+                    "health": {"path": "/healthz", "interval_s": 0.2, "timeout_s": 1, "retries": 2},
+                }
+            ],
+        }
+    )
+    return build_document("stack", version, spec, {"app": commit})
+
+
+async def until(cond, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if cond():
+                return
+        except OSError:  # not listening yet
+            pass
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def make(workspace):
+    settings = AgentSettings(state_dir=workspace / "state", run_dir=workspace / "run")
+    return Reconciler(
+        settings, timeouts=Timeouts(deploy_s=8, build_s=20, drain_s=2, stop_grace_s=3)
+    )
+
+
+def test_deploy_cutover_failed_build_crash_and_adoption(workspace):
+    repo = init_repo(workspace / "repo")
+    c1 = commit_files(repo, {"app.py": APP, "version.txt": "v1"})
+
+    async def first_life():
+        r = make(workspace)
+        task = asyncio.create_task(r.run())
+        await asyncio.sleep(0.1)
+        r.accept_document(document(repo, c1, 1))
+        w = None
+        await until(lambda: r.stack_status()[0] == "applied")
+        w = r.workers["app"]
+        port1, pid1 = w.current.rec.port, w.current.rec.pid
+        assert get(port1).startswith("v1")
+        if os.geteuid() == 0:  # services never run as root
+            assert os.stat(f"/proc/{pid1}").st_uid != 0
+
+        # a new commit on an agent-assigned port: new process beside the old, then swap
+        c2 = commit_files(repo, {"version.txt": "v2"})
+        r.accept_document(document(repo, c2, 2))
+        await until(lambda: w.current.rec.commit == c2 and r.stack_status()[0] == "applied")
+        assert w.current.rec.port != port1
+        assert get(w.current.rec.port).startswith("v2")
+        await until(lambda: not os.path.exists(f"/proc/{pid1}"))
+
+        # a failing build leaves v2 serving and the stack degraded with the reason
+        c3 = commit_files(repo, {"version.txt": "v3"})
+        r.accept_document(document(repo, c3, 3, build="echo compiling; exit 3"))
+        await until(lambda: r.stack_status()[0] == "degraded")
+        assert "build exited with code 3" in r.stack_status()[1][0]
+        assert w.current.rec.commit == c2 and get(w.current.rec.port).startswith("v2")
+        events = [e["type"] for e in r.store.pending_events(1000)]
+        assert "build" in events
+        build_events = [
+            e
+            for e in r.store.pending_events(1000)
+            if e["type"] == "build" and "exited" in e["message"]
+        ]
+        assert "compiling" in build_events[-1]["log_tail"]
+
+        # back to a good document; then a crash is restarted
+        r.accept_document(document(repo, c2, 4))
+        await until(lambda: r.stack_status()[0] == "applied")
+        pid2 = w.current.rec.pid
+        os.killpg(pid2, signal.SIGKILL)
+        await until(lambda: w.restarts == 1 and w.state == "running" and w.current.rec.pid != pid2)
+        await until(lambda: get(w.current.rec.port).startswith("v2"), timeout=10)
+        heartbeat = r.heartbeat()
+        assert heartbeat["services"][0]["restarts"] == 1
+        assert heartbeat["services"][0]["commit"] == c2
+        snapshot = (w.current.rec.pid, w.current.rec.port)
+        task.cancel()  # the reconciler dies; the service must not
+        await asyncio.gather(task, return_exceptions=True)
+        await r.publisher.close()
+        return snapshot
+
+    pid, port = asyncio.run(first_life())
+    assert get(port).startswith("v2")
+
+    async def second_life():
+        r = make(workspace)
+        task = asyncio.create_task(r.run())  # re-adopts from SQLite + cached desired state
+        await until(lambda: "app" in r.workers and r.stack_status()[0] == "applied")
+        w = r.workers["app"]
+        assert (w.current.rec.pid, w.current.rec.port) == (pid, port)  # not restarted
+        assert w.restarts == 0
+        r.accept_document({"hash": "bogus"})  # a bad document is refused; nothing changes
+        await asyncio.sleep(0.3)
+        assert w.current.rec.pid == pid
+        assert any("refused" in e["message"] for e in r.store.pending_events(1000))
+        # remove the service: it is stopped
+        spec = parse_stack({"name": "t", "services": []})
+        r.accept_document(build_document("stack", 9, spec, {}))
+        await until(
+            lambda: (
+                not os.path.exists(f"/proc/{pid}")
+                or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+            )
+        )
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await r.publisher.close()
+
+    asyncio.run(second_life())
+
+
+def test_fixed_port_redeploy_and_unhealthy_release_reverts(workspace):
+    repo = init_repo(workspace / "repo")
+    c1 = commit_files(repo, {"app.py": APP, "version.txt": "v1"})
+    from tests.support.ports import free_port
+
+    port = free_port()
+
+    async def scenario():
+        r = make(workspace)
+        task = asyncio.create_task(r.run())
+        await asyncio.sleep(0.1)
+        r.accept_document(document(repo, c1, 1, port=port))
+        await until(lambda: r.stack_status()[0] == "applied")
+        assert get(port).startswith("v1")
+        w = r.workers["app"]
+        # a release that never becomes healthy: the old one is brought back on the same port
+        c2 = commit_files(repo, {"version.txt": "v2", "unhealthy": "x"})
+        r.accept_document(document(repo, c2, 2, port=port))
+        await until(lambda: r.stack_status()[0] == "degraded", timeout=30)
+        await until(lambda: not w.paused and get(port).startswith("v1"))
+        assert w.current.rec.commit == c1 and w.state == "running"
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await r.publisher.close()
+        return r.settings
+
+    settings = asyncio.run(scenario())
+    from agent.reconciler.shutdown import stop_recorded_services
+
+    assert stop_recorded_services(settings) == 1
