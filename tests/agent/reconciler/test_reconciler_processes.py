@@ -6,6 +6,7 @@ import os
 import signal
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -145,7 +146,7 @@ def test_deploy_cutover_failed_build_crash_and_adoption(workspace):
         await until(
             lambda: (
                 not os.path.exists(f"/proc/{pid}")
-                or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+                or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
             )
         )
         task.cancel()
