@@ -7,26 +7,23 @@ and stack come from the credential, never from the request.
 """
 
 import asyncio
-import json
 from typing import Any
 
 from quart import Blueprint, Response, request
 
 from controlplane import enrollment, status, tokens
 from controlplane.context import AppContext
+from controlplane.directory import AgentIdentity
 from controlplane.errors import BadRequest, Unprocessable
 from controlplane.httpjson import etag_matches, json_object, parse_wait, read_json
-from controlplane.models import Stack
 
 
 def blueprint(ctx: AppContext) -> Blueprint:
     bp = Blueprint("api_agent", __name__)
     db = ctx.db
 
-    async def identify() -> enrollment.AgentIdentity:
-        return await enrollment.authenticate_agent(
-            db, tokens.bearer(request.headers.get("Authorization"))
-        )
+    async def identify() -> AgentIdentity:
+        return await ctx.directory.authenticate(tokens.bearer(request.headers.get("Authorization")))
 
     @bp.post("/register")
     async def register() -> tuple[dict[str, Any], int]:
@@ -59,21 +56,19 @@ def blueprint(ctx: AppContext) -> Blueprint:
                     current = (await identify()).doc_hash  # also notices a revocation
         if etag_matches(if_none_match, current):
             return _not_modified(current)
-        async with db.read() as session:
-            stack = await session.get(Stack, ident.stack_id)
-        if stack is None:  # deleted between the two reads
+        found = await ctx.directory.document(ident.stack_id)
+        if found is None:  # deleted meanwhile: the next call is refused
             return _not_modified(current)
-        resp = Response(
-            status=200, content_type="application/json", headers={"ETag": f'"{stack.doc_hash}"'}
+        doc_hash, body = found
+        return Response(
+            body, status=200, content_type="application/json", headers={"ETag": f'"{doc_hash}"'}
         )
-        resp.set_data(_dumps(stack.document))
-        return resp
 
     @bp.post("/heartbeat")
     async def heartbeat() -> dict[str, Any]:
         ident = await identify()
         hb = status.parse_heartbeat(await read_json())
-        await status.record_heartbeat(db, ident.instance_id, hb)
+        await ctx.heartbeats.record(ident.instance_id, hb)
         return {"ok": True, "desired_hash": ident.doc_hash}
 
     @bp.post("/events")
@@ -90,7 +85,3 @@ def _not_modified(etag: str) -> Response:
     resp = Response(status=304, headers={"ETag": f'"{etag}"'})
     del resp.headers["Content-Type"]
     return resp
-
-
-def _dumps(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))

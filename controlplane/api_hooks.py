@@ -49,7 +49,7 @@ def blueprint(ctx: AppContext) -> Blueprint:
             return {"ok": True, "changed": False, "version": stack.version}
         stack, changed = await stacks.refresh(ctx.db, stack_id, "webhook")
         if changed:
-            ctx.watcher.notify(stack_id)
+            ctx.stack_changed(stack_id, stack.doc_hash)
         return {"ok": True, "changed": changed, "version": stack.version}
 
     return bp

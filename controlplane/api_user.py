@@ -54,13 +54,13 @@ def blueprint(ctx: AppContext) -> Blueprint:
         prepared = await stacks.prepare(await read_json())
         stack, changed = await stacks.publish(db, stack_id, prepared, "update")
         if changed:
-            ctx.watcher.notify(stack_id)
+            ctx.stack_changed(stack_id, stack.doc_hash)
         return {**stacks.stack_json(stack), "changed": changed}
 
     @bp.delete("/stacks/<stack_id>")
     async def delete_stack(stack_id: str) -> tuple[str, int]:
         await stacks.delete(db, stack_id)
-        ctx.watcher.notify(stack_id)
+        ctx.stack_changed(stack_id, None)
         return "", 204
 
     @bp.post("/stacks/<stack_id>/refresh")
@@ -68,7 +68,7 @@ def blueprint(ctx: AppContext) -> Blueprint:
         """Re-resolve every ref; a new version only if some commit moved."""
         stack, changed = await stacks.refresh(db, stack_id)
         if changed:
-            ctx.watcher.notify(stack_id)
+            ctx.stack_changed(stack_id, stack.doc_hash)
         return {**stacks.stack_json(stack), "changed": changed}
 
     @bp.get("/stacks/<stack_id>/desired-state")
@@ -121,7 +121,7 @@ def blueprint(ctx: AppContext) -> Blueprint:
         old = stacks.spec_of(await stacks.version_document(db, stack_id, version))
         stack, changed = await stacks.publish(db, stack_id, old, "rollback")
         if changed:
-            ctx.watcher.notify(stack_id)
+            ctx.stack_changed(stack_id, stack.doc_hash)
         return {**stacks.stack_json(stack), "changed": changed}
 
     # enrollment -----------------------------------------------------------------------
@@ -172,6 +172,7 @@ def blueprint(ctx: AppContext) -> Blueprint:
     @bp.delete("/instances/<instance_id>")
     async def revoke_instance(instance_id: str) -> tuple[str, int]:
         await enrollment.revoke_instance(db, instance_id)
+        ctx.directory.instance_revoked(instance_id)
         return "", 204
 
     # status ---------------------------------------------------------------------------

@@ -36,11 +36,11 @@ def create_app(settings: ServerSettings) -> Quart:
 
     @app.before_serving
     async def _start() -> None:
-        ctx.watcher.start()
+        await ctx.start()
 
     @app.after_serving
     async def _stop() -> None:
-        await ctx.watcher.stop()
+        await ctx.stop()
         await db.close()
 
     @app.errorhandler(ApiError)

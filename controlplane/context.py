@@ -1,12 +1,12 @@
-"""The one object every blueprint receives: settings, database and long-poll watcher."""
+"""The one object every blueprint receives: settings, database, agent directory, long-poll
+watcher and heartbeat writer."""
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
-
 from controlplane.db import Database
+from controlplane.directory import AgentDirectory
+from controlplane.heartbeats import HeartbeatWriter
 from controlplane.longpoll import StackWatcher
-from controlplane.models import Stack
 from controlplane.settings import ServerSettings
 
 
@@ -14,15 +14,26 @@ from controlplane.settings import ServerSettings
 class AppContext:
     settings: ServerSettings
     db: Database
+    directory: AgentDirectory
     watcher: StackWatcher
+    heartbeats: HeartbeatWriter
 
     @classmethod
     def create(cls, settings: ServerSettings, db: Database) -> "AppContext":
-        async def fetch_hashes(ids: set[str]) -> dict[str, str]:
-            async with db.read() as session:
-                rows = await session.execute(
-                    select(Stack.id, Stack.doc_hash).where(Stack.id.in_(ids))
-                )
-                return {r.id: r.doc_hash for r in rows}
+        directory = AgentDirectory(db)
+        watcher = StackWatcher(directory.refresh, settings.longpoll_interval_s)
+        return cls(settings, db, directory, watcher, HeartbeatWriter(db))
 
-        return cls(settings, db, StackWatcher(fetch_hashes, settings.longpoll_interval_s))
+    def stack_changed(self, stack_id: str, doc_hash: str | None) -> None:
+        """After a committed save/delete here: update the directory, wake long polls."""
+        self.directory.stack_changed(stack_id, doc_hash)
+        self.watcher.notify(stack_id)
+
+    async def start(self) -> None:
+        await self.directory.refresh()
+        self.watcher.start()
+        self.heartbeats.start()
+
+    async def stop(self) -> None:
+        await self.watcher.stop()
+        await self.heartbeats.stop()

@@ -34,13 +34,6 @@ class Registered:
     stack_id: str
 
 
-@dataclass(frozen=True)
-class AgentIdentity:
-    instance_id: str
-    stack_id: str
-    doc_hash: str  # the stack's current document hash, read in the same query
-
-
 # admin tokens -----------------------------------------------------------------------
 
 
@@ -183,29 +176,6 @@ async def revoke_install_token(db: Database, stack_id: str, token_id: str) -> No
 
 
 # agents -----------------------------------------------------------------------------
-
-
-async def authenticate_agent(db: Database, credential: str | None) -> AgentIdentity:
-    """One indexed query: the instance, its stack and the stack's current hash."""
-    if not credential:
-        raise Unauthorized("missing credential: send 'Authorization: Bearer <credential>'")
-    async with db.read() as session:
-        row = (
-            await session.execute(
-                select(Instance.id, Instance.stack_id, Instance.revoked_at, Stack.doc_hash)
-                .join(Stack, Stack.id == Instance.stack_id)
-                .where(Instance.credential_hash == tokens.digest(credential))
-            )
-        ).first()
-    if row is None:
-        raise Unauthorized(
-            "credential not recognised (the instance or its stack may have been deleted); re-install with a new install token"
-        )
-    if row.revoked_at is not None:
-        raise Unauthorized(
-            f"this instance was revoked at {iso(row.revoked_at)}; re-install with a new install token"
-        )
-    return AgentIdentity(row.id, row.stack_id, row.doc_hash)
 
 
 async def revoke_instance(db: Database, instance_id: str) -> None:

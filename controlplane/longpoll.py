@@ -2,11 +2,11 @@
 
 A waiter registers (stack id, the hash it already has) and sleeps on a future. Two things
 wake it: `notify(stack_id)` from a save in this process (immediate), and one background
-task per process that, while anyone waits, reads the current hash of every watched stack
-in a single query every `interval_s` and wakes the waiters whose hash is out of date. The
-second path is what makes a save on another control-plane node (same database) reach
-agents waiting here within `interval_s`, at a cost of one query per interval, not per
-waiter. A woken waiter re-reads the stack before answering, so a spurious wakeup is
+task per process that every `interval_s` calls `refresh()` (which reads the current hash
+of every stack in one query, see `directory.AgentDirectory.refresh`) and wakes the waiters
+whose hash is out of date. The second path is what makes a save on another control-plane
+node (same database) reach agents waiting here within `interval_s`, at a cost of one
+query per interval, not per waiter. A woken waiter re-reads the stack before answering, so a spurious wakeup is
 harmless, and a change that lands between its read and its registration is caught by the
 next poll.
 """
@@ -18,16 +18,15 @@ from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
 
-FetchHashes = Callable[[set[str]], Awaitable[dict[str, str]]]
+Refresh = Callable[[], Awaitable[dict[str, str]]]
 DEFAULT_INTERVAL_S = 0.5
 
 
 class StackWatcher:
-    def __init__(self, fetch_hashes: FetchHashes, interval_s: float = DEFAULT_INTERVAL_S) -> None:
-        self._fetch = fetch_hashes
+    def __init__(self, refresh: Refresh, interval_s: float = DEFAULT_INTERVAL_S) -> None:
+        self._refresh = refresh
         self._interval_s = interval_s
         self._waiters: dict[str, dict[asyncio.Future[None], str]] = {}
-        self._someone_waits = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -59,7 +58,6 @@ class StackWatcher:
         """Sleep until the stack may have changed (True) or `timeout_s` passes (False)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(stack_id, {})[fut] = known_hash
-        self._someone_waits.set()
         try:
             await asyncio.wait_for(fut, timeout_s)
             return True
@@ -74,14 +72,9 @@ class StackWatcher:
 
     async def _poll_forever(self) -> None:
         while True:
-            if not self._waiters:
-                self._someone_waits.clear()
-                await self._someone_waits.wait()
             await asyncio.sleep(self._interval_s)
-            if not self._waiters:
-                continue
             try:
-                current = await self._fetch(set(self._waiters))
+                current = await self._refresh()
             except Exception:  # a database hiccup must not kill the watcher; retry next tick
                 log.exception("long-poll watcher could not read stack hashes")
                 continue

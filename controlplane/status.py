@@ -1,6 +1,6 @@
 """Status ingestion: heartbeats (latest full snapshot per instance) and events (idempotent).
 
-Parsing the agents' bodies (`parse_heartbeat`, `parse_events`) and deciding an instance's
+Heartbeats are stored by `heartbeats.HeartbeatWriter` (group commit). Parsing the agents' bodies (`parse_heartbeat`, `parse_events`) and deciding an instance's
 status from its last heartbeat (`instance_status`) are pure functions; the rest stores and
 lists. Events are inserted with ON CONFLICT DO NOTHING on (instance, agent-made id), so a
 resent batch stores nothing twice and every id of the batch can be acknowledged.
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from controlplane.db import Database
@@ -139,23 +139,6 @@ def parse_events(body: Any) -> list[IncomingEvent]:
             )
         )
     return events
-
-
-async def record_heartbeat(db: Database, instance_id: str, hb: Heartbeat) -> None:
-    async with db.write() as session:
-        await session.execute(
-            update(Instance)
-            .where(Instance.id == instance_id)
-            .values(
-                last_seen=utcnow(),
-                agent_version=hb.agent_version,
-                applied_version=hb.applied_version,
-                state=hb.state,
-                services=hb.services,
-                security=hb.security,
-                extra=hb.extra,
-            )
-        )
 
 
 async def record_events(

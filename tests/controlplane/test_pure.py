@@ -102,8 +102,8 @@ def test_watcher_wakes_on_notify_and_on_foreign_change() -> None:
     async def scenario() -> None:
         hashes = {"s1": "h1", "s2": "h2"}
 
-        async def fetch(ids: set[str]) -> dict[str, str]:
-            return {i: hashes[i] for i in ids if i in hashes}
+        async def fetch() -> dict[str, str]:
+            return dict(hashes)
 
         watcher = StackWatcher(fetch, interval_s=0.01)
         watcher.start()
