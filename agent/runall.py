@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -66,6 +67,10 @@ def run_all(settings: AgentSettings, options: list[str]) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     for child in children:
         child.start()
+    if os.geteuid() == 0 and settings.dns_wiring in ("auto", "hosts"):
+        threading.Thread(
+            target=_keep_hosts_wired, args=(settings,), name="hosts-wiring", daemon=True
+        ).start()
     while not stopping:
         time.sleep(0.2)
         for child in children:
@@ -111,6 +116,31 @@ def _stop(children: list[Child]) -> None:
             log.warning("%s did not stop in time; killing it", child.component)
             child.popen.kill()
             child.popen.wait()
+
+
+def _keep_hosts_wired(settings: AgentSettings) -> None:
+    """Keep the resolver wiring in step with the service names.
+
+    The DNS responder drops root right after start-up, so it cannot rewrite /etc/hosts
+    when services change; run-all, which stays root, follows the route table and does it.
+    """
+    import asyncio
+
+    from agent.bus.messages import RouteTable
+    from agent.bus.subscriber import RouteFollower
+    from agent.dns.wiring import apply_wiring
+
+    def on_table(table: RouteTable) -> None:
+        names = [f"{r.service}.{table.suffix}" for r in table.routes]
+        try:
+            apply_wiring(settings, names, table.suffix)
+        except (OSError, ValueError) as exc:
+            log.warning("could not update the resolver wiring: %s", exc)
+
+    follower = RouteFollower(
+        settings.bus, settings.state_dir / "cache" / "run-all-routes.json", on_table
+    )
+    asyncio.run(follower.run())
 
 
 def _revert_dns_wiring(settings: AgentSettings) -> None:

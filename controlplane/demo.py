@@ -189,7 +189,9 @@ def main(argv: list[str]) -> int:
             except subprocess.TimeoutExpired:
                 p.kill()
 
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # SIGINT may be ignored when started from a script's background job: take it explicitly
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         print("==> starting the control plane", flush=True)
         procs.append(

@@ -1,8 +1,11 @@
 """The publishing side of the bus (used by the reconciler only)."""
 
 import asyncio
+import grp
 import logging
+import os
 import time
+from pathlib import Path
 
 import zmq
 import zmq.asyncio
@@ -12,6 +15,25 @@ from agent.bus.endpoints import BusEndpoints
 log = logging.getLogger(__name__)
 
 REPUBLISH_INTERVAL_S = 1.0
+AGENT_GROUP = "berth"
+
+
+def share_socket(address: str) -> None:
+    """Let the other agent processes (own users, group `berth`) connect to an ipc socket.
+
+    Connecting to a unix socket needs write permission on its file. With the `berth`
+    group (made by the installer) the socket is 0660 root:berth; without it (development,
+    the demo) components that dropped root run as `nobody`, so it is 0666 under a run dir
+    that only the agent writes to. Route tables hold no secrets.
+    """
+    path = Path(address.removeprefix("ipc://"))
+    try:
+        gid = grp.getgrnam(AGENT_GROUP).gr_gid
+    except KeyError:
+        os.chmod(path, 0o666)
+        return
+    os.chown(path, -1, gid)
+    os.chmod(path, 0o660)
 
 
 class Publisher:
@@ -32,6 +54,8 @@ class Publisher:
         self._router = self._ctx.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.LINGER, 0)
         self._router.bind(self._endpoints.snapshot)
+        share_socket(self._endpoints.pub)
+        share_socket(self._endpoints.snapshot)
         self._tasks = [
             asyncio.create_task(self._serve_snapshots(), name="bus-snapshots"),
             asyncio.create_task(self._republish(), name="bus-republish"),

@@ -9,6 +9,7 @@ import hashlib
 import logging
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -53,6 +54,16 @@ class _Progress(git.RemoteProgress):
         )
 
 
+_mirror_locks: dict[Path, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _mirror_lock(path: Path) -> threading.Lock:
+    """Services sharing a repository share its mirror: one clone or fetch at a time."""
+    with _locks_guard:
+        return _mirror_locks.setdefault(path, threading.Lock())
+
+
 def mirror_path(git_dir: Path, url: str) -> Path:
     return git_dir / (hashlib.sha256(url.encode()).hexdigest()[:24] + ".git")
 
@@ -60,6 +71,11 @@ def mirror_path(git_dir: Path, url: str) -> Path:
 def ensure_commit(git_dir: Path, url: str, commit: str) -> Path:
     """Make sure the mirror of `url` holds `commit`; fetch only when it does not."""
     path = mirror_path(git_dir, url)
+    with _mirror_lock(path):
+        return _ensure_commit(path, url, commit)
+
+
+def _ensure_commit(path: Path, url: str, commit: str) -> Path:
     try:
         if not path.exists():
             log.info("cloning %s", url)
@@ -97,8 +113,9 @@ def checkout_release(mirror: Path, commit: str, release_dir: Path) -> None:
         shutil.rmtree(release_dir)
     repo = git.Repo(mirror)
     try:
-        repo.git.worktree("prune")
-        repo.git.worktree("add", "--detach", "--force", str(release_dir), commit)
+        with _mirror_lock(mirror):
+            repo.git.worktree("prune")
+            repo.git.worktree("add", "--detach", "--force", str(release_dir), commit)
     except git.GitCommandError as exc:
         raise GitError(
             f"checkout of {commit[:12]} failed: {(exc.stderr or str(exc)).strip()[-500:]}"

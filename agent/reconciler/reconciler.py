@@ -69,6 +69,7 @@ class Reconciler:
         self._events_pending = asyncio.Event()
         self._route_seq = 0
         self._client: ControlPlaneClient | None = None
+        self._client_lock = asyncio.Lock()
         self._applied_version: int | None = None
 
     # --- WorkerContext -----------------------------------------------------------------
@@ -290,8 +291,12 @@ class Reconciler:
     # --- control plane -------------------------------------------------------------------
     async def _client_ready(self) -> ControlPlaneClient:
         """Our credential, registering once with the install token if we have none."""
-        if self._client is not None:
+        async with self._client_lock:  # the poll and report loops both start here
+            if self._client is None:
+                self._client = await self._register()
             return self._client
+
+    async def _register(self) -> ControlPlaneClient:
         assert self.settings.control_plane
         credential = self.store.get("credential")
         delay = RETRY_BASE_S
@@ -315,8 +320,7 @@ class Reconciler:
             os.chmod(self.state_dir / "agent.sqlite3", 0o600)
             credential = reg.credential
             log.info("registered as instance %s of stack %s", reg.instance_id, reg.stack_id)
-        self._client = ControlPlaneClient(self.settings.control_plane, credential)
-        return self._client
+        return ControlPlaneClient(self.settings.control_plane, credential)
 
     async def _poll_loop(self) -> None:
         client = await self._client_ready()

@@ -225,6 +225,17 @@ class ServiceWorker:
         os.utime(release)  # most recently used: kept longest
         return release
 
+    def _release_env(self, release: Path) -> dict[str, str]:
+        env = {"HOME": str(release)}
+        if self.ctx.run_as.uid is not None:
+            # the worktree's git metadata belongs to the agent: let the services user read it
+            env.update(
+                GIT_CONFIG_COUNT="1",
+                GIT_CONFIG_KEY_0="safe.directory",
+                GIT_CONFIG_VALUE_0=str(release),
+            )
+        return env
+
     async def _build(self, t: Target, release: Path) -> tuple[bool, str]:
         marker = release / f".berth-built-{t.build_key}"
         if not t.svc.spec.build.strip() or marker.exists():
@@ -232,7 +243,7 @@ class ServiceWorker:
         self.ctx.event("build", f"build started for {t.svc.commit[:12]}", self.name)
         env = service_env(self.ctx.base_env, t.urls, t.svc, 0)
         env.pop("PORT")
-        env["HOME"] = str(release)
+        env.update(self._release_env(release))
         started = time.monotonic()
         build_log = self._build_log(t)
         ok, reason = await process.run_build(
@@ -329,7 +340,7 @@ class ServiceWorker:
 
     def _start(self, t: Target, release: Path, port: int) -> Instance:
         env = service_env(self.ctx.base_env, t.urls, t.svc, port)
-        env["HOME"] = str(release)
+        env.update(self._release_env(release))
         popen = process.spawn(
             ["/bin/sh", "-c", t.svc.spec.run], release, env, self._log_path(), self.ctx.run_as
         )

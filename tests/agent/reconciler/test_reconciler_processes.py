@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.reconciler.reconciler import Reconciler
+from agent.reconciler.shutdown import stop_recorded_services
 from agent.reconciler.worker import Timeouts
 from agent.schema import parse_stack
 from agent.schema.document import build_document
@@ -22,7 +23,11 @@ from tests.support.gitrepo import APP, commit_files, init_repo
 @pytest.fixture
 def workspace():
     with world_dir() as d:
-        yield d
+        try:
+            yield d
+        finally:  # a failing test must not leave services behind
+            if (d / "state" / "agent.sqlite3").exists():
+                stop_recorded_services(AgentSettings(state_dir=d / "state", run_dir=d / "run"))
 
 
 def get(port, path="/"):
@@ -183,6 +188,4 @@ def test_fixed_port_redeploy_and_unhealthy_release_reverts(workspace):
         return r.settings
 
     settings = asyncio.run(scenario())
-    from agent.reconciler.shutdown import stop_recorded_services
-
     assert stop_recorded_services(settings) == 1
