@@ -72,6 +72,8 @@ class ClientConnection(asyncio.Protocol):
         "closed",
         "client_ip",
         "trusted",
+        "config",
+        "http11",
     )
 
     def __init__(self, server: "ProxyServer") -> None:
@@ -93,6 +95,8 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False
         self.client_ip = b"unknown"
         self.trusted = False
+        self.config = server.config
+        self.http11: bool | None = None  # a client's HTTP version, read once
 
     # -- transport callbacks -------------------------------------------------------
 
@@ -115,7 +119,14 @@ class ClientConnection(asyncio.Protocol):
         if tunnel is not None:
             tunnel.transport.write(data)  # type: ignore[union-attr]
             return
-        if self.pstate == P_UPGRADE:
+        pstate = self.pstate
+        if pstate == P_IDLE:
+            # a request begins (a pipelined one may also begin inside a read: it is
+            # then timed from the next read on)
+            self.pstate = P_HEAD
+            self.deadline = self.server.now + self.config.head_timeout
+            self.raw_head = 0
+        elif pstate == P_UPGRADE:
             self._buffer_upgrade(data)
             return
         self.chunk_len = len(data)
@@ -180,12 +191,6 @@ class ClientConnection(asyncio.Protocol):
 
     # -- parser callbacks ------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self.pstate = P_HEAD
-        self.deadline = self.server.now + self.server.config.head_timeout
-        self.raw_head = 0
-        self.url = b""
-
     def on_url(self, url: bytes) -> None:
         self.url += url
 
@@ -195,23 +200,27 @@ class ClientConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         headers = self.headers
         self.headers = []
+        url = self.url
+        self.url = b""
         if self.closed:
             return
         server = self.server
-        if self.raw_head + self.chunk_len > server.config.max_head_bytes:
-            size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in headers)
-            if size > server.config.max_head_bytes:
+        config = self.config
+        if self.raw_head + self.chunk_len > config.max_head_bytes:
+            size = len(url) + sum(len(n) + len(v) + 4 for n, v in headers)
+            if size > config.max_head_bytes:
                 raise HeadTooLarge(f"request head of {size} bytes is too large")
         parser = self.parser
         method = parser.get_method()
         upgrade = parser.should_upgrade()
-        http11 = parser.get_http_version() == "1.1"
+        http11 = self.http11
+        if http11 is None:
+            http11 = self.http11 = parser.get_http_version() == "1.1"
         keep_alive = parser.should_keep_alive() and not upgrade and not server.draining
         ex = Exchange(self, keep_alive, http11, method == b"HEAD", upgrade)
         self.parsing = ex
         self.pstate = P_BODY
-        self.deadline = server.now + server.config.body_timeout
-        url = self.url
+        self.deadline = server.now + config.body_timeout
         host_from_url = None
         if url[:1] != b"/":
             url, host_from_url = _origin_form(url)
@@ -285,7 +294,11 @@ class ClientConnection(asyncio.Protocol):
             self.deadline = 0.0
         else:
             self.pstate = P_IDLE
-            self._rearm()
+            if not self.write_paused:  # (inlined _rearm: this runs for every request)
+                if self.current is None:
+                    self.deadline = self.server.now + self.config.idle_timeout
+                else:
+                    self.deadline = 0.0
 
     # -- exchanges ---------------------------------------------------------------------
 
@@ -341,10 +354,13 @@ class ClientConnection(asyncio.Protocol):
             if self.current is nxt or self.closed:
                 return  # in flight (or closed): its completion continues the loop
         self.current = None
-        if self.server.draining and self.pstate == P_IDLE:
-            self.close()
-            return
-        self._rearm()
+        if self.pstate == P_IDLE:
+            if self.server.draining:
+                self.close()
+            elif not self.write_paused:
+                self.deadline = self.server.now + self.config.idle_timeout
+        else:
+            self._rearm()
 
     def _pend(self, ex: Exchange, data: bytes) -> None:
         if ex.pending is None:

@@ -35,10 +35,18 @@ class ProxyConfig:
     max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES
     pool_max_idle: int = DEFAULT_POOL_MAX_IDLE
     sweep_interval: float = DEFAULT_SWEEP_INTERVAL_S
+    # Several proxy processes may share the listening port (SO_REUSEPORT): the kernel
+    # spreads connections over them. One process is the default and the benchmark's
+    # comparison point.
+    reuse_port: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "reuse_port":
+                if not isinstance(value, bool):
+                    raise ValueError(f"ProxyConfig.reuse_port must be true or false, got {value!r}")
+                continue
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"ProxyConfig.{f.name} must be a positive number, got {value!r}")
         if self.max_head_bytes < 1024:

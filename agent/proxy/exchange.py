@@ -3,8 +3,7 @@
 An `Exchange` is created when a request head is complete and lives until its response
 has been written (or has failed). It holds what both sides need: the rewritten upstream
 head, the chosen target, body framing, and body bytes that arrived before a backend
-connection was ready (`pending`, bounded by pausing the client). A plain slotted class:
-one is allocated per request.
+connection was ready (`pending`, bounded by pausing the client). One is allocated per request.
 """
 
 from typing import TYPE_CHECKING
@@ -23,27 +22,22 @@ PENDING_LIMIT = 256 * 1024
 
 
 class Exchange:
-    __slots__ = (
-        "client",
-        "keep_alive",
-        "http11",
-        "is_head",
-        "upgrade",
-        "head",
-        "target",
-        "chunked",
-        "failure",
-        "pending",
-        "pending_bytes",
-        "request_done",
-        "body_seen",
-        "discard",
-        "upstream",
-        "response_started",
-        "framing",
-        "retried",
-        "hold_deadline",
-    )
+    # Rarely changed fields are class-level defaults: creating an exchange then sets
+    # only five attributes (no __slots__ on purpose: it made creation slower).
+    head = b""
+    target: Target | None = None
+    chunked = False
+    failure: ProxyFailure | None = None
+    pending: list[bytes] | None = None
+    pending_bytes = 0
+    request_done = False
+    body_seen = False
+    discard = False  # response already finished: drop the rest of the body
+    upstream: "UpstreamConnection | None" = None
+    response_started = False
+    framing = BODY_NONE
+    retried = False
+    hold_deadline = 0.0
 
     def __init__(
         self,
@@ -58,17 +52,3 @@ class Exchange:
         self.http11 = http11
         self.is_head = is_head
         self.upgrade = upgrade
-        self.head = b""
-        self.target: Target | None = None
-        self.chunked = False
-        self.failure: ProxyFailure | None = None
-        self.pending: list[bytes] | None = None
-        self.pending_bytes = 0
-        self.request_done = False
-        self.body_seen = False
-        self.discard = False  # response already finished: drop the rest of the body
-        self.upstream: UpstreamConnection | None = None
-        self.response_started = False
-        self.framing = BODY_NONE
-        self.retried = False
-        self.hold_deadline = 0.0

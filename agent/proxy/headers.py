@@ -19,6 +19,8 @@ an HTTP/1.0 one. `Connection: close` is added when the client connection will cl
 These run on every request; they are written as single passes over the header list.
 """
 
+import re
+
 # Framing of a body toward the next hop.
 BODY_NONE = 0  # no body follows the head
 BODY_LENGTH = 1  # Content-Length bytes, relayed as they come
@@ -185,3 +187,92 @@ def rewrite_response(
         append(b"Connection: keep-alive\r\n")
     append(b"\r\n")
     return b"".join(out), framing, keep_alive
+
+
+# One C-level regex over the lower-cased raw head (llhttp refuses whitespace before a
+# colon, so `\r\n<name>:` is exact) costs less than a parser callback plus a lower()
+# per header line.
+_HOP_NAMES = b"|".join(sorted(HOP_BY_HOP))
+_SPECIAL_RE = re.compile(rb"\r\n(" + _HOP_NAMES + rb"|content-length):")
+_HOP_LINE_RE = re.compile(rb"\r\n(?:" + _HOP_NAMES + rb"):[^\r\n]*")
+
+
+def split_head(raw: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """`b"HTTP/1.1 200 OK\\r\\nA: b\\r\\n"` -> (status line, [(name, value)])."""
+    lines = raw.split(b"\r\n")
+    headers = []
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(b":")
+            headers.append((name.strip(), value.strip()))
+    return lines[0], headers
+
+
+def _rewrite_parsed(
+    raw: bytes, status: int, client_keep_alive: bool, client_http11: bool, no_body: bool
+) -> tuple[bytes, int, bool, bool]:
+    """The general path for rare shapes (101, Connection naming headers, HTTP/1.0)."""
+    line, headers = split_head(raw)
+    reason = line.split(b" ", 2)[2] if line.count(b" ") >= 2 else b""
+    head, framing, keep = rewrite_response(
+        status, reason, headers, client_keep_alive, client_http11, no_body
+    )
+    lowered = {n.lower() for n, _ in headers}
+    return head, framing, keep, no_body or bool(lowered & {b"content-length", b"transfer-encoding"})
+
+
+def rewrite_response_head(
+    raw: bytes,
+    status: int,
+    client_keep_alive: bool,
+    client_http11: bool,
+    no_body: bool,
+) -> tuple[bytes, int, bool, bool]:
+    """`rewrite_response` for a raw head as received (status line + header lines, each
+    ending in CRLF, without the blank line). Same result, plus `delimited`: whether the
+    backend framed its body (length or chunks) rather than closing the connection.
+    """
+    if status == 101 or not raw.startswith(b"HTTP/1.1 "):
+        return _rewrite_parsed(raw, status, client_keep_alive, client_http11, no_body)
+    low = raw.lower()
+    found = _SPECIAL_RE.findall(low)
+    has_length = b"content-length" in found
+    chunked = b"transfer-encoding" in found
+    body = raw
+    if len(found) > has_length:
+        # cut the hop-by-hop lines; positions in `low` and `raw` are the same
+        pieces = []
+        last = 0
+        for m in _HOP_LINE_RE.finditer(low):
+            at, eol = m.span()
+            if (
+                low.startswith(b"\r\nconnection:", at)
+                and low[at + 14 : eol].strip() not in _CONNECTION_OPTIONS
+            ):
+                # it names more hop-by-hop headers: take the general path
+                return _rewrite_parsed(raw, status, client_keep_alive, client_http11, no_body)
+            pieces.append(raw[last:at])
+            last = eol
+        pieces.append(raw[last:])
+        body = b"".join(pieces)
+    keep_alive = client_keep_alive
+    if no_body:
+        framing = BODY_NONE
+        tail = b""
+    elif has_length:
+        framing = BODY_LENGTH
+        tail = b""
+    elif client_http11:
+        framing = BODY_CHUNKED
+        tail = b"Transfer-Encoding: chunked\r\n"
+    else:
+        framing = BODY_UNTIL_CLOSE
+        keep_alive = False
+        tail = b""
+    if not keep_alive:
+        tail += b"Connection: close\r\n\r\n"
+    elif not client_http11:
+        tail += b"Connection: keep-alive\r\n\r\n"
+    else:
+        tail += b"\r\n"
+    return body + tail, framing, keep_alive, no_body or has_length or chunked

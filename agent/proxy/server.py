@@ -136,7 +136,7 @@ class ProxyServer:
 
     # -- sockets -------------------------------------------------------------------
 
-    async def listen(self, bind: str, reuse_port: bool = False) -> None:
+    async def listen(self, bind: str) -> None:
         """Listen on `bind` ("HOST:PORT"); a previous listener is closed afterwards."""
         host, port = parse_hostport(bind, "proxy listen address")
         server = await self.loop.create_server(
@@ -144,7 +144,7 @@ class ProxyServer:
             host,
             port,
             reuse_address=True,
-            reuse_port=reuse_port or None,
+            reuse_port=self.config.reuse_port or None,
             backlog=2048,
         )
         old, self.listener, self.bound = self.listener, server, bind

@@ -24,7 +24,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from agent.proxy.errors import UpstreamTimeout, UpstreamUnavailable, upstream_failure
 from agent.proxy.exchange import Exchange
-from agent.proxy.headers import BODY_CHUNKED, BODY_LENGTH, BODY_NONE, rewrite_response
+from agent.proxy.headers import BODY_CHUNKED, BODY_NONE, rewrite_response_head
 
 if TYPE_CHECKING:
     from agent.proxy.client import ClientConnection
@@ -36,6 +36,8 @@ U_ACTIVE = 2  # an exchange is in flight
 U_TUNNEL = 3  # after 101: raw bytes both ways
 U_CLOSED = 4
 U_SWITCHING = 5  # 101 head parsed; the tunnel starts with the rest of this read
+
+MAX_RESPONSE_HEAD = 64 * 1024  # a backend's head beyond this is garbage: 502
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -49,8 +51,9 @@ class UpstreamConnection(asyncio.Protocol):
         "deadline",
         "ex",
         "client",
-        "headers",
-        "reason",
+        "hbuf",
+        "hpos",
+        "in_head",
         "interim",
         "delimited",
         "reused",
@@ -70,8 +73,12 @@ class UpstreamConnection(asyncio.Protocol):
         self.deadline = 0.0
         self.ex: Exchange | None = None
         self.client: ClientConnection | None = None
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.reason = b""
+        # The raw response head is cut from the bytes read (responses always start a
+        # read or follow a 1xx head) instead of being rebuilt from one parser callback
+        # per header line: the parser only validates and frames.
+        self.hbuf = b""
+        self.hpos = 0
+        self.in_head = False
         self.interim = False
         self.delimited = True  # the response has a length or chunks (not read-until-close)
         self.reused = False
@@ -91,6 +98,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.client = client
         ex.upstream = self
         self.state = U_ACTIVE
+        self.in_head = True
+        self.hbuf = b""
+        self.hpos = 0
         server = self.pool.server
         self.deadline = server.now + server.config.upstream_timeout
         pending = ex.pending
@@ -182,6 +192,12 @@ class UpstreamConnection(asyncio.Protocol):
             return
         server = self.pool.server
         self.deadline = server.now + server.config.upstream_timeout
+        if self.in_head:
+            if self.hbuf:
+                self.hbuf += data
+            else:
+                self.hbuf = data
+                self.hpos = 0
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade as exc:
@@ -194,7 +210,9 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if self.out:
             self._flush()
-        if self.state == U_SWITCHING:
+        if self.in_head and len(self.hbuf) - self.hpos > MAX_RESPONSE_HEAD:
+            self._broken(f"sent a response head over {MAX_RESPONSE_HEAD} bytes")
+        elif self.state == U_SWITCHING:
             self._tunnel(b"")  # a 101 llhttp did not treat as an upgrade
 
     def eof_received(self) -> bool | None:
@@ -263,38 +281,35 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- parser callbacks --------------------------------------------------------------
 
-    def on_status(self, reason: bytes) -> None:
-        self.reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-
     def on_headers_complete(self) -> None:
         ex = self.ex
-        headers = self.headers
-        self.headers = []
-        reason = self.reason
-        self.reason = b""
         if ex is None:
             return
+        buf = self.hbuf
+        pos = self.hpos
+        end = buf.find(b"\r\n\r\n", pos)
+        if end < 0:
+            raise ValueError("response head without CRLF line ends")
+        raw = buf[pos : end + 2]
+        self.hpos = end + 4
         status = self.parser.get_status_code()
         if status < 200 and status != 101:
             # 100 Continue, 103 Early Hints: forward to HTTP/1.1 clients, then wait
             self.interim = True
             if ex.http11:
-                head, _, _ = rewrite_response(status, reason, headers, True, True, True)
-                self.out.append(head)
+                self.out.append(rewrite_response_head(raw, status, True, True, True)[0])
             return
+        self.in_head = False
+        self.hbuf = b""
         no_body = ex.is_head or status == 204 or status == 304
-        head, framing, keep = rewrite_response(
-            status, reason, headers, ex.keep_alive, ex.http11, no_body
+        head, framing, keep, self.delimited = rewrite_response_head(
+            raw, status, ex.keep_alive, ex.http11, no_body
         )
         ex.keep_alive = keep
         ex.framing = framing
         ex.response_started = True
         if status == 101:
             self.state = U_SWITCHING
-        self.delimited = no_body or framing == BODY_LENGTH or _chunked(headers)
         self.out.append(head)
         if ex.is_head and status != 101:
             # llhttp would wait for Content-Length body bytes that never come after a
@@ -383,10 +398,6 @@ class UpstreamConnection(asyncio.Protocol):
                 self.transport.close()
 
 
-def _chunked(headers: list[tuple[bytes, bytes]]) -> bool:
-    return any(n.lower() == b"transfer-encoding" for n, _ in headers)
-
-
 class UpstreamPool:
     """Idle keep-alive connections per backend port, and every open one for the sweeper."""
 
@@ -432,7 +443,8 @@ class UpstreamPool:
             return
         conn.state = U_IDLE
         conn.deadline = server.now + server.config.pool_idle_timeout
-        conn.resume_reading()
+        if conn.read_paused:
+            conn.resume_reading()
         idle.append(conn)
 
     def forget(self, conn: UpstreamConnection) -> None:

@@ -10,6 +10,8 @@ from agent.proxy.headers import (
     HeadError,
     rewrite_request,
     rewrite_response,
+    rewrite_response_head,
+    split_head,
 )
 
 
@@ -235,3 +237,36 @@ def test_response_drops_headers_named_by_connection() -> None:
         False,
     )
     assert b"x-internal" not in header_map(head)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 12\r\nConnection: keep-alive\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n",
+        b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nCONNECTION: Keep-Alive\r\nTE: x\r\nTrailer: y\r\n",
+        b"HTTP/1.1 404 Not Found\r\n",
+        b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n",
+        b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: X-Private\r\nX-Private: secret\r\nContent-Length: 0\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nSet-Cookie: a=b\r\nUpgrade: h2c\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Te: 1\r\nX-Connection: keep\r\nContent-Length: 1\r\n",
+    ],
+)
+@pytest.mark.parametrize("keep_alive", [True, False])
+@pytest.mark.parametrize("http11", [True, False])
+@pytest.mark.parametrize("no_body", [True, False])
+def test_raw_head_rewrite_matches_the_general_one(
+    raw: bytes, keep_alive: bool, http11: bool, no_body: bool
+) -> None:
+    line, headers = split_head(raw)
+    status = int(line.split(b" ")[1])
+    reason = line.split(b" ", 2)[2]
+    expected = rewrite_response(status, reason, headers, keep_alive, http11, no_body)
+    head, framing, keep, delimited = rewrite_response_head(raw, status, keep_alive, http11, no_body)
+    # the fast path keeps the status line as received; the general one rebuilds it
+    assert header_map(head) == header_map(expected[0])
+    assert (framing, keep) == expected[1:]
+    names = {n.lower() for n, _ in headers}
+    assert delimited == (no_body or bool(names & {b"content-length", b"transfer-encoding"}))

@@ -1,0 +1,451 @@
+"""Benchmark: Berth's external proxy beside nginx and Caddy, in one run.
+
+    .venv/bin/python bench/proxy.py [--duration 5] [--runs 3] [--connections 50]
+                                    [--threads 1] [--workers 2] [--profile]
+
+One backend (nginx, one worker, a 12-byte fixed response) is measured directly and
+through: nginx as a reverse proxy (one worker, upstream keepalive >= the load's
+connections), Caddy's reverse_proxy, and Berth's external proxy (one process; with
+`--workers N` also N processes sharing the port with SO_REUSEPORT). Every target gets
+the same wrk threads, connections and duration; runs alternate between targets and the
+medians of `--runs` runs are printed: req/s, p50, p99 and the RSS of the proxy's
+processes, then the ratios Berth/nginx and Berth/Caddy against the issue's targets.
+
+Then the WebSocket echo round trip (one small message at a time) direct, through nginx
+and through Berth. `--profile` finally runs Berth in this process under cProfile while
+wrk loads it, and prints where the time goes.
+
+Needs wrk, nginx and caddy (Debian: `apt-get install wrk nginx-light caddy`).
+Everything listens on 127.0.0.1 on ports chosen at run time; temp files are removed.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import io
+import json
+import os
+import pstats
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from agent.bus.messages import Route, RouteTable  # noqa: E402
+
+TARGETS = {"req/s": ">= 0.7x nginx, >= 3x Caddy", "p99": "<= 1.5x nginx", "RSS": "<= 40 MiB"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def rss_kib(pid: int) -> int:
+    """RSS of `pid` and its children (nginx master + worker)."""
+    total = 0
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    for p in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
+
+
+class Procs:
+    """Every process the benchmark starts, stopped by PID at the end."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.tmp = tmp
+
+    def start(self, argv: list[str], **kw: object) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / f"proc-{len(self.procs)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, **kw)  # type: ignore[call-overload]
+        log.close()
+        proc.argv = argv  # type: ignore[attr-defined]
+        self.procs.append(proc)
+        return proc
+
+    def explain(self) -> None:
+        """Print what a process that died said (it is about to be deleted)."""
+        for i, proc in enumerate(self.procs):
+            if proc.poll() is not None:
+                log = (self.tmp / f"proc-{i}.log").read_text(errors="replace")
+                print(f"{' '.join(proc.argv)[:120]} exited {proc.returncode}:\n{log[-2000:]}", file=sys.stderr)  # type: ignore[attr-defined]
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+NGINX_COMMON = """
+worker_processes 1;
+daemon off;
+master_process on;
+pid {tmp}/nginx-{name}.pid;
+error_log {tmp}/nginx-{name}.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/body-{name}; proxy_temp_path {tmp}/proxy-{name};
+  fastcgi_temp_path {tmp}/fcgi-{name}; uwsgi_temp_path {tmp}/uwsgi-{name};
+  scgi_temp_path {tmp}/scgi-{name};
+  keepalive_requests 10000000;
+  {body}
+}}
+"""
+
+NGINX_BACKEND = """
+  server {{ listen 127.0.0.1:{port} reuseport; location / {{ return 200 "hello world\\n"; }} }}
+"""
+
+NGINX_PROXY = """
+  upstream backend {{ server 127.0.0.1:{backend}; keepalive {keepalive}; }}
+  upstream ws {{ server 127.0.0.1:{ws}; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $http_host;
+    }}
+    location /ws {{
+      proxy_pass http://ws;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection "upgrade";
+      proxy_read_timeout 3600s;
+    }}
+  }}
+"""
+
+CADDYFILE = """
+{{
+  admin off
+  auto_https off
+}}
+http://127.0.0.1:{port} {{
+  reverse_proxy 127.0.0.1:{backend}
+}}
+"""
+
+WS_ECHO = """
+import asyncio, sys
+from websockets.asyncio.server import serve
+async def echo(ws):
+    async for m in ws:
+        await ws.send(m)
+async def main():
+    async with serve(echo, "127.0.0.1", int(sys.argv[1]), compression=None) as s:
+        await s.serve_forever()
+asyncio.run(main())
+"""
+
+BERTH_WORKER = """
+import sys
+from agent.logs import setup_logging
+from agent.proxy.config import ProxyConfig
+from agent.proxy.main import main_external
+from agent.settings import AgentSettings
+from pathlib import Path
+setup_logging("proxy")
+state = Path(sys.argv[1])
+settings = AgentSettings(state_dir=state, run_dir=state / "run", proxy_bind=sys.argv[2])
+sys.exit(main_external(settings, ProxyConfig(reuse_port=True)))
+"""
+
+
+@dataclass
+class Target:
+    name: str
+    port: int
+    pids: list[int]
+    runs: list[tuple[float, float, float]] = field(default_factory=list)  # req/s, p50, p99
+    rss: list[int] = field(default_factory=list)
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def parse_wrk(out: str) -> tuple[float, float, float]:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def pct(p: str) -> float:
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)\b", out)
+        assert m, out
+        return float(m.group(1)) * _UNITS[m.group(2)]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", out)
+    if errors:
+        print(f"    wrk reported: {errors.group(0)}", file=sys.stderr)
+    return rps, pct("50"), pct("99")
+
+
+def run_wrk(port: int, args: argparse.Namespace, duration: float) -> str:
+    cmd = [
+        "wrk",
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{duration:g}s",
+        "--latency",
+        f"http://127.0.0.1:{port}/",
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+
+
+def ws_rtt(port: int, path: str, n: int) -> tuple[float, float]:
+    from websockets.sync.client import connect
+
+    samples = []
+    with connect(f"ws://127.0.0.1:{port}{path}", compression=None) as ws:
+        msg = "x" * 32
+        for _ in range(200):  # warm up
+            ws.send(msg)
+            ws.recv()
+        for _ in range(n):
+            t0 = time.perf_counter_ns()
+            ws.send(msg)
+            ws.recv()
+            samples.append((time.perf_counter_ns() - t0) / 1000)
+    samples.sort()
+    return statistics.median(samples), samples[int(len(samples) * 0.99)]
+
+
+def berth_state(tmp: Path, backend: int, ws: int) -> Path:
+    state = tmp / "berth"
+    (state / "cache").mkdir(parents=True)
+    table = RouteTable(version=(1, 1), routes=(Route("web", backend, "/"), Route("ws", ws, "/ws")))
+    (state / "cache" / "proxy-routes.json").write_bytes(table.to_json())
+    for p in (tmp, state, state / "cache"):
+        os.chmod(p, 0o755)  # the proxy drops root to nobody after binding
+    return state
+
+
+def profile_berth(backend: int, args: argparse.Namespace) -> str:
+    """Berth in this process under cProfile while wrk loads it: what dominates."""
+    import uvloop
+
+    from agent.proxy.config import ProxyConfig
+    from agent.proxy.server import EXTERNAL, ProxyServer
+
+    port = free_port()
+    prof = cProfile.Profile()
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        server = ProxyServer(EXTERNAL, ProxyConfig(), loop)
+        server.apply_table(RouteTable(version=(1, 1), routes=(Route("web", backend, "/"),)))
+        await server.listen(f"127.0.0.1:{port}")
+        sweeper = asyncio.create_task(server.run_sweeper())
+        wrk = await asyncio.create_subprocess_exec(
+            "wrk",
+            f"-t{args.threads}",
+            f"-c{args.connections}",
+            f"-d{args.duration:g}s",
+            f"http://127.0.0.1:{port}/",
+            stdout=subprocess.PIPE,
+        )
+        prof.enable()
+        await wrk.communicate()
+        prof.disable()
+        sweeper.cancel()
+        await server.drain()
+
+    uvloop.run(scenario())
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(14)
+    return out.getvalue()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    ap.add_argument("--runs", type=int, default=3, help="runs per target (median)")
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=0, help="also measure N SO_REUSEPORT workers")
+    ap.add_argument("--ws-messages", type=int, default=3000)
+    ap.add_argument("--profile", action="store_true", help="cProfile Berth's request path")
+    args = ap.parse_args()
+    missing = [t for t in ("wrk", "nginx", "caddy") if shutil.which(t) is None]
+    if missing:
+        print(
+            f"missing {', '.join(missing)}: apt-get install wrk nginx-light caddy", file=sys.stderr
+        )
+        return 2
+    if args.runs < 3:
+        ap.error("--runs must be at least 3 (medians)")
+
+    tmp = Path(tempfile.mkdtemp(prefix="berth-bench-proxy-"))
+    procs = Procs(tmp)
+    try:
+        return _bench(args, tmp, procs)
+    except (TimeoutError, subprocess.CalledProcessError):
+        procs.explain()
+        raise
+    finally:
+        procs.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _nginx(procs: Procs, tmp: Path, name: str, body: str) -> subprocess.Popen[bytes]:
+    conf = tmp / f"nginx-{name}.conf"
+    conf.write_text(NGINX_COMMON.format(tmp=tmp, name=name, body=body))
+    return procs.start(
+        ["nginx", "-c", str(conf), "-p", str(tmp), "-e", str(tmp / f"nginx-{name}.err")]
+    )
+
+
+def _bench(args: argparse.Namespace, tmp: Path, procs: Procs) -> int:
+    backend, ws = free_port(), free_port()
+    _nginx(procs, tmp, "backend", NGINX_BACKEND.format(port=backend))
+    procs.start([sys.executable, "-c", WS_ECHO, str(ws)], cwd=REPO)
+    wait_port(backend)
+    wait_port(ws)
+
+    targets = [Target("direct (backend)", backend, [])]
+
+    nginx_port = free_port()
+    keepalive = max(128, args.connections)
+    p = _nginx(
+        procs,
+        tmp,
+        "proxy",
+        NGINX_PROXY.format(port=nginx_port, backend=backend, ws=ws, keepalive=keepalive),
+    )
+    targets.append(Target("nginx proxy (1 worker)", nginx_port, [p.pid]))
+
+    caddy_port = free_port()
+    caddyfile = tmp / "Caddyfile"
+    caddyfile.write_text(CADDYFILE.format(port=caddy_port, backend=backend))
+    env = dict(
+        os.environ, XDG_DATA_HOME=str(tmp / "caddy-data"), XDG_CONFIG_HOME=str(tmp / "caddy-config")
+    )
+    p = procs.start(["caddy", "run", "--config", str(caddyfile), "--adapter", "caddyfile"], env=env)
+    targets.append(Target("caddy reverse_proxy", caddy_port, [p.pid]))
+
+    state = berth_state(tmp, backend, ws)
+    berth = str(Path(sys.executable).parent / "berth")
+    berth_port = free_port()
+    p = procs.start(
+        [
+            berth,
+            "agent",
+            "proxy",
+            "--state-dir",
+            str(state),
+            "--proxy-bind",
+            f"127.0.0.1:{berth_port}",
+        ],
+        cwd=REPO,
+    )
+    targets.append(Target("berth proxy (1 process)", berth_port, [p.pid]))
+    if args.workers > 1:
+        port = free_port()
+        pids = [
+            procs.start(
+                [sys.executable, "-c", BERTH_WORKER, str(state), f"127.0.0.1:{port}"], cwd=REPO
+            ).pid
+            for _ in range(args.workers)
+        ]
+        targets.append(Target(f"berth proxy ({args.workers} workers)", port, pids))
+
+    for t in targets:
+        wait_port(t.port)
+    time.sleep(0.5)
+    print(
+        f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, {args.runs} alternating runs, "
+        f"medians; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
+    for t in targets:  # warm-up: pools filled, code paths hot
+        run_wrk(t.port, args, 1)
+    for i in range(args.runs):
+        for t in targets:
+            t.runs.append(parse_wrk(run_wrk(t.port, args, args.duration)))
+            t.rss.append(sum(rss_kib(pid) for pid in t.pids))
+        print(f"  run {i + 1}/{args.runs} done", file=sys.stderr, flush=True)
+
+    print(f"\n{'target':26} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'RSS MiB':>8}")
+    med: dict[str, tuple[float, float, float, float]] = {}
+    for t in targets:
+        rps = statistics.median(r[0] for r in t.runs)
+        p50 = statistics.median(r[1] for r in t.runs)
+        p99 = statistics.median(r[2] for r in t.runs)
+        rss = max(t.rss) / 1024 if t.pids else 0.0
+        med[t.name] = (rps, p50, p99, rss)
+        rss_s = f"{rss:8.1f}" if t.pids else f"{'-':>8}"
+        print(f"{t.name:26} {rps:10.0f} {p50:8.2f} {p99:8.2f} {rss_s}")
+
+    n = med["nginx proxy (1 worker)"]
+    c = med["caddy reverse_proxy"]
+    b = med["berth proxy (1 process)"]
+    print("\nratios (Berth 1 process)      value   target")
+    print(f"  req/s Berth/nginx          {b[0] / n[0]:6.2f}x   >= 0.70x")
+    print(f"  req/s Berth/Caddy          {b[0] / c[0]:6.2f}x   >= 3.00x")
+    print(f"  p99   Berth/nginx          {b[2] / n[2]:6.2f}x   <= 1.50x")
+    print(f"  RSS   Berth                {b[3]:6.1f}    <= 40 MiB")
+    if args.workers > 1:
+        w = med[f"berth proxy ({args.workers} workers)"]
+        print(
+            f"  req/s Berth x{args.workers}/nginx       {w[0] / n[0]:6.2f}x   (not the target comparison)"
+        )
+
+    print(f"\nWebSocket echo round trip, {args.ws_messages} sequential 32-byte messages (µs)")
+    direct = ws_rtt(ws, "/", args.ws_messages)
+    via_nginx = ws_rtt(nginx_port, "/ws", args.ws_messages)
+    via_berth = ws_rtt(berth_port, "/ws", args.ws_messages)
+    print(f"  {'':14} {'median':>8} {'p99':>8} {'overhead':>9}")
+    for name, (med_us, p99_us) in (("direct", direct), ("nginx", via_nginx), ("berth", via_berth)):
+        over = med_us - direct[0]
+        print(f"  {name:14} {med_us:8.1f} {p99_us:8.1f} {over:9.1f}")
+    print(f"  target: Berth overhead <= 100 µs median -> {via_berth[0] - direct[0]:.1f} µs")
+
+    if args.profile:
+        print("\ncProfile of Berth's request path under wrk (in-process; tottime order):")
+        print(profile_berth(backend, args))
+    print(json.dumps({k: [round(x, 3) for x in v] for k, v in med.items()}), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
