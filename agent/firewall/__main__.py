@@ -16,7 +16,7 @@ def run(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agent.firewall")
     agent_settings.add_arguments(parser)
     parser.add_argument("--backend", choices=("auto", "ufw", "nftables"), default="auto")
-    parser.add_argument("--tunnel-metrics", metavar="HOST:PORT", help="cloudflared metrics")
+    # --tunnel-metrics and --firewall-backend come from the shared agent options
     args = parser.parse_args(argv)
     try:
         settings = agent_settings.from_args(args)
@@ -28,7 +28,8 @@ def run(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     setup_logging("firewall")
-    return main(settings, HelperOptions(backend=args.backend, tunnel_metrics=metrics))
+    backend = args.backend if args.backend != "auto" else settings.firewall_backend
+    return main(settings, HelperOptions(backend=backend, tunnel_metrics=metrics))
 
 
 if __name__ == "__main__":

@@ -43,9 +43,9 @@ class HelperOptions:
 
     @classmethod
     def from_settings(cls, settings: AgentSettings) -> "HelperOptions":
-        metrics = getattr(settings, "tunnel_metrics", None)
+        metrics = settings.tunnel_metrics
         return cls(
-            backend=getattr(settings, "firewall_backend", None) or "auto",
+            backend=settings.firewall_backend,
             tunnel_metrics=(
                 parse_hostport(metrics, "--tunnel-metrics") if metrics else DEFAULT_METRICS
             ),

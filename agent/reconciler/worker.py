@@ -14,6 +14,7 @@ The worker drives its service toward the latest `Target`:
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -25,15 +26,15 @@ from subprocess import Popen
 from typing import Any, Protocol
 
 from agent.bus.messages import Route
-from agent.reconciler import gitsync, health, process
-from agent.reconciler.policy import Backoff, ServiceStatus, failures_after_exit, service_env
+from agent.reconciler import gitsync, health, planner, process
+from agent.reconciler.planner import ServiceView
+from agent.reconciler.policy import Backoff, ServiceStatus, service_env
 from agent.reconciler.process import RunAs
 from agent.reconciler.store import ProcessRecord, Store
 from agent.schema.document import DesiredService
 
 log = logging.getLogger(__name__)
 
-TICK_S = 0.25
 READY_POLL_S = 0.1
 SWAP_SETTLE_S = 0.5  # let every proxy receive the new table before draining the old process
 
@@ -51,6 +52,16 @@ class Instance:
     rec: ProcessRecord
     popen: Popen[bytes] | None  # None when adopted after a reconciler restart
     target: Target | None
+
+
+@dataclass
+class _Deploy:
+    """What one deploy has done so far, for the steps that follow."""
+
+    target: Target
+    old: Instance | None
+    release: Path = Path()
+    new: Instance | None = None
 
 
 @dataclass(frozen=True)
@@ -83,16 +94,15 @@ class ServiceWorker:
         self.current: Instance | None = None
         self.paused = False
         self.state = "pending"
-        self.health = "unknown"
+        self.health = planner.Health()
         self.restarts = 0
         self.failures = 0
         self.last_exit: str | None = None
         self.last_error: str | None = None
         self.failed_hash: str | None = None
         self.failed_at = 0.0
-        self.next_restart_at: float | None = None
-        self.health_fails = 0
-        self.next_probe_at = 0.0
+        self.restart_at: float | None = None
+        self.probe_at = 0.0
         self._wake = asyncio.Event()
 
     # --- inputs ----------------------------------------------------------------------
@@ -101,6 +111,9 @@ class ServiceWorker:
             self.removed = True
         else:
             self.target = target
+            cur = self.current
+            if cur is not None and cur.target is None and cur.rec.config_hash == target.config_hash:
+                cur.target = target  # an adopted process: now we know what it runs
         self._wake.set()
 
     def adopt(self, rec: ProcessRecord) -> None:
@@ -136,7 +149,7 @@ class ServiceWorker:
             failed = self.last_error or "deploy failed"
         elif self.state == "backoff":
             failed = f"crash loop: {self.last_exit}"
-        return ServiceStatus(self.name, self.converged(), failed, self.health == "unhealthy")
+        return ServiceStatus(self.name, self.converged(), failed, self.health.status == "unhealthy")
 
     def snapshot(self) -> dict[str, Any]:
         cur = self.current.rec if self.current else None
@@ -148,65 +161,126 @@ class ServiceWorker:
             "pid": cur.pid if cur else None,
             "port": cur.port if cur else None,
             "state": self.state,
-            "health": self.health,
+            "health": self.health.status,
             "restarts": self.restarts,
             "last_exit": self.last_exit,
             "last_error": self.last_error,
         }
 
-    # --- the loop --------------------------------------------------------------------
+    # --- the loop: the planner decides, the worker does -------------------------------
+    def view(self, now: float) -> ServiceView:
+        cur = self.current
+        return ServiceView(
+            now=now,
+            removed=self.removed,
+            target_hash=self.target.config_hash if self.target else None,
+            current_hash=cur.rec.config_hash if cur else None,
+            current_alive=self._alive(cur) if cur and self.restart_at is None else False,
+            current_started_at=cur.rec.started_at if cur else 0.0,
+            wall_now=time.time(),
+            failed_hash=self.failed_hash,
+            failed_at=self.failed_at,
+            failures=self.failures,
+            restart_at=self.restart_at,
+            running=self.state == "running",
+            has_health=bool(self.target and self.target.svc.spec.health),
+            probe_at=self.probe_at,
+        )
+
     async def run(self) -> None:
         while True:
-            if self.removed:
-                await self._retire()
-                return
-            if self._needs_deploy():
-                await self._deploy(self.target)  # type: ignore[arg-type]
-                continue
-            self._supervise()
-            if self.next_restart_at is not None and time.monotonic() >= self.next_restart_at:
-                await self._restart()
-            await self._check_health()
-            try:
-                await asyncio.wait_for(self._wake.wait(), TICK_S)
-            except TimeoutError:
-                pass
-            self._wake.clear()
-
-    def _needs_deploy(self) -> bool:
-        t = self.target
-        if t is None:
-            return False
-        if self.current is not None and self.current.rec.config_hash == t.config_hash:
-            return False
-        if self.failed_hash != t.config_hash:
-            return True
-        # The desired config failed before. With an old release serving, keep it (auto
-        # revert) until a new target arrives; with nothing serving, retry with backoff.
-        if self.current is not None:
-            return False
-        return time.monotonic() - self.failed_at >= self.ctx.backoff.delay(self.failures)
+            action = planner.next_action(self.view(time.monotonic()), self.ctx.backoff)
+            match action:
+                case planner.Retire():
+                    await self._retire()
+                    return
+                case planner.Deploy():
+                    await self._deploy(self.target)  # type: ignore[arg-type]
+                case planner.ScheduleRestart(delay_s=delay, failures=failures):
+                    self._schedule_restart(delay, failures)
+                case planner.Restart():
+                    await self._restart()
+                case planner.Probe():
+                    await self._probe()
+                case planner.Idle(wait_s=wait_s):
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), wait_s)
+                    self._wake.clear()
 
     # --- deploy ----------------------------------------------------------------------
     async def _deploy(self, t: Target) -> None:
-        spec = t.svc.spec
-        self.state = "deploying" if self.current else "building"
-        self.ctx.event("deploy", f"deploying {t.svc.commit[:12]}", self.name, commit=t.svc.commit)
-        try:
-            release = await asyncio.to_thread(self._prepare_release, t)
-        except (gitsync.GitError, OSError) as exc:
-            self._fail(t, f"git: {exc}", "sync")
-            return
-        ok, reason = await self._build(t, release)
-        if not ok:
-            build_log = self._build_log(t)
-            self._fail(t, reason, "build", log_tail=process.tail(build_log))
-            return
         old = self.current
-        if spec.port is not None and old is not None and old.rec.port == spec.port:
-            await self._cutover_fixed_port(t, release, old)
-        else:
-            await self._cutover_new_port(t, release, old)
+        plan = planner.deploy_plan(t.svc.spec.port, old.rec.port if old else None)
+        self.state = "deploying" if old else "building"
+        self.ctx.event("deploy", f"deploying {t.svc.commit[:12]}", self.name, commit=t.svc.commit)
+        run = _Deploy(t, old)
+        for step in plan:
+            ok, why = await self._do(step, run)
+            if not ok:
+                for back in planner.recovery_plan(
+                    step, plan, old_revivable=bool(old and old.target)
+                ):
+                    await self._do(back, run)
+                kind = {planner.Step.SYNC: "sync", planner.Step.BUILD: "build"}.get(step, "health")
+                tail = (
+                    process.tail(self._build_log(t))
+                    if step is planner.Step.BUILD
+                    else self._log_tail()
+                )
+                self._fail(t, why, kind, log_tail=tail)
+                return
+        self._mark_running(t)
+        self.ctx.event(
+            "run",
+            f"serving {t.svc.commit[:12]} on port {self.current.rec.port}",  # type: ignore[union-attr]
+            self.name,
+            commit=t.svc.commit,
+        )
+        await asyncio.to_thread(self._prune_releases)
+
+    async def _do(self, step: planner.Step, run: "_Deploy") -> tuple[bool, str]:
+        """Execute one deploy step; (ok, why not)."""
+        S = planner.Step
+        t, old = run.target, run.old
+        if step is S.SYNC:
+            try:
+                run.release = await asyncio.to_thread(self._prepare_release, t)
+            except (gitsync.GitError, OSError) as exc:
+                return False, f"git: {exc}"
+        elif step is S.BUILD:
+            return await self._build(t, run.release)
+        elif step is S.PAUSE:
+            self.paused = True
+            self.ctx.routes_changed()
+        elif step is S.UNPAUSE:
+            self.paused = False
+            self.ctx.routes_changed()
+        elif step is S.STOP_OLD and old is not None:
+            await self._stop(old)
+        elif step is S.START_NEW:
+            port = t.svc.spec.port or _free_port()
+            self.state = "starting" if old is None else "deploying"
+            run.new = self._start(t, run.release, port)
+        elif step is S.AWAIT_READY and run.new is not None:
+            ok, why = await self._wait_ready(run.new, t)
+            if not ok:
+                return False, f"new release never became ready: {why}"
+            self.current = run.new
+        elif step is S.SWAP:
+            self.ctx.routes_changed()
+        elif step is S.DRAIN_OLD and old is not None:
+            await asyncio.sleep(SWAP_SETTLE_S)  # every proxy has the new route by now
+            await self._stop(old, grace_s=self.ctx.timeouts.drain_s)
+        elif step is S.STOP_NEW and run.new is not None:
+            await self._stop(run.new)
+            if self.current is run.new:
+                self.current = old
+        elif step is S.REVIVE_OLD and old is not None and old.target is not None:
+            revived = self._start(old.target, Path(old.rec.release_dir), old.rec.port)
+            await self._wait_ready(revived, old.target)
+            self.current = revived
+            self.state = "running"
+        return True, "ok"
 
     def _release_dir(self, t: Target) -> Path:
         return self.ctx.state_dir / "releases" / self.name / t.svc.commit
@@ -256,69 +330,16 @@ class ServiceWorker:
             )
         return ok, reason
 
-    async def _cutover_new_port(self, t: Target, release: Path, old: Instance | None) -> None:
-        port = t.svc.spec.port or _free_port()
-        self.state = "starting" if old is None else "deploying"
-        new = self._start(t, release, port)
-        ok, why = await self._wait_ready(new, t)
-        if not ok:
-            await self._stop(new)
-            self._fail(
-                t, f"new release never became ready: {why}", "health", log_tail=self._log_tail()
-            )
-            return
-        self.current = new
-        self._mark_running(t)
-        self.ctx.routes_changed()
-        if old is not None:
-            await asyncio.sleep(SWAP_SETTLE_S)
-            await self._stop(old, grace_s=self.ctx.timeouts.drain_s)
-        self.ctx.event(
-            "run", f"serving {t.svc.commit[:12]} on port {port}", self.name, commit=t.svc.commit
-        )
-        await asyncio.to_thread(self._prune_releases)
-
-    async def _cutover_fixed_port(self, t: Target, release: Path, old: Instance) -> None:
-        self.paused = True
-        self.ctx.routes_changed()
-        try:
-            await self._stop(old)
-            new = self._start(t, release, old.rec.port)
-            ok, why = await self._wait_ready(new, t)
-            if ok:
-                self.current = new
-                self._mark_running(t)
-                self.ctx.event(
-                    "run",
-                    f"serving {t.svc.commit[:12]} on port {new.rec.port}",
-                    self.name,
-                    commit=t.svc.commit,
-                )
-                return
-            await self._stop(new)
-            self._fail(
-                t, f"new release never became ready: {why}", "health", log_tail=self._log_tail()
-            )
-            if old.target is not None:  # bring the previous release back
-                revived = self._start(old.target, Path(old.rec.release_dir), old.rec.port)
-                await self._wait_ready(revived, old.target)
-                self.current = revived
-                self.state = "running"
-            else:
-                self.current = None
-        finally:
-            self.paused = False
-            self.ctx.routes_changed()
-
     def _mark_running(self, t: Target) -> None:
         self.state = "running"
         self.failed_hash = None
         self.last_error = None
         self.failures = 0
-        self.next_restart_at = None
-        self.health_fails = 0
-        self.health = "healthy" if t.svc.spec.health else "none"
-        self.next_probe_at = 0.0
+        self.restart_at = None
+        self.health = planner.Health("healthy" if t.svc.spec.health else "none")
+        self.probe_at = time.monotonic() + (
+            t.svc.spec.health.interval_s if t.svc.spec.health else 0
+        )
 
     def _fail(self, t: Target, reason: str, kind: str, log_tail: str = "") -> None:
         self.failed_hash = t.config_hash
@@ -406,19 +427,17 @@ class ServiceWorker:
         self.last_exit = "unknown status (adopted process)"
         return False
 
-    def _supervise(self) -> None:
+    def _schedule_restart(self, delay_s: float, failures: int) -> None:
         inst = self.current
-        if inst is None or self.next_restart_at is not None or self._alive(inst):
-            return
+        assert inst is not None
         ran_for = time.time() - inst.rec.started_at
-        self.failures = failures_after_exit(self.failures, ran_for)
-        delay = self.ctx.backoff.delay(self.failures)
-        self.next_restart_at = time.monotonic() + delay
+        self.failures = failures
+        self.restart_at = time.monotonic() + delay_s
         self.state = "backoff"
         self.ctx.store.forget_process(self.name, inst.rec.pid)
         self.ctx.event(
             "crash",
-            f"exited with {self.last_exit} after {ran_for:.1f} s; restarting in {delay:.1f} s",
+            f"exited with {self.last_exit} after {ran_for:.1f} s; restarting in {delay_s:.1f} s",
             self.name,
             exit=self.last_exit,
             restarts=self.restarts,
@@ -426,59 +445,40 @@ class ServiceWorker:
         )
 
     async def _restart(self) -> None:
-        self.next_restart_at = None
-        old = self.current
-        t = self.target
+        self.restart_at = None
+        old, t = self.current, self.target
         if old is None or t is None:
             return
+        # an adopted process has no Target of its own: it ran the current one
         target = (
             old.target
             if old.target is not None and old.target.config_hash == old.rec.config_hash
             else t
         )
         self.restarts += 1
-        new = self._start(target, Path(old.rec.release_dir), old.rec.port)
-        self.current = new
+        self.current = self._start(target, Path(old.rec.release_dir), old.rec.port)
         self.state = "running"
-        self.health_fails = 0
-        self.next_probe_at = time.monotonic() + (
-            target.svc.spec.health.start_period_s if target.svc.spec.health else 0
-        )
+        self.health = planner.Health(self.health.status, 0)
+        hc = target.svc.spec.health
+        self.probe_at = time.monotonic() + (hc.start_period_s if hc else 0)
         self.ctx.event("run", f"restarted (restart #{self.restarts})", self.name)
 
-    async def _check_health(self) -> None:
+    async def _probe(self) -> None:
         inst, t = self.current, self.target
-        if inst is None or t is None or self.state != "running":
-            return
-        hc = t.svc.spec.health if inst.rec.config_hash == t.config_hash else None
-        if hc is None:
-            if self.health == "unknown":
-                self.health = "none"
-            return
-        now = time.monotonic()
-        if now < self.next_probe_at:
-            return
-        self.next_probe_at = now + hc.interval_s
+        assert inst is not None and t is not None and t.svc.spec.health is not None
+        hc = t.svc.spec.health
+        self.probe_at = time.monotonic() + hc.interval_s
         ok, why = await health.probe(inst.rec.port, hc.path, hc.timeout_s)
-        if ok:
-            self.health_fails = 0
-            if self.health != "healthy":
-                self.health = "healthy"
-                self.ctx.event("health", "healthy", self.name)
-            return
-        self.health_fails += 1
-        if self.health_fails < hc.retries:
-            return
-        if self.health != "unhealthy":
-            self.health = "unhealthy"
-            self.ctx.event(
-                "health", f"unhealthy after {self.health_fails} failed checks: {why}", self.name
-            )
-        await self._stop(inst)
-        self.last_exit = "stopped: unhealthy"
-        self.failures += 1
-        self.next_restart_at = time.monotonic() + self.ctx.backoff.delay(self.failures)
-        self.state = "backoff"
+        outcome = planner.after_probe(self.health, ok, hc.retries, why)
+        self.health = outcome.health
+        if outcome.event:
+            self.ctx.event("health", outcome.event, self.name)
+        if outcome.restart:
+            await self._stop(inst)
+            self.last_exit = "stopped: unhealthy"
+            self.failures += 1
+            self.restart_at = time.monotonic() + self.ctx.backoff.delay(self.failures)
+            self.state = "backoff"
 
     def _prune_releases(self) -> None:
         """Keep the newest `keep_releases` release directories (rollback needs no rebuild)."""
