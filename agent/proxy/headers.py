@@ -276,3 +276,31 @@ def rewrite_response_head(
     else:
         tail += b"\r\n"
     return body + tail, framing, keep_alive, no_body or has_length or chunked
+
+
+class ResponseHeadCache:
+    """Memoises `rewrite_response_head` (a pure function of its arguments).
+
+    Backends repeat their response heads byte for byte (a static file, an API answer of
+    a fixed size) until the `Date` header ticks, so a lookup keyed by the raw head
+    replaces the rewrite for most responses. Bounded: a full table is simply dropped.
+    """
+
+    __slots__ = ("_tables", "max_entries")
+
+    def __init__(self, max_entries: int = 256) -> None:
+        # one table per (client keep-alive, client HTTP/1.1, no body) combination
+        self._tables: list[dict[bytes, tuple[bytes, int, bool, bool]]] = [{} for _ in range(8)]
+        self.max_entries = max_entries
+
+    def rewrite(
+        self, raw: bytes, status: int, client_keep_alive: bool, client_http11: bool, no_body: bool
+    ) -> tuple[bytes, int, bool, bool]:
+        table = self._tables[client_keep_alive << 2 | client_http11 << 1 | no_body]
+        hit = table.get(raw)
+        if hit is None:
+            hit = rewrite_response_head(raw, status, client_keep_alive, client_http11, no_body)
+            if len(table) >= self.max_entries:
+                table.clear()
+            table[raw] = hit
+        return hit

@@ -24,7 +24,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from agent.proxy.errors import UpstreamTimeout, UpstreamUnavailable, upstream_failure
 from agent.proxy.exchange import Exchange
-from agent.proxy.headers import BODY_CHUNKED, BODY_NONE, rewrite_response_head
+from agent.proxy.headers import BODY_CHUNKED, BODY_NONE, ResponseHeadCache
 
 if TYPE_CHECKING:
     from agent.proxy.client import ClientConnection
@@ -297,12 +297,12 @@ class UpstreamConnection(asyncio.Protocol):
             # 100 Continue, 103 Early Hints: forward to HTTP/1.1 clients, then wait
             self.interim = True
             if ex.http11:
-                self.out.append(rewrite_response_head(raw, status, True, True, True)[0])
+                self.out.append(self.pool.heads.rewrite(raw, status, True, True, True)[0])
             return
         self.in_head = False
         self.hbuf = b""
         no_body = ex.is_head or status == 204 or status == 304
-        head, framing, keep, self.delimited = rewrite_response_head(
+        head, framing, keep, self.delimited = self.pool.heads.rewrite(
             raw, status, ex.keep_alive, ex.http11, no_body
         )
         ex.keep_alive = keep
@@ -403,6 +403,7 @@ class UpstreamPool:
 
     def __init__(self, server: "ProxyServer") -> None:
         self.server = server
+        self.heads = ResponseHeadCache()
         self.idle: dict[int, list[UpstreamConnection]] = {}
         self.epochs: dict[int, int] = {}
         self.conns: set[UpstreamConnection] = set()
