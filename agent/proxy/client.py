@@ -230,7 +230,7 @@ class ClientConnection(asyncio.Protocol):
         target = None
         try:
             if server.external:
-                match = server.router.match(url)  # type: ignore[union-attr]
+                match = server.paths.match(url)
                 if match is None:
                     ex.failure = NoRoute(f"no route for path {url.decode('latin-1')}")
                 else:
@@ -244,7 +244,7 @@ class ClientConnection(asyncio.Protocol):
                 )
                 route_host = host_from_url or host
                 if route_host is not None:
-                    target = server.router.match(route_host)  # type: ignore[union-attr]
+                    target = server.hosts.match(route_host)
                 if target is None:
                     shown = (route_host or b"(none)").decode("latin-1")
                     ex.failure = NoRoute(f"no service for host {shown}")

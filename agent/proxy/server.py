@@ -16,7 +16,13 @@ from agent.proxy.client import P_IDLE, ClientConnection
 from agent.proxy.config import ProxyConfig
 from agent.proxy.errors import NoBackend, NoRoute
 from agent.proxy.exchange import Exchange
-from agent.proxy.routing import HostRouter, PathRouter, compile_external, compile_internal
+from agent.proxy.routing import (
+    HostRouter,
+    PathRouter,
+    Target,
+    compile_external,
+    compile_internal,
+)
 from agent.proxy.upstream import UpstreamPool
 from agent.settings import parse_hostport
 
@@ -35,9 +41,9 @@ class ProxyServer:
         self.config = config
         self.loop = loop
         self.now = loop.time()  # refreshed by the sweeper; deadlines are coarse on purpose
-        self.router: PathRouter | HostRouter = (
-            PathRouter(()) if self.external else HostRouter((), "svc.internal")
-        )
+        # Both routers exist; the kind decides which one requests consult.
+        self.paths = PathRouter(())
+        self.hosts = HostRouter((), "svc.internal")
         self.table: RouteTable | None = None
         self.pool = UpstreamPool(self)
         self.clients: set[ClientConnection] = set()
@@ -52,7 +58,10 @@ class ProxyServer:
     def apply_table(self, table: RouteTable) -> None:
         """Swap `table` in; requests already routed keep their target."""
         try:
-            router = compile_external(table) if self.external else compile_internal(table)
+            if self.external:
+                self.paths = compile_external(table)
+            else:
+                self.hosts = compile_internal(table)
         except ValueError as exc:
             log.error("route table %s refused, keeping the previous one: %s", table.version, exc)
             return
@@ -61,7 +70,6 @@ class ProxyServer:
             if owners.get(port) != service:
                 self.pool.retire(port)
         self._port_owner = owners
-        self.router = router
         self.table = table
         self._release_held()
         log.info(
@@ -74,6 +82,10 @@ class ProxyServer:
             )
             or "none",
         )
+
+    @property
+    def by_service(self) -> dict[str, Target]:
+        return self.paths.by_service if self.external else self.hosts.by_service
 
     def hold(self, ex: Exchange) -> None:
         """Keep `ex` until its service is unpaused or `pause_timeout` passes."""
@@ -91,7 +103,7 @@ class ProxyServer:
 
     def _release_held(self) -> None:
         for service, waiting in list(self.held.items()):
-            target = self.router.by_service.get(service)
+            target = self.by_service.get(service)
             if target is not None and target.paused:
                 continue
             del self.held[service]

@@ -18,7 +18,7 @@ is retried once on a fresh connection, which is what makes backend restarts invi
 """
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
@@ -84,7 +84,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.reused = False
         self.write_paused = False
         self.read_paused = False
-        self.connect_task: asyncio.Future[object] | None = None
+        self.connect_task: asyncio.Future[Any] | None = None
         # Response bytes produced while parsing one read, written in one go afterwards:
         # a head and a small body leave in one send instead of two.
         self.out: list[bytes] = []
@@ -115,7 +115,7 @@ class UpstreamConnection(asyncio.Protocol):
         if client.write_paused:
             self.pause_reading()
 
-    def connect_done(self, fut: "asyncio.Future[object]") -> None:
+    def connect_done(self, fut: "asyncio.Future[Any]") -> None:
         self.connect_task = None
         ex = self.ex
         if fut.cancelled():
