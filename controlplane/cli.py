@@ -4,6 +4,7 @@
     migrate [--db URL]                                          brings the schema to the newest
     token create --name NAME [--db URL]                         prints a new admin token (once)
     token list [--db URL] | token revoke ID_OR_NAME [--db URL]
+    user create NAME [--reset] [--db URL]                      dashboard login; password on stdin
 
 `--db` defaults to $BERTH_DB, else sqlite:///./berth-controlplane.sqlite3.
 """
@@ -61,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     rev = tsub.add_parser("revoke", help="revoke admin tokens by id or name")
     rev.add_argument("token", metavar="ID_OR_NAME")
     _add_db(rev)
+
+    user = sub.add_parser("user", help="dashboard users")
+    usub = user.add_subparsers(dest="user_command", required=True)
+    ucreate = usub.add_parser("create", help="create a dashboard user (password read from stdin)")
+    ucreate.add_argument("name", metavar="NAME")
+    ucreate.add_argument("--reset", action="store_true", help="reset the password if NAME exists")
+    _add_db(ucreate)
     return parser
 
 
@@ -91,6 +99,10 @@ def main(argv: list[str]) -> int:
             install_token_ttl_s=args.install_token_ttl,
         )  # fmt: skip
         return serve(settings)
+    if args.command == "user":
+        from controlplane.dashboard.cli import user_command
+
+        return user_command(args)
     return asyncio.run(_token_command(args))
 
 

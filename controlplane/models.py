@@ -154,3 +154,48 @@ class Event(Base):
     at: Mapped[datetime]
     received_at: Mapped[datetime]
     extra: Mapped[dict[str, Any]]
+
+
+# dashboard ----------------------------------------------------------------------------
+
+
+class User(Base):
+    """A person who logs in to the dashboard; the password is stored as an scrypt hash."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+
+
+class UserSession(Base):
+    """A logged-in browser: the cookie's SHA-256 digest, never the cookie itself."""
+
+    __tablename__ = "user_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+
+class LogChunk(Base):
+    """A piece of a service's build or run output shipped by its agent (bounded tail)."""
+
+    __tablename__ = "log_chunks"
+    __table_args__ = (Index("ix_log_chunks_tail", "instance_id", "service", "stream", "seq"),)
+
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
+    stack_id: Mapped[str] = mapped_column(ForeignKey("stacks.id", ondelete="CASCADE"))
+    service: Mapped[str] = mapped_column(String(63))
+    stream: Mapped[str] = mapped_column(String(8))  # run | build
+    commit: Mapped[str | None] = mapped_column(String(64))
+    data: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(Integer)
+    received_at: Mapped[datetime]

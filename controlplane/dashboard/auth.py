@@ -1,0 +1,148 @@
+"""Log in, log out, and the checks that run before every dashboard request.
+
+- Sessions: an HttpOnly, SameSite=Lax cookie (Secure when served over HTTPS) holding a
+  random token whose digest is in `user_sessions` (see `users`).
+- CSRF: every POST carries `csrf_token`, compared in constant time with the session's.
+  The login form, which has no session yet, uses a double-submit cookie instead. A POST
+  whose Origin header names another site is refused as well.
+- Throttling: failures count per user name and per client address (`throttle`); once
+  throttled, the form answers 429 with the wait, without checking the password at all.
+"""
+
+import hmac
+import secrets
+from urllib.parse import urlsplit
+
+from quart import Blueprint, Response, abort, g, redirect, request
+
+from controlplane.dashboard import users
+from controlplane.dashboard.common import Dashboard, render
+
+SESSION_COOKIE = "berth_session"
+LOGIN_CSRF_COOKIE = "berth_login_csrf"
+PUBLIC_ENDPOINTS = {"dashboard.login", "dashboard.login_post", "dashboard.agent_logs"}
+SECURITY_HEADERS = {
+    # no inline script or style anywhere: everything comes from /static
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; "
+    "base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def _secure() -> bool:
+    return request.scheme == "https" or request.headers.get("X-Forwarded-Proto") == "https"
+
+
+def _safe_next(raw: str | None) -> str:
+    """Only a local path: never send a fresh login to another site."""
+    if not raw or not raw.startswith("/") or raw.startswith("//") or "\\" in raw:
+        return "/"
+    return raw
+
+
+def _origin_ok() -> bool:
+    origin = request.headers.get("Origin")
+    if not origin or origin == "null":
+        return origin is None
+    return urlsplit(origin).netloc == request.host
+
+
+def register(bp: Blueprint, dash: Dashboard) -> None:
+    db = dash.ctx.db
+
+    @bp.before_request
+    async def require_login() -> Response | None:
+        if request.endpoint in PUBLIC_ENDPOINTS:
+            return None
+        login = await users.lookup_session(db, request.cookies.get(SESSION_COOKIE))
+        if login is None:
+            if request.method == "GET" and not request.args.get("fragment"):
+                if request.path == "/live":
+                    abort(401)
+                return redirect(f"/login?next={request.full_path.rstrip('?')}")  # type: ignore[return-value]
+            abort(401)
+        g.login = login
+        if request.method == "POST":
+            form = await request.form
+            sent = form.get("csrf_token", "")
+            if not _origin_ok() or not hmac.compare_digest(sent, login.csrf_token):
+                abort(403, "the form was stale or came from another site; reload the page")
+        return None
+
+    @bp.after_request
+    async def security_headers(resp: Response) -> Response:
+        for key, value in SECURITY_HEADERS.items():
+            resp.headers.setdefault(key, value)
+        if request.endpoint != "dashboard.static":
+            resp.headers.setdefault("Cache-Control", "no-store")
+        return resp
+
+    @bp.after_app_request
+    async def wake_live_pages(resp: Response) -> Response:
+        # a heartbeat, events, logs or a save were just committed: tell open pages now
+        if request.method != "GET" and resp.status_code < 400:
+            dash.hub.poke()
+        return resp
+
+    async def login_page(error: str | None = None, name: str = "", status: int = 200) -> Response:
+        token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(32)
+        g.login_csrf = token
+        html, code = await render(
+            "dashboard/login.html",
+            status,
+            error=error,
+            name=name,
+            next=_safe_next(request.args.get("next")),
+        )
+        resp = Response(html, status=code, content_type="text/html; charset=utf-8")
+        resp.set_cookie(
+            LOGIN_CSRF_COOKIE, token, httponly=True, samesite="Strict", secure=_secure(),
+            path="/login",
+        )  # fmt: skip
+        return resp
+
+    @bp.get("/login")
+    async def login() -> Response:
+        if await users.lookup_session(db, request.cookies.get(SESSION_COOKIE)):
+            return redirect(_safe_next(request.args.get("next")))  # type: ignore[return-value]
+        return await login_page()
+
+    @bp.post("/login")
+    async def login_post() -> Response:
+        form = await request.form
+        name = form.get("username", "").strip()[:100]
+        password = form.get("password", "")
+        cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+        if not cookie or not hmac.compare_digest(form.get("csrf_token", ""), cookie):
+            return await login_page("The form expired; please try again.", name, 400)
+        keys = (f"user:{name.lower()}", f"addr:{request.remote_addr}")
+        wait = dash.throttle.retry_after(*keys)
+        if wait > 0:
+            return await login_page(
+                f"Too many failed attempts. Try again in {int(wait) + 1} s.", name, 429
+            )
+        user = await users.authenticate(db, name, password)
+        if user is None:
+            dash.throttle.failure(*keys)
+            return await login_page("Wrong user name or password.", name, 401)
+        dash.throttle.success(*keys)
+        token, session = await users.open_session(db, user)
+        resp = redirect(_safe_next(form.get("next")))
+        resp.set_cookie(
+            SESSION_COOKIE, token, max_age=int(users.SESSION_TTL.total_seconds()),
+            httponly=True, samesite="Lax", secure=_secure(), path="/",
+        )  # fmt: skip
+        resp.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+        return resp  # type: ignore[return-value]
+
+    @bp.post("/logout")
+    async def logout() -> Response:
+        token = request.cookies.get(SESSION_COOKIE)
+        if token:
+            await users.close_session(db, token)
+        resp = redirect("/login")
+        resp.delete_cookie(SESSION_COOKIE, path="/")
+        return resp  # type: ignore[return-value]

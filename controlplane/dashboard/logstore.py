@@ -1,0 +1,144 @@
+"""Service logs shipped by agents: parse a chunk batch, store it, keep a bounded tail.
+
+Agents post `{"chunks": [{"service", "stream": "run"|"build", "commit", "data"}]}`; each
+chunk becomes one `log_chunks` row. After the insert, the same transaction trims every
+(instance, service, stream) it touched to its newest `TAIL_BYTES`, so storage per service
+is bounded however chatty the service is. Rows keep their arrival `seq`, which is what the
+live stream follows (`LiveHub` reads rows with a larger `seq` than it has seen).
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from controlplane.db import Database
+from controlplane.errors import BadRequest, Unprocessable
+from controlplane.models import LogChunk, utcnow
+
+TAIL_BYTES = 256 * 1024
+MAX_CHUNKS_PER_BATCH = 500
+MAX_CHUNK_CHARS = 64 * 1024
+STREAMS = ("run", "build")
+
+
+@dataclass(frozen=True)
+class IncomingChunk:
+    service: str
+    stream: str
+    commit: str | None
+    data: str
+
+
+def parse_chunks(body: Any) -> list[IncomingChunk]:
+    if not isinstance(body, dict) or not isinstance(body.get("chunks"), list):
+        raise BadRequest('body must be {"chunks": [...]}', field="chunks")
+    raw = body["chunks"]
+    if len(raw) > MAX_CHUNKS_PER_BATCH:
+        raise Unprocessable(f"at most {MAX_CHUNKS_PER_BATCH} chunks per batch", field="chunks")
+    out = []
+    for i, ch in enumerate(raw):
+        where = f"chunks[{i}]"
+        if not isinstance(ch, dict):
+            raise Unprocessable("must be an object", field=where)
+        service = ch.get("service")
+        if not isinstance(service, str) or not 1 <= len(service) <= 63:
+            raise Unprocessable(
+                "must be the service name (1-63 characters)", field=f"{where}.service"
+            )
+        stream = ch.get("stream")
+        if stream not in STREAMS:
+            raise Unprocessable('must be "run" or "build"', field=f"{where}.stream")
+        commit = ch.get("commit")
+        if commit is not None and (not isinstance(commit, str) or len(commit) > 64):
+            raise Unprocessable("must be a commit SHA or null", field=f"{where}.commit")
+        data = ch.get("data")
+        if not isinstance(data, str):
+            raise Unprocessable("must be a string (the output, UTF-8)", field=f"{where}.data")
+        if len(data) > MAX_CHUNK_CHARS:
+            raise Unprocessable(
+                f"must be at most {MAX_CHUNK_CHARS} characters; split it into several chunks",
+                field=f"{where}.data",
+            )
+        if data:
+            out.append(IncomingChunk(service, stream, commit, data))
+    return out
+
+
+async def record_chunks(
+    db: Database, instance_id: str, stack_id: str, chunks: list[IncomingChunk]
+) -> int:
+    """Store `chunks` and trim the touched tails; returns how many were stored."""
+    if not chunks:
+        return 0
+    now = utcnow()
+    async with db.write() as session:
+        session.add_all(
+            LogChunk(
+                instance_id=instance_id,
+                stack_id=stack_id,
+                service=c.service,
+                stream=c.stream,
+                commit=c.commit,
+                data=c.data,
+                size=len(c.data.encode()),
+                received_at=now,
+            )
+            for c in chunks
+        )
+        await session.flush()
+        for service, stream in {(c.service, c.stream) for c in chunks}:
+            rows = await session.execute(
+                select(LogChunk.seq, LogChunk.size)
+                .where(
+                    LogChunk.instance_id == instance_id,
+                    LogChunk.service == service,
+                    LogChunk.stream == stream,
+                )
+                .order_by(LogChunk.seq.desc())
+            )
+            total, cutoff = 0, None
+            for seq, size in rows:
+                total += size
+                if total > TAIL_BYTES:
+                    cutoff = seq
+                    break
+            if cutoff is not None:
+                await session.execute(
+                    delete(LogChunk).where(
+                        LogChunk.instance_id == instance_id,
+                        LogChunk.service == service,
+                        LogChunk.stream == stream,
+                        LogChunk.seq <= cutoff,
+                    )
+                )
+    return len(chunks)
+
+
+@dataclass(frozen=True)
+class Tail:
+    text: str
+    commit: str | None
+    last_seq: int
+
+
+async def read_tail(db: Database, instance_id: str, service: str, stream: str) -> Tail:
+    """The stored tail; for builds only the newest commit's output (one build's log)."""
+    async with db.read() as session:
+        rows = list(
+            await session.execute(
+                select(LogChunk.seq, LogChunk.commit, LogChunk.data)
+                .where(
+                    LogChunk.instance_id == instance_id,
+                    LogChunk.service == service,
+                    LogChunk.stream == stream,
+                )
+                .order_by(LogChunk.seq)
+            )
+        )
+    if not rows:
+        return Tail("", None, 0)
+    commit = rows[-1].commit
+    if stream == "build":
+        rows = [r for r in rows if r.commit == commit]
+    return Tail("".join(r.data for r in rows), commit, rows[-1].seq)
