@@ -32,6 +32,7 @@ DELEGATES = {
     "token": "controlplane.client:main_token",
     "demo": "controlplane.demo:main",
     "firewall": "agent.firewall.cli:main",
+    "installer": "installer.cli:main",
 }
 
 

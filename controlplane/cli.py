@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--install-token-ttl", type=float, default=enrollment.DEFAULT_INSTALL_TOKEN_TTL_S,
                        metavar="SECONDS", help="install token lifetime (default %(default)g)")  # fmt: skip
+    serve.add_argument("--wheelhouse", metavar="DIR",
+                       help="serve DIR at /dist/ for install.sh (fill it: berth installer wheelhouse DIR)")  # fmt: skip
 
     mig = sub.add_parser("migrate", help="create or upgrade the database schema")
     _add_db(mig)
@@ -96,7 +98,7 @@ def main(argv: list[str]) -> int:
     if args.command == "serve":
         settings = ServerSettings(
             db_url=args.db, bind=args.bind, public_url=args.public_url,
-            install_token_ttl_s=args.install_token_ttl,
+            install_token_ttl_s=args.install_token_ttl, wheelhouse=args.wheelhouse,
         )  # fmt: skip
         return serve(settings)
     if args.command == "user":
@@ -168,7 +170,11 @@ def serve(settings: ServerSettings) -> int:
             settings.bind,
             parse_db_url(settings.db_url).display(),
         )
-        await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        notify = asyncio.create_task(_notify_systemd(settings.bind), name="sd-notify")
+        try:
+            await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        finally:
+            notify.cancel()
         log.info("stopped")
 
     try:
@@ -180,3 +186,26 @@ def serve(settings: ServerSettings) -> int:
         log.error("cannot serve on %s: %s", settings.bind, exc)
         return 1
     return 0
+
+
+async def _notify_systemd(bind: str) -> None:
+    """Under systemd (Type=notify): READY=1 once the socket accepts connections, then
+    WATCHDOG=1 from this event loop, so a wedged loop gets the unit restarted."""
+    from agent.notify import Notifier
+    from agent.settings import parse_hostport
+
+    notifier = Notifier()
+    try:
+        host, port = parse_hostport(bind, "--bind")
+    except ValueError:  # e.g. unix:PATH: hypercorn has bound it before serving anyway
+        host, port = "", 0
+    wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+    while port:
+        try:
+            _, writer = await asyncio.open_connection(wildcard.get(host, host), port)
+            writer.close()
+            break
+        except OSError:
+            await asyncio.sleep(0.1)
+    notifier.ready(f"serving on {bind}")
+    await notifier.watchdog_loop()

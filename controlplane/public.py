@@ -1,17 +1,68 @@
-"""Unauthenticated endpoints: the OpenAPI document, a health check and the installer."""
+"""Unauthenticated endpoints: the OpenAPI document, a health check, the installer and the
+package it installs.
 
+* `/install.sh` is `installer/install.sh` with this control plane's URL filled in (the
+  public URL, else the URL the request came to), so `curl -fsSL <cp>/install.sh | sudo sh
+  -s -- --token T` needs nothing else; `/uninstall.sh` is served as it is.
+* `/dist/` serves the wheelhouse (`--wheelhouse DIR`, filled by `berth installer
+  wheelhouse DIR`): an HTML page of links that `pip install --no-index --find-links
+  <cp>/dist/` reads, and the files themselves. Only plain file names that exist in that
+  one directory are served: no subdirectories, no dot files, no path tricks.
+"""
+
+import html
+import re
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response, request, send_file
 
 from controlplane import openapi
 from controlplane.context import AppContext
 from controlplane.errors import NotFound
 
+URL_PLACEHOLDER = "@BERTH_CONTROL_PLANE@"
+_DIST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_DIST_TYPES = {".whl": "application/zip", ".gz": "application/gzip"}
+
+
+def _script(name: str) -> str:
+    script = resources.files("installer").joinpath(name)
+    if not script.is_file():
+        raise NotFound(f"this control plane has no installer bundled (installer/{name})")
+    return script.read_text()
+
+
+def dist_files(wheelhouse: Path) -> list[str]:
+    """The servable file names of the wheelhouse, sorted."""
+    try:
+        return sorted(
+            p.name for p in wheelhouse.iterdir() if p.is_file() and _DIST_NAME.match(p.name)
+        )
+    except FileNotFoundError:
+        return []
+
+
+def dist_index(names: list[str]) -> str:
+    links = "\n".join(f'<a href="{html.escape(n)}">{html.escape(n)}</a><br>' for n in names)
+    return f"<!doctype html>\n<html><head><title>Berth packages</title></head><body>\n{links}\n</body></html>\n"
+
 
 def blueprint(ctx: AppContext) -> Blueprint:
     bp = Blueprint("public", __name__)
+
+    def base_url() -> str:
+        return (ctx.settings.public_url or request.host_url).rstrip("/")
+
+    def wheelhouse() -> Path:
+        where = ctx.settings.wheelhouse
+        if not where:
+            raise NotFound(
+                "this control plane serves no packages: start it with --wheelhouse DIR "
+                "(fill DIR with `berth installer wheelhouse DIR`)"
+            )
+        return Path(where)
 
     @bp.get("/api/v1/openapi.json")
     async def openapi_json() -> dict[str, Any]:
@@ -23,9 +74,25 @@ def blueprint(ctx: AppContext) -> Blueprint:
 
     @bp.get("/install.sh")
     async def install_sh() -> Response:
-        script = resources.files("installer").joinpath("install.sh")
-        if not script.is_file():
-            raise NotFound("this control plane has no installer bundled (installer/install.sh)")
-        return Response(script.read_text(), content_type="text/x-shellscript; charset=utf-8")
+        script = _script("install.sh").replace(URL_PLACEHOLDER, base_url())
+        return Response(script, content_type="text/x-shellscript; charset=utf-8")
+
+    @bp.get("/uninstall.sh")
+    async def uninstall_sh() -> Response:
+        return Response(_script("uninstall.sh"), content_type="text/x-shellscript; charset=utf-8")
+
+    @bp.get("/dist/")
+    async def dist_listing() -> Response:
+        return Response(
+            dist_index(dist_files(wheelhouse())), content_type="text/html; charset=utf-8"
+        )
+
+    @bp.get("/dist/<name>")
+    async def dist_file(name: str) -> Response:
+        root = wheelhouse()
+        if not _DIST_NAME.match(name) or name not in dist_files(root):
+            raise NotFound(f"no package {name!r} here; the list is at /dist/")
+        kind = _DIST_TYPES.get(Path(name).suffix, "application/octet-stream")
+        return await send_file(root / name, mimetype=kind, as_attachment=False)
 
     return bp

@@ -18,3 +18,5 @@ class ServerSettings:
     install_token_ttl_s: float = DEFAULT_INSTALL_TOKEN_TTL_S
     longpoll_interval_s: float = DEFAULT_INTERVAL_S
     max_wait_s: float = 60.0
+    # directory served at /dist/ (the Berth wheel, its dependencies, the systemd units)
+    wheelhouse: str | None = None

@@ -27,11 +27,29 @@ class RunAs:
 
     @classmethod
     def for_agent(cls, configured: str | None) -> "RunAs":
-        """Never root: when the agent is root, use the configured user, else `nobody`."""
-        if os.geteuid() != 0:
+        """Never root: the configured user whenever one is set (under systemd the
+        unprivileged reconciler switches to it with CAP_SETUID/CAP_SETGID); as root
+        without one, `nobody`; otherwise the agent's own user."""
+        if configured is None and os.geteuid() != 0:
             return cls()
         entry = pwd.getpwnam(configured or "nobody")
         return cls(entry.pw_uid, entry.pw_gid, entry.pw_name)
+
+
+def _ambient_capabilities() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapAmb:"):
+                return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return 0
+
+
+# A switch between two non-root users keeps the ambient capabilities (capabilities(7)),
+# and execve passes them on: user code would inherit CAP_SETUID. setpriv (util-linux)
+# clears them before exec'ing the command, in the same pid.
+_CLEAR_CAPS = ["setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--"]
 
 
 def start_ticks(pid: int) -> int | None:
@@ -57,6 +75,8 @@ def spawn(
     with open(log_path, "ab", buffering=0) as log:
         if run_as.uid is not None:
             os.chown(log_path, run_as.uid, run_as.gid or -1)
+            if os.geteuid() != 0 and _ambient_capabilities():
+                argv = [*_CLEAR_CAPS, *argv]
         return subprocess.Popen(
             argv,
             cwd=cwd,
