@@ -131,6 +131,7 @@ class ProxyProcess:
         config: dict[str, float] | None = None,
         bind: bool = True,
         wait: bool = True,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.port = free_port()
         self.kind = kind
@@ -144,7 +145,9 @@ class ProxyProcess:
         else:
             cmd = [sys.executable, "-c", _RUNNER, kind, json.dumps(config), *argv]
         self._log_file = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, stderr=self._log_file, cwd=REPO)
+        self.proc = subprocess.Popen(
+            cmd, stderr=self._log_file, cwd=REPO, env={**os.environ, **(env or {})}
+        )
         if bind and wait:
             wait_port(self.port, proc=self.proc)
 

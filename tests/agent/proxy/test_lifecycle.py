@@ -156,3 +156,32 @@ def test_bad_bind_address_is_refused(state_dir: Path) -> None:
         "--proxy-bind nonsense 2>&1; echo rc=$?"
     ).read()
     assert "--proxy-bind must be HOST:PORT" in out and "rc=2" in out
+
+
+def test_tells_systemd_ready_and_pings_the_watchdog(state_dir: Path, bus: BusPublisher) -> None:
+    sock_path = state_dir / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(sock_path))
+    os.chmod(sock_path, 0o666)  # the proxy sends as its unprivileged user
+    listener.settimeout(10)
+    p = ProxyProcess(
+        state_dir,
+        "internal-proxy",
+        env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "300000"},
+    )
+    try:
+        messages: list[str] = []
+        while not (
+            any("READY=1" in m for m in messages) and sum("WATCHDOG=1" in m for m in messages) >= 2
+        ):
+            messages.append(listener.recv(4096).decode())
+        ready = next(m for m in messages if "READY=1" in m)
+        assert f"STATUS=listening on 127.0.0.1:{p.port}" in ready
+        p.proc.send_signal(15)
+        while not any("STOPPING=1" in m for m in messages):
+            messages.append(listener.recv(4096).decode())
+        assert p.proc.wait(10) == 0
+    finally:
+        p.stop()
+        listener.close()
+        sock_path.unlink()
