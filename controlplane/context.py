@@ -31,6 +31,7 @@ class AppContext:
 
     async def start(self) -> None:
         await self.directory.refresh()
+        await self.directory.preload()
         self.watcher.start()
         self.heartbeats.start()
 

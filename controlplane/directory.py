@@ -6,7 +6,8 @@ lets one process serve thousands of agents. `AgentDirectory` keeps
 - `hashes`: stack id → current document hash, refreshed from the database by `refresh()`
   (one query per tick for all stacks, which also sees saves made by other nodes) and
   updated at once by saves in this process;
-- credential digest → (instance, stack), filled on first use from the database. Only
+- credential digest → (instance, stack), preloaded at start and filled on first use of
+  a credential registered later (or through another node). Only
   live credentials are cached; `refresh()` evicts instances revoked since the last ticks
   (revocations through another node take effect within one tick, through this node at
   once), and an entry whose stack is gone is refused and evicted.
@@ -80,6 +81,20 @@ class AgentDirectory:
         self._digests[row.id] = digest
         self.hashes.setdefault(row.stack_id, row.doc_hash)
         return AgentIdentity(row.id, row.stack_id, self.hashes[row.stack_id])
+
+    async def preload(self) -> int:
+        """Cache every live credential at start, so a restart does not send a whole fleet's
+        first polls to the database at once. Returns how many were loaded."""
+        async with self._db.read() as session:
+            rows = await session.execute(
+                select(Instance.id, Instance.stack_id, Instance.credential_hash).where(
+                    Instance.revoked_at.is_(None)
+                )
+            )
+            for row in rows:
+                self._identities[row.credential_hash] = (row.id, row.stack_id)
+                self._digests[row.id] = row.credential_hash
+        return len(self._digests)
 
     def _evict(self, instance_id: str) -> None:
         digest = self._digests.pop(instance_id, None)
