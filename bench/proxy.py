@@ -62,6 +62,20 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
 
+def cpu_ticks(pid: int) -> tuple[int, int]:
+    """(user, system) clock ticks of `pid` and its children."""
+    user = system = 0
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    for p in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            user += int(fields[11])
+            system += int(fields[12])
+    return user, system
+
+
 def rss_kib(pid: int) -> int:
     """RSS of `pid` and its children (nginx master + worker)."""
     total = 0
@@ -97,7 +111,10 @@ class Procs:
         for i, proc in enumerate(self.procs):
             if proc.poll() is not None:
                 log = (self.tmp / f"proc-{i}.log").read_text(errors="replace")
-                print(f"{' '.join(proc.argv)[:120]} exited {proc.returncode}:\n{log[-2000:]}", file=sys.stderr)  # type: ignore[attr-defined]
+                print(
+                    f"{' '.join(proc.argv)[:120]} exited {proc.returncode}:\n{log[-2000:]}",
+                    file=sys.stderr,
+                )  # type: ignore[attr-defined]
 
     def stop_all(self) -> None:
         for proc in self.procs:
@@ -199,6 +216,7 @@ class Target:
     pids: list[int]
     runs: list[tuple[float, float, float]] = field(default_factory=list)  # req/s, p50, p99
     rss: list[int] = field(default_factory=list)
+    cpu: list[tuple[float, float]] = field(default_factory=list)  # user, sys µs per request
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -401,11 +419,22 @@ def _bench(args: argparse.Namespace, tmp: Path, procs: Procs) -> int:
         run_wrk(t.port, args, 1)
     for i in range(args.runs):
         for t in targets:
-            t.runs.append(parse_wrk(run_wrk(t.port, args, args.duration)))
+            before = [cpu_ticks(pid) for pid in t.pids]
+            result = parse_wrk(run_wrk(t.port, args, args.duration))
+            after = [cpu_ticks(pid) for pid in t.pids]
+            t.runs.append(result)
             t.rss.append(sum(rss_kib(pid) for pid in t.pids))
+            n = result[0] * args.duration
+            us_per_tick = 1e6 / os.sysconf("SC_CLK_TCK")
+            user = sum(a[0] - b[0] for a, b in zip(after, before, strict=True)) * us_per_tick / n
+            system = sum(a[1] - b[1] for a, b in zip(after, before, strict=True)) * us_per_tick / n
+            t.cpu.append((user, system))
         print(f"  run {i + 1}/{args.runs} done", file=sys.stderr, flush=True)
 
-    print(f"\n{'target':26} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'RSS MiB':>8}")
+    print(
+        f"\n{'target':26} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'RSS MiB':>8}"
+        f" {'user µs/req':>12} {'sys µs/req':>11}"
+    )
     med: dict[str, tuple[float, float, float, float]] = {}
     for t in targets:
         rps = statistics.median(r[0] for r in t.runs)
@@ -414,7 +443,13 @@ def _bench(args: argparse.Namespace, tmp: Path, procs: Procs) -> int:
         rss = max(t.rss) / 1024 if t.pids else 0.0
         med[t.name] = (rps, p50, p99, rss)
         rss_s = f"{rss:8.1f}" if t.pids else f"{'-':>8}"
-        print(f"{t.name:26} {rps:10.0f} {p50:8.2f} {p99:8.2f} {rss_s}")
+        if t.pids:
+            user = statistics.median(c[0] for c in t.cpu)
+            system = statistics.median(c[1] for c in t.cpu)
+            cpu_s = f" {user:12.1f} {system:11.1f}"
+        else:
+            cpu_s = ""
+        print(f"{t.name:26} {rps:10.0f} {p50:8.2f} {p99:8.2f} {rss_s}{cpu_s}")
 
     n = med["nginx proxy (1 worker)"]
     c = med["caddy reverse_proxy"]

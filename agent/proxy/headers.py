@@ -74,7 +74,8 @@ def rewrite_request(
     absent) and whether the body must be sent chunked. Raises HeadError for heads that
     must be refused (several Host headers).
     """
-    out = [method, b" ", target, b" HTTP/1.1\r\n"]
+    # Host goes first (out[1]) as clients send it; it is known only after the loop.
+    out = [b"%s %s HTTP/1.1\r\n" % (method, target), b""]
     append = out.append
     host: bytes | None = None
     xff: bytes | None = None
@@ -87,12 +88,11 @@ def rewrite_request(
     for name, value in headers:
         lname = name.lower()
         if lname not in special:
-            append(name + b": " + value + b"\r\n")
+            append(b"%s: %s\r\n" % (name, value))
         elif lname == b"host":
             if host is not None:
                 raise HeadError("several Host headers")
             host = value
-            append(b"Host: " + value + b"\r\n")
         elif lname == b"x-forwarded-for":
             xff = value if xff is None else xff + b", " + value
         elif lname == b"x-forwarded-proto":
@@ -112,16 +112,23 @@ def rewrite_request(
             kept = [(n, v) for n, v in headers if n.lower() not in listed]
             if len(kept) != len(headers):
                 return rewrite_request(method, target, kept, client_ip, trusted_peer, upgrade)
-    append(b"X-Forwarded-For: " + (xff + b", " + client_ip if xff else client_ip) + b"\r\n")
-    if not (trusted_peer and proto):
+    if not trusted_peer or not proto:
         proto = b"http"
-    append(b"X-Forwarded-Proto: " + proto + b"\r\n")
-    if not (trusted_peer and fwd_host):
+    if not trusted_peer or not fwd_host:
         fwd_host = host
+    if xff:
+        client_ip = xff + b", " + client_ip
+    if host is not None:
+        out[1] = b"Host: %s\r\n" % host
     if fwd_host:
-        append(b"X-Forwarded-Host: " + fwd_host + b"\r\n")
+        append(
+            b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\nX-Forwarded-Host: %s\r\n"
+            % (client_ip, proto, fwd_host)
+        )
+    else:
+        append(b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\n" % (client_ip, proto))
     if upgrade and upgrade_value:
-        append(b"Connection: upgrade\r\nUpgrade: " + upgrade_value + b"\r\n")
+        append(b"Connection: upgrade\r\nUpgrade: %s\r\n" % upgrade_value)
     if chunked:
         append(b"Transfer-Encoding: chunked\r\n")
     append(b"\r\n")
