@@ -35,6 +35,8 @@ class AgentSettings:
     dns_wiring: str = "auto"  # auto | resolved | hosts | none
     services_user: str | None = None  # run services as this user when root
     firewall_backend: str = "auto"  # auto | ufw | nftables
+    ssh_port: int = 22
+    ssh_cidrs: tuple[str, ...] = ()  # proxy-only allows SSH only from these
     tunnel_metrics: str | None = None  # cloudflared metrics HOST:PORT (its /ready endpoint)
 
     @property
@@ -63,6 +65,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--services-user", help="unprivileged user for services when root")
     parser.add_argument("--firewall-backend", choices=("auto", "ufw", "nftables"), default="auto")
     parser.add_argument("--tunnel-metrics", metavar="HOST:PORT", help="cloudflared metrics address")
+    parser.add_argument("--ssh-port", type=int, default=22, help="SSH port kept open in proxy-only")
+    parser.add_argument(
+        "--ssh-cidr",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="allow SSH from (repeatable)",
+    )
 
 
 def from_args(args: argparse.Namespace) -> AgentSettings:
@@ -84,4 +94,6 @@ def from_args(args: argparse.Namespace) -> AgentSettings:
         services_user=args.services_user,
         firewall_backend=args.firewall_backend,
         tunnel_metrics=args.tunnel_metrics,
+        ssh_port=args.ssh_port,
+        ssh_cidrs=tuple(args.ssh_cidr),
     )

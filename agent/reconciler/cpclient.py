@@ -21,6 +21,10 @@ class Unreachable(Exception):
 class Rejected(Exception):
     """The control plane refused us (401/403/4xx): retrying will not help."""
 
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 @dataclass(frozen=True)
 class Registration:
@@ -64,7 +68,9 @@ class ControlPlaneClient:
         if resp.status_code >= 500:
             raise Unreachable(f"{method} {path}: HTTP {resp.status_code}")
         if resp.status_code >= 400:
-            raise Rejected(f"{method} {path}: HTTP {resp.status_code}: {resp.text[:300]}")
+            raise Rejected(
+                f"{method} {path}: HTTP {resp.status_code}: {resp.text[:300]}", resp.status_code
+            )
         return resp
 
     def register(self, token: str) -> Registration:
@@ -92,6 +98,9 @@ class ControlPlaneClient:
 
     def heartbeat(self, snapshot: dict[str, Any]) -> None:
         self._call("POST", "/api/v1/agent/heartbeat", json=snapshot)
+
+    def send_logs(self, chunks: list[dict[str, Any]]) -> None:
+        self._call("POST", "/api/v1/agent/logs", json={"chunks": chunks})
 
     def send_events(self, events: list[dict[str, Any]]) -> list[str]:
         resp = self._call("POST", "/api/v1/agent/events", json={"events": events})

@@ -23,6 +23,7 @@ from agent.bus.publisher import Publisher
 from agent.notify import Notifier
 from agent.reconciler import process
 from agent.reconciler.cpclient import AGENT_VERSION, ControlPlaneClient, Rejected, Unreachable
+from agent.reconciler.logfiles import LogCursor, rotate_if_large
 from agent.reconciler.policy import (
     Backoff,
     build_key,
@@ -32,6 +33,7 @@ from agent.reconciler.policy import (
     stack_state,
 )
 from agent.reconciler.process import RunAs
+from agent.reconciler.security import Security
 from agent.reconciler.store import Store
 from agent.reconciler.worker import ServiceWorker, Target, Timeouts
 from agent.schema.document import DesiredState, parse_document
@@ -44,6 +46,8 @@ LONG_POLL_S = 25.0
 RETRY_BASE_S = 1.0
 RETRY_CAP_S = 60.0
 WORKER_RETRY_S = 5.0
+HOUSEKEEPING_INTERVAL_S = 10.0
+LOG_SHIP_INTERVAL_S = 1.0
 BASE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "TZ")
 
 
@@ -70,6 +74,9 @@ class Reconciler:
         self._route_seq = 0
         self._client: ControlPlaneClient | None = None
         self._client_lock = asyncio.Lock()
+        self.security = Security(settings, self.event)
+        self._security_task: asyncio.Task[None] | None = None
+        self._log_cursor = LogCursor()
         self._applied_version: int | None = None
 
     # --- WorkerContext -----------------------------------------------------------------
@@ -101,11 +108,13 @@ class Reconciler:
             asyncio.create_task(self._route_loop(), name="routes"),
             asyncio.create_task(self.notifier.watchdog_loop(), name="watchdog"),
             asyncio.create_task(self._status_loop(), name="status"),
+            asyncio.create_task(self._housekeeping_loop(), name="housekeeping"),
         ]
         if self.settings.control_plane:
             tasks += [
                 asyncio.create_task(self._poll_loop(), name="poll"),
                 asyncio.create_task(self._report_loop(), name="report"),
+                asyncio.create_task(self._log_loop(), name="logs"),
             ]
         else:
             log.warning("no --control-plane given: serving the cached desired state only")
@@ -200,6 +209,28 @@ class Reconciler:
                 hash=desired.hash,
             )
         self.routes_changed()
+        mode, port = desired.stack.security_mode, desired.stack.proxy_port
+        if previous is None or (previous.stack.security_mode, previous.stack.proxy_port) != (
+            mode,
+            port,
+        ):
+            if self._security_task is not None:
+                self._security_task.cancel()
+            self._security_task = asyncio.create_task(
+                self.security.ensure(mode, port, self._round_trip), name="security"
+            )
+
+    async def _round_trip(self) -> bool:
+        """One successful call to the control plane (it confirms a firewall change)."""
+        if not self.settings.control_plane:
+            return True
+        try:
+            client = await self._client_ready()
+            await asyncio.to_thread(client.heartbeat, self.heartbeat())
+            return True
+        except (Unreachable, Rejected) as exc:
+            log.warning("control plane round trip failed: %s", exc)
+            return False
 
     def accept_document(self, doc: dict[str, Any]) -> None:
         try:
@@ -278,15 +309,54 @@ class Reconciler:
             "state": state,
             "reasons": reasons,
             "services": [w.snapshot() for w in self.workers.values()],
-            "security": self.security_status(),
+            "security": self.security.status,
         }
 
-    def security_status(self) -> dict[str, Any]:
-        mode = self.desired.stack.security_mode if self.desired else None
-        exposure = {"open": "unrestricted", "proxy-only": "daemon-port", "tunnel-only": "none"}.get(
-            mode or ""
-        )
-        return {"mode": mode, "exposure": exposure, "backend": None, "tunnel": None}
+    async def _housekeeping_loop(self) -> None:
+        """Rotate service logs by size; refresh the firewall status for heartbeats."""
+        while True:
+            for worker in list(self.workers.values()):
+                await asyncio.to_thread(rotate_if_large, worker.log_path())
+            await self.security.refresh(self.desired.stack.security_mode if self.desired else None)
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+
+    async def _log_loop(self) -> None:
+        """Ship new service and build output to the control plane (for the dashboard)."""
+        client = await self._client_ready()
+        while True:
+            await asyncio.sleep(LOG_SHIP_INTERVAL_S)
+            chunks, advances = await asyncio.to_thread(self._collect_logs)
+            if not chunks:
+                continue
+            try:
+                await asyncio.to_thread(client.send_logs, chunks)
+            except Rejected as exc:
+                if exc.status == 404:
+                    log.info("this control plane takes no logs (older version); not shipping them")
+                    return
+                log.warning("log shipping refused: %s", exc)
+                continue
+            except Unreachable:
+                continue  # offsets unchanged: sent again next time
+            for path, offset in advances:
+                self._log_cursor.advance(path, offset)
+
+    def _collect_logs(self) -> tuple[list[dict[str, Any]], list[tuple[Path, int]]]:
+        chunks: list[dict[str, Any]] = []
+        advances: list[tuple[Path, int]] = []
+        for worker in list(self.workers.values()):
+            commit = worker.current.rec.commit if worker.current else None
+            sources = [("run", worker.log_path())]
+            if worker.last_build_log is not None:
+                sources.append(("build", worker.last_build_log))
+            for stream, path in sources:
+                new = self._log_cursor.read_new(path)
+                if new is not None:
+                    chunks.append(
+                        {"service": worker.name, "stream": stream, "commit": commit, "data": new[0]}
+                    )
+                    advances.append((path, new[1]))
+        return chunks, advances
 
     # --- control plane -------------------------------------------------------------------
     async def _client_ready(self) -> ControlPlaneClient:

@@ -103,6 +103,7 @@ class ServiceWorker:
         self.failed_at = 0.0
         self.restart_at: float | None = None
         self.probe_at = 0.0
+        self.last_build_log: Path | None = None
         self._wake = asyncio.Event()
 
     # --- inputs ----------------------------------------------------------------------
@@ -320,6 +321,7 @@ class ServiceWorker:
         env.update(self._release_env(release))
         started = time.monotonic()
         build_log = self._build_log(t)
+        self.last_build_log = build_log
         ok, reason = await process.run_build(
             t.svc.spec.build, release, env, build_log, self.ctx.run_as, self.ctx.timeouts.build_s
         )
@@ -352,6 +354,9 @@ class ServiceWorker:
             self.state = "running"  # the old release keeps serving
         log.error("%s: %s", self.name, reason)
         self.ctx.event(kind, reason, self.name, commit=t.svc.commit, log_tail=log_tail[-2000:])
+
+    def log_path(self) -> Path:
+        return self._log_path()
 
     def _log_path(self) -> Path:
         return self.ctx.state_dir / "logs" / self.name / "service.log"
