@@ -80,7 +80,13 @@ say "installing Berth into $PREFIX/venv from $CP_URL/dist/"
 if ! [ -x "$PREFIX/venv/bin/python" ]; then
   python3 -m venv "$PREFIX/venv" || { cleanup; die "python3 -m venv failed (is python3-venv installed?)"; }
 fi
-pip="$PREFIX/venv/bin/pip --quiet --disable-pip-version-check"
+# --isolated: no PIP_* environment or pip.conf of this host steers where Berth comes from.
+# A plain-http control plane is the operator's choice of URL: trust it for this install.
+pip="$PREFIX/venv/bin/pip --quiet --disable-pip-version-check --isolated"
+case $CP_URL in
+  http://*) cp_host=${CP_URL#http://}; cp_host=${cp_host%%/*}; cp_host=${cp_host%:*}
+            pip="$pip --trusted-host $cp_host" ;;
+esac
 { $pip install --no-index --find-links "$CP_URL/dist/" --upgrade berth &&
   $pip install --no-index --find-links "$CP_URL/dist/" --force-reinstall --no-deps berth; } ||
   { cleanup; die "pip could not install Berth from $CP_URL/dist/ (see above)"; }
