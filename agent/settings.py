@@ -35,6 +35,10 @@ class AgentSettings:
     dns_wiring: str = "auto"  # auto | resolved | hosts | none
     services_user: str | None = None  # run services as this user when root
     firewall_backend: str = "auto"  # auto | ufw | nftables
+    keep_releases: int = 5  # per service, so a rollback needs no rebuild
+    build_timeout_s: float = 900.0
+    deploy_timeout_s: float = 60.0  # a new release must become healthy within this
+    drain_timeout_s: float = 30.0  # in-flight requests on the old release get this long
     ssh_port: int = 22
     ssh_cidrs: tuple[str, ...] = ()  # proxy-only allows SSH only from these
     tunnel_metrics: str | None = None  # cloudflared metrics HOST:PORT (its /ready endpoint)
@@ -65,6 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--services-user", help="unprivileged user for services when root")
     parser.add_argument("--firewall-backend", choices=("auto", "ufw", "nftables"), default="auto")
     parser.add_argument("--tunnel-metrics", metavar="HOST:PORT", help="cloudflared metrics address")
+    parser.add_argument(
+        "--keep-releases", type=int, default=5, help="release dirs kept per service"
+    )
+    parser.add_argument("--build-timeout", type=float, default=900.0, metavar="SECONDS")
+    parser.add_argument("--deploy-timeout", type=float, default=60.0, metavar="SECONDS")
+    parser.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS")
     parser.add_argument("--ssh-port", type=int, default=22, help="SSH port kept open in proxy-only")
     parser.add_argument(
         "--ssh-cidr",
@@ -80,6 +90,11 @@ def from_args(args: argparse.Namespace) -> AgentSettings:
         value = getattr(args, name)
         if value:
             parse_hostport(value, "--" + name.replace("_", "-"))
+    if args.keep_releases < 1:
+        raise ValueError("--keep-releases must be at least 1")
+    for name in ("build_timeout", "deploy_timeout", "drain_timeout"):
+        if getattr(args, name) <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive number of seconds")
     state_dir = args.state_dir.resolve()
     return AgentSettings(
         state_dir=state_dir,
@@ -94,6 +109,10 @@ def from_args(args: argparse.Namespace) -> AgentSettings:
         services_user=args.services_user,
         firewall_backend=args.firewall_backend,
         tunnel_metrics=args.tunnel_metrics,
+        keep_releases=args.keep_releases,
+        build_timeout_s=args.build_timeout,
+        deploy_timeout_s=args.deploy_timeout,
+        drain_timeout_s=args.drain_timeout,
         ssh_port=args.ssh_port,
         ssh_cidrs=tuple(args.ssh_cidr),
     )

@@ -52,18 +52,20 @@ BASE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "TZ")
 
 
 class Reconciler:
-    def __init__(
-        self, settings: AgentSettings, timeouts: Timeouts | None = None, keep_releases: int = 5
-    ) -> None:
+    def __init__(self, settings: AgentSettings, timeouts: Timeouts | None = None) -> None:
         self.settings = settings
         self.state_dir = settings.state_dir
         self.store = Store(settings.state_dir / "agent.sqlite3")
         self.run_as = RunAs.for_agent(settings.services_user)
         self.base_env = {k: os.environ[k] for k in BASE_ENV_KEYS if k in os.environ}
         self.base_env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-        self.timeouts = timeouts or Timeouts()
+        self.timeouts = timeouts or Timeouts(
+            build_s=settings.build_timeout_s,
+            deploy_s=settings.deploy_timeout_s,
+            drain_s=settings.drain_timeout_s,
+        )
         self.backoff = Backoff()
-        self.keep_releases = keep_releases
+        self.keep_releases = settings.keep_releases
         self.publisher = Publisher(settings.bus)
         self.notifier = Notifier()
         self.desired: DesiredState | None = None
