@@ -319,6 +319,15 @@ def document(server_url: str) -> dict[str, Any]:
                     errors=("400", "401", "422"),
                 )
             },
+            "/api/v1/agent/logs": {
+                "post": _op(
+                    "Service build/run output chunks",
+                    _AGENT,
+                    _resp("200", "{accepted: N}", _OBJ),
+                    body={"type": "object", "required": ["chunks"]},
+                    errors=("400", "401", "422"),
+                )
+            },
             "/api/v1/agent/events": {
                 "post": _op(
                     "A batch of events; idempotent by id",
