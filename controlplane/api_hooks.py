@@ -32,7 +32,7 @@ def blueprint(ctx: AppContext) -> Blueprint:
 
     @bp.post("/git/<stack_id>")
     async def git_push(stack_id: str) -> dict[str, Any]:
-        body = await request.get_data(as_text=False)
+        body: bytes = await request.get_data(as_text=False)  # type: ignore[assignment]
         try:
             stack = await stacks.get(ctx.db, stack_id)
         except NotFound:

@@ -7,8 +7,8 @@ data; docs/api.md is the prose companion.
 from typing import Any
 
 _ERR = {"$ref": "#/components/schemas/Error"}
-_ADMIN = [{"admin": []}]
-_AGENT = [{"agent": []}]
+_ADMIN: list[dict[str, list[str]]] = [{"admin": []}]
+_AGENT: list[dict[str, list[str]]] = [{"agent": []}]
 
 
 def _resp(code: str, text: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
