@@ -61,6 +61,7 @@ class UpstreamConnection(asyncio.Protocol):
         "read_paused",
         "connect_task",
         "out",
+        "heads",
     )
 
     def __init__(self, pool: "UpstreamPool", port: int, epoch: int) -> None:
@@ -88,6 +89,7 @@ class UpstreamConnection(asyncio.Protocol):
         # Response bytes produced while parsing one read, written in one go afterwards:
         # a head and a small body leave in one send instead of two.
         self.out: list[bytes] = []
+        self.heads = pool.heads
 
     # -- exchange lifecycle ------------------------------------------------------------
 
@@ -196,6 +198,21 @@ class UpstreamConnection(asyncio.Protocol):
             if self.hbuf:
                 self.hbuf += data
             else:
+                end = data.find(b"\r\n\r\n")
+                if end > 0:
+                    ex = self.ex
+                    hit = self.heads.lookup(data[: end + 2], ex.keep_alive, ex.http11, ex.is_head)
+                    if hit is not None and hit[4] == len(data) - end - 4:
+                        # A head the parser accepted before, followed by exactly its
+                        # body: relay it in one write without parsing it again.
+                        self.in_head = False
+                        ex.keep_alive = hit[2]
+                        ex.framing = hit[1]
+                        ex.response_started = True
+                        self.delimited = True
+                        self.out += (hit[0], data[end + 4 :])
+                        self._finish(True)
+                        return
                 self.hbuf = data
                 self.hpos = 0
         try:
@@ -297,13 +314,12 @@ class UpstreamConnection(asyncio.Protocol):
             # 100 Continue, 103 Early Hints: forward to HTTP/1.1 clients, then wait
             self.interim = True
             if ex.http11:
-                self.out.append(self.pool.heads.rewrite(raw, status, True, True, True)[0])
+                self.out.append(self.heads.rewrite(raw, status, True, True, False, False)[0])
             return
         self.in_head = False
         self.hbuf = b""
-        no_body = ex.is_head or status == 204 or status == 304
-        head, framing, keep, self.delimited = self.pool.heads.rewrite(
-            raw, status, ex.keep_alive, ex.http11, no_body
+        head, framing, keep, self.delimited, _ = self.heads.rewrite(
+            raw, status, ex.keep_alive, ex.http11, ex.is_head, self.parser.should_keep_alive()
         )
         ex.keep_alive = keep
         ex.framing = framing

@@ -8,6 +8,7 @@ from agent.proxy.headers import (
     BODY_NONE,
     BODY_UNTIL_CLOSE,
     HeadError,
+    ResponseHeadCache,
     rewrite_request,
     rewrite_response,
     rewrite_response_head,
@@ -270,3 +271,25 @@ def test_raw_head_rewrite_matches_the_general_one(
     assert (framing, keep) == expected[1:]
     names = {n.lower() for n, _ in headers}
     assert delimited == (no_body or bool(names & {b"content-length", b"transfer-encoding"}))
+
+
+def test_head_cache_memoises_and_says_when_the_parser_can_be_skipped() -> None:
+    cache = ResponseHeadCache(max_entries=2)
+    raw = b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nConnection: keep-alive\r\n"
+    assert cache.lookup(raw, True, True, False) is None
+    entry = cache.rewrite(raw, 200, True, True, False, True)
+    assert entry == (b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n", BODY_LENGTH, True, True, 12)
+    assert cache.lookup(raw, True, True, False) is entry
+    assert cache.lookup(raw, False, True, False) is None  # other client shape, other table
+    # no fast path: upstream closes, HEAD, chunked, 204, interim
+    assert cache.rewrite(raw, 200, True, True, False, False)[4] == 12  # memoised as first seen
+    assert ResponseHeadCache().rewrite(raw, 200, True, True, False, False)[4] == -1
+    assert ResponseHeadCache().rewrite(raw, 200, True, True, True, True)[4] == -1
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+    assert ResponseHeadCache().rewrite(chunked, 200, True, True, False, True)[4] == -1
+    empty = b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n"
+    assert ResponseHeadCache().rewrite(empty, 204, True, True, False, True)[1] == BODY_NONE
+    # bounded: a full table starts over
+    cache.rewrite(raw + b"X-A: 1\r\n", 200, True, True, False, True)
+    cache.rewrite(raw + b"X-B: 1\r\n", 200, True, True, False, True)
+    assert cache.lookup(raw, True, True, False) is None
