@@ -162,10 +162,17 @@ class HealthOutcome:
     restart: bool  # unhealthy past its retries: restart it
 
 
-def after_probe(h: Health, ok: bool, retries: int, why: str) -> HealthOutcome:
+def after_probe(
+    h: Health, ok: bool, retries: int, why: str, starting: bool = False
+) -> HealthOutcome:
+    """`starting`: a (re)started process still in its grace period (start period or deploy
+    timeout, until its first success): failures then do not count, or a slow starter would
+    be killed before it ever listened."""
     if ok:
         event = "healthy" if h.status != "healthy" else None
         return HealthOutcome(Health("healthy", 0), event, False)
+    if starting:
+        return HealthOutcome(h, None, False)
     fails = h.fails + 1
     if fails < retries:
         return HealthOutcome(Health(h.status, fails), None, False)

@@ -103,6 +103,7 @@ class ServiceWorker:
         self.failed_at = 0.0
         self.restart_at: float | None = None
         self.probe_at = 0.0
+        self.grace_until = 0.0  # a restarted process's failed probes do not count before this
         self.last_build_log: Path | None = None
         self._wake = asyncio.Event()
 
@@ -465,7 +466,9 @@ class ServiceWorker:
         self.state = "running"
         self.health = planner.Health(self.health.status, 0)
         hc = target.svc.spec.health
-        self.probe_at = time.monotonic() + (hc.start_period_s if hc else 0)
+        now = time.monotonic()
+        self.probe_at = now + (hc.start_period_s if hc else 0)
+        self.grace_until = now + max(hc.start_period_s if hc else 0, self.ctx.timeouts.deploy_s)
         self.ctx.event("run", f"restarted (restart #{self.restarts})", self.name)
 
     async def _probe(self) -> None:
@@ -474,7 +477,10 @@ class ServiceWorker:
         hc = t.svc.spec.health
         self.probe_at = time.monotonic() + hc.interval_s
         ok, why = await health.probe(inst.rec.port, hc.path, hc.timeout_s)
-        outcome = planner.after_probe(self.health, ok, hc.retries, why)
+        starting = time.monotonic() < self.grace_until
+        outcome = planner.after_probe(self.health, ok, hc.retries, why, starting=starting)
+        if ok:
+            self.grace_until = 0.0
         self.health = outcome.health
         if outcome.event:
             self.ctx.event("health", outcome.event, self.name)

@@ -152,3 +152,11 @@ def test_health_transitions():
     assert out.event is None and out.restart  # no repeated event
     out = after_probe(Health("unhealthy", 3), True, 3, "HTTP 200")
     assert out.health == Health("healthy", 0) and out.event == "healthy"
+
+
+def test_failed_probes_of_a_starting_process_do_not_count():
+    out = after_probe(Health("unhealthy", 5), False, 3, "connection refused", starting=True)
+    assert out == planner.HealthOutcome(Health("unhealthy", 5), None, False)
+    assert after_probe(Health("unhealthy", 5), True, 3, "HTTP 200", starting=True).health == Health(
+        "healthy", 0
+    )
