@@ -81,9 +81,9 @@ def _ensure_commit(path: Path, url: str, commit: str) -> Path:
             log.info("cloning %s", url)
             tmp = path.with_name(path.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
-            git.Repo.clone_from(
-                url, tmp, bare=True, mirror=True, env=_SAFE_ENV, progress=_Progress(f"clone {url}")
-            )
+            progress = _Progress(f"clone {url}")
+            # GitPython's stubs name only the callable form of `progress`; RemoteProgress works too
+            git.Repo.clone_from(url, tmp, bare=True, mirror=True, env=_SAFE_ENV, progress=progress)  # type: ignore[arg-type]
             tmp.rename(path)
         repo = git.Repo(path)
         if not _has_commit(repo, commit):
