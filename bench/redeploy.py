@@ -1,0 +1,346 @@
+"""Benchmark: zero-downtime redeploys under constant load (issue 4, "Deploys without a gap").
+
+Starts a real control plane and a real agent (`berth agent run-all`, as root: services
+run as an unprivileged user), creates a stack of two services from one git repository —
+`auto` (the agent assigns its port: new process beside the old, route swap, drain) and
+`fixed` (a fixed port: the proxy holds requests while the old process stops and the new
+one starts) — each with a health check and a trivial build. Client threads keep
+requesting both through the external proxy over keep-alive connections, while a new
+commit is deployed N times (commit, then `POST /stacks/{id}/refresh`).
+
+Printed, per service kind side by side:
+  * requests and failed requests (any non-200 or transport error; target 0);
+  * per deploy, the time from the refresh call returning (the desired state changed) to
+    the first response carrying the new commit's version, minus that deploy's build time
+    (from the agent's `build ... succeeded in X s` event) — p50 / p95 / max (target p95 < 1 s).
+
+    sudo .venv/bin/python bench/redeploy.py [--deploys 10] [--clients 2]
+"""
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from controlplane.demo import private_hosts_prefix  # noqa: E402
+from controlplane.testing import create_admin_token, migrate  # noqa: E402
+from tests.support.gitrepo import APP, commit_files, init_repo  # noqa: E402
+
+BERTH = [sys.executable, "-m", "agent.cli"]
+KINDS = ("auto", "fixed")  # service names: agent-assigned port, fixed port
+HEALTH = {"path": "/healthz", "interval_s": 0.5, "timeout_s": 1, "retries": 2}
+BUILD = "python3 -c \"open('built.txt', 'w').write('ok')\""
+BUILD_DONE = re.compile(r"build succeeded in ([0-9.]+) s")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Seen:
+    """What the load threads observed, shared under a lock."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    ok: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    failed: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    first: dict[tuple[str, str], float] = field(default_factory=dict)  # (kind, version) → t
+
+    def record(self, kind: str, version: str | None, error: str | None) -> None:
+        now = time.time()
+        with self.lock:
+            if error is not None:
+                self.failed[kind].append(f"{time.strftime('%H:%M:%S')} {error}")
+                return
+            self.ok[kind] += 1
+            if version is not None:
+                self.first.setdefault((kind, version), now)
+
+
+def load_loop(url: str, kind: str, seen: Seen, stop: threading.Event) -> None:
+    session = requests.Session()  # keep-alive through the proxy
+    while not stop.is_set():
+        try:
+            resp = session.get(url, timeout=30)
+        except requests.RequestException as exc:
+            seen.record(kind, None, f"{exc.__class__.__name__}: {exc}")
+            time.sleep(0.05)
+            continue
+        if resp.status_code != 200:
+            seen.record(kind, None, f"HTTP {resp.status_code}: {resp.text[:80]!r}")
+            continue
+        seen.record(kind, resp.text.split(" ", 1)[0], None)
+
+
+class Bench:
+    def __init__(self, work: Path, clients: int) -> None:
+        self.work = work
+        self.clients = clients
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.cp_port, self.proxy_port, self.fixed_port = free_port(), free_port(), free_port()
+        self.cp_url = f"http://127.0.0.1:{self.cp_port}"
+        self.repo = init_repo(work / "repo")
+        self.http = requests.Session()
+
+    def api(self, method: str, path: str, **kw: Any) -> Any:
+        resp = self.http.request(method, f"{self.cp_url}/api/v1{path}", timeout=60, **kw)
+        if resp.status_code >= 400:
+            raise SystemExit(f"{method} {path}: HTTP {resp.status_code}: {resp.text}")
+        return resp.json() if resp.content else None
+
+    def spawn(self, argv: list[str], log: str) -> None:
+        out = open(self.work / log, "wb")  # noqa: SIM115 - closed with the process
+        self.procs.append(subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT))
+
+    def wait(self, what: str, check: Any, timeout_s: float = 120) -> Any:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for p in self.procs:
+                if p.poll() is not None:
+                    raise SystemExit(f"{what}: {p.args[3:5]} exited; see {self.work}")
+            try:
+                if result := check():
+                    return result
+            except (requests.RequestException, KeyError, IndexError):
+                pass
+            time.sleep(0.02)
+        raise SystemExit(f"timed out waiting for {what}; logs in {self.work}")
+
+    def start(self) -> str:
+        commit_files(self.repo, {"app.py": APP, "version.txt": "v1"}, "v1")
+        db = f"sqlite:///{self.work / 'cp.sqlite3'}"
+        migrate(db)
+        self.http.headers["Authorization"] = f"Bearer {create_admin_token(db, 'bench')}"
+        self.spawn(
+            [*BERTH, "controlplane", "serve", "--db", db, "--bind", f"127.0.0.1:{self.cp_port}"],
+            "controlplane.log",
+        )
+        self.wait("the control plane", lambda: self.http.get(self.cp_url + "/healthz").ok)
+        common = {"repo": f"file://{self.repo}", "ref": "main", "build": BUILD, "health": HEALTH}
+        run = "exec python3 app.py"
+        stack = self.api(
+            "POST",
+            "/stacks",
+            json={
+                "name": "redeploy",
+                "security_mode": "open",
+                "poll_interval_s": 1,
+                "proxy": {"port": self.proxy_port},
+                "services": [
+                    {"name": "auto", "path": "/auto", "run": run, **common},
+                    {
+                        "name": "fixed",
+                        "path": "/fixed",
+                        "run": run,
+                        "port": self.fixed_port,
+                        **common,
+                    },
+                ],
+            },
+        )
+        token = self.api("POST", f"/stacks/{stack['id']}/install-tokens")["token"]
+        state = self.work / "agent"
+        state.mkdir()
+        argv = [
+            *BERTH,
+            "agent",
+            "run-all",
+            "--control-plane",
+            self.cp_url,
+            "--token",
+            token,
+            "--state-dir",
+            str(state),
+            "--proxy-bind",
+            f"127.0.0.1:{self.proxy_port}",
+            "--internal-bind",
+            f"127.0.0.1:{free_port()}",  # not :80: these services call no other service
+            "--dns-bind",
+            f"127.0.0.1:{free_port()}",
+            "--dns-wiring",
+            "hosts",
+            "--stop-services-on-exit",
+        ]
+        self.spawn([*private_hosts_prefix(state), *argv], "agent.log")
+        self.wait("the stack to be applied", lambda: self.applied(stack["id"], 1), 180)
+        return str(stack["id"])
+
+    def applied(self, stack_id: str, version: int) -> bool:
+        items = self.api("GET", f"/stacks/{stack_id}/instances")["instances"]
+        return (
+            bool(items)
+            and items[0]["applied_version"] == version
+            and items[0]["state"] == "applied"
+        )
+
+    def phases(self, stack_id: str, kind: str, commit: str) -> dict[str, float] | None:
+        """Wall-clock times of one deploy from the agent's events, or None until all arrived.
+
+        deploy (picked up) → build started → build succeeded → serving (cut over).
+        """
+        page = self.api(
+            "GET",
+            f"/stacks/{stack_id}/events",
+            params={"service": kind, "limit": "200"},
+        )
+        times: dict[str, float] = {}
+        short = commit[:12]
+        for e in reversed(page["events"]):  # oldest first
+            msg, at = e["message"], _epoch(e["at"])
+            if e["type"] == "deploy" and short in msg:
+                times = {"deploy": at}
+            elif "deploy" not in times:
+                continue
+            elif e["type"] == "build" and msg.startswith("build started"):
+                times["build_start"] = at
+            elif e["type"] == "build" and BUILD_DONE.search(msg) and "build_start" in times:
+                times["build_end"] = at
+            elif e["type"] == "run" and msg.startswith(f"serving {short}"):
+                times["serving"] = at
+        if {"deploy", "serving"} <= times.keys():
+            times.setdefault("build_start", times["deploy"])
+            times.setdefault("build_end", times["build_start"])  # no build needed
+            return times
+        return None
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):  # the agent first: it stops the services it started
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(40)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def summary(values: list[float]) -> str:
+    if not values:
+        return "-"
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return f"{statistics.median(ordered):.3f} / {p95:.3f} / {ordered[-1]:.3f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--deploys", type=int, default=10)
+    parser.add_argument("--clients", type=int, default=2, help="load threads per service")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory and logs")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit(
+            "run as root: services run as an unprivileged user, the agent in a mount namespace"
+        )
+    work = Path(tempfile.mkdtemp(prefix="berth-redeploy-", dir="/tmp"))
+    work.chmod(0o755)  # services (nobody) must reach their releases
+    bench = Bench(work, args.clients)
+    seen = Seen()
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+    # per kind: one value per deploy for each measure
+    measures: dict[str, dict[str, list[float]]] = {k: defaultdict(list) for k in KINDS}
+    try:
+        stack_id = bench.start()
+        proxy = f"http://127.0.0.1:{bench.proxy_port}"
+        for kind in KINDS:
+            for i in range(args.clients):
+                t = threading.Thread(
+                    target=load_loop,
+                    args=(f"{proxy}/{kind}/x", kind, seen, stop),
+                    name=f"{kind}-{i}",
+                )
+                t.start()
+                threads.append(t)
+        bench.wait("load to flow", lambda: all(seen.ok[k] > 0 for k in KINDS))
+        time.sleep(1)
+        print(
+            f"{'deploy':>6}  {'auto: serving-build':>20}  {'fixed: serving-build':>20}", flush=True
+        )
+        for n in range(2, args.deploys + 2):
+            version = f"v{n}"
+            commit = commit_files(bench.repo, {"version.txt": version}, version)
+            changed = bench.api("POST", f"/stacks/{stack_id}/refresh")
+            t0 = time.time()  # the desired state has changed
+            assert changed["version"] == n, changed
+            bench.wait(
+                f"{version} to be served",
+                lambda v=version: all((k, v) in seen.first for k in KINDS),
+            )
+            bench.wait(f"{version} to be applied", lambda v=n: bench.applied(stack_id, v))
+            for kind in KINDS:
+                ph = bench.wait(
+                    f"the {kind} events of {version}",
+                    lambda k=kind, c=commit: bench.phases(stack_id, k, c),
+                )
+                first = seen.first[(kind, version)]
+                build_s = ph["build_end"] - ph["build_start"]
+                m = measures[kind]
+                m["change → serving − build"].append(first - t0 - build_s)
+                m["  picked up (deploy event)"].append(ph["deploy"] - t0)
+                m["  git sync + checkout"].append(ph["build_start"] - ph["deploy"])
+                m["  build (not counted)"].append(build_s)
+                m["  start, ready, cut over"].append(ph["serving"] - ph["build_end"])
+                m["change → serving (incl. build)"].append(first - t0)
+            heads = [measures[k]["change → serving − build"][-1] for k in KINDS]
+            print(f"{n - 1:>6}  {heads[0]:>20.3f}  {heads[1]:>20.3f}", flush=True)
+            time.sleep(1.0)  # let the old process drain and stop before the next deploy
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(35)
+        bench.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    report(seen, measures)
+    if args.keep:
+        print(f"logs kept in {work}")
+    return 0
+
+
+def report(seen: Seen, measures: dict[str, dict[str, list[float]]]) -> None:
+    width = 34
+    print()
+    print(f"{'':{width}}{'auto (agent port)':>24}{'fixed port':>24}")
+    total = {k: seen.ok[k] + len(seen.failed[k]) for k in KINDS}
+    print(f"{'requests':{width}}{total['auto']:>24}{total['fixed']:>24}")
+    failed = {k: len(seen.failed[k]) for k in KINDS}
+    print(f"{'failed requests (target 0)':{width}}{failed['auto']:>24}{failed['fixed']:>24}")
+    print(f"{'seconds, p50 / p95 / max:':{width}}")
+    for name in measures["auto"]:
+        row = "".join(f"{summary(measures[k][name]):>24}" for k in KINDS)
+        print(f"{name:{width}}{row}")
+    print("target: change → serving − build p95 < 1 s; 0 failed requests")
+    print("(phases from the agent's deploy/build/run event times; 'serving' is logged after the")
+    print(" old process is drained, so the phases can add up to more than the headline)")
+    for kind in KINDS:
+        for line in seen.failed[kind][:5]:
+            print(f"  failed {kind}: {line}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
