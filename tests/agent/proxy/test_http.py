@@ -412,3 +412,23 @@ def test_paused_service_holds_requests_until_unpaused(
         "/",
         "a",
     )
+
+
+def test_client_half_close_still_gets_its_answer(routed: ProxyProcess) -> None:
+    with socket.create_connection(("127.0.0.1", routed.port), timeout=5) as s:
+        s.sendall(b"GET /half HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 ") and b'"/half"' in data
+
+
+def test_http10_keep_alive_client(routed: ProxyProcess) -> None:
+    with socket.create_connection(("127.0.0.1", routed.port), timeout=5) as s:
+        for i in range(2):
+            s.sendall(b"GET /ten%d HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" % i)
+            data = b""
+            while b"}" not in data:
+                data += s.recv(65536)
+            assert b"Connection: keep-alive" in data and b"/ten%d" % i in data
