@@ -29,6 +29,7 @@ from tests.integration.faultkit import (
 from tests.support.berth import start_controlplane, stop, text, wait_until
 from tests.support.dirs import world_dir
 from tests.support.env import require_root
+from tests.support.gitrepo import commit_files
 from tests.support.ports import free_port
 
 
@@ -289,3 +290,37 @@ def _seconds(iso: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def test_failed_fixed_port_deploy_after_readoption_keeps_the_old_release(xprocess, workspace):
+    """After a reconciler restart the fixed-port process is adopted; a new release that dies
+    at once must still leave the old release serving (revived on its port), not nothing."""
+    repo = workspace / "repo"
+    url = make_repo(repo)
+    fixed_port = free_port()
+    site = open_site(xprocess, workspace, "revive", [service("fixed", url, "/", port=fixed_port)])
+    try:
+        agent = site.add_agent("agent-revive")
+        wait_until("v1 applied", lambda: site.all_applied(1))
+        kill9(reconciler_pid(xprocess, agent))
+        wait_until(
+            "the restarted reconciler to report applied",
+            lambda: (
+                len([e for e in site.events("stack") if e["message"].endswith(" applied")]) >= 2
+            ),
+        )
+        commit_files(repo, {"app.py": "raise SystemExit(3)\n", "version.txt": "v2"}, "broken")
+        assert site.api("POST", f"/stacks/{site.stack_id}/refresh")["changed"]
+
+        def degraded() -> bool:
+            inst = site.instance()
+            return inst["state"] == "degraded" and any(
+                "never became ready" in r for r in inst.get("reasons", [])
+            )
+
+        wait_until("the stack to be degraded", degraded)
+        wait_until("v1 to serve again", lambda: serves(agent.proxy + "/", "v1"), timeout_s=20)
+        fixed = services_by_name(site.instance())["fixed"]
+        assert fixed["port"] == fixed_port and fixed["commit"] != fixed["desired_commit"]
+    finally:
+        site.close()
