@@ -60,6 +60,40 @@ def _listed(tokens: bytes) -> set[bytes]:
     return names - _CONNECTION_OPTIONS
 
 
+# Request header names by kind. Names repeat across requests in the same spelling, so
+# the kind of each spelling is memoised (bounded) instead of lower()-ing every name.
+K_ORDINARY = 0
+K_HOST = 1
+K_XFF = 2
+K_XFP = 3
+K_XFH = 4
+K_CONNECTION = 5
+K_TRANSFER_ENCODING = 6
+K_UPGRADE = 7
+K_HOP = 8  # any other hop-by-hop header: dropped
+_KIND_OF_LOWER = {
+    b"host": K_HOST,
+    b"x-forwarded-for": K_XFF,
+    b"x-forwarded-proto": K_XFP,
+    b"x-forwarded-host": K_XFH,
+    b"connection": K_CONNECTION,
+    b"transfer-encoding": K_TRANSFER_ENCODING,
+    b"upgrade": K_UPGRADE,
+    **{name: K_HOP for name in HOP_BY_HOP - {b"connection", b"transfer-encoding", b"upgrade"}},
+}
+_name_kinds: dict[bytes, int] = dict(_KIND_OF_LOWER)
+_NAME_KINDS_MAX = 4096
+
+
+def _kind(name: bytes) -> int:
+    kind = _KIND_OF_LOWER.get(name.lower(), K_ORDINARY)
+    if len(_name_kinds) >= _NAME_KINDS_MAX:
+        _name_kinds.clear()
+        _name_kinds.update(_KIND_OF_LOWER)
+    _name_kinds[name] = kind
+    return kind
+
+
 def rewrite_request(
     method: bytes,
     target: bytes,
@@ -74,9 +108,8 @@ def rewrite_request(
     absent) and whether the body must be sent chunked. Raises HeadError for heads that
     must be refused (several Host headers).
     """
-    # Host goes first (out[1]) as clients send it; it is known only after the loop.
-    out = [b"%s %s HTTP/1.1\r\n" % (method, target), b""]
-    append = out.append
+    kinds = _name_kinds
+    kept = []
     host: bytes | None = None
     xff: bytes | None = None
     proto: bytes | None = None
@@ -84,55 +117,60 @@ def rewrite_request(
     upgrade_value: bytes | None = None
     connection: bytes = b""
     chunked = False
-    special = _REQUEST_SPECIAL
-    for name, value in headers:
-        lname = name.lower()
-        if lname not in special:
-            append(b"%s: %s\r\n" % (name, value))
-        elif lname == b"host":
+    for header in headers:
+        kind = kinds.get(header[0])
+        if kind is None:
+            kind = _kind(header[0])
+        if not kind:
+            kept.append(header)
+        elif kind == K_HOST:
             if host is not None:
                 raise HeadError("several Host headers")
-            host = value
-        elif lname == b"x-forwarded-for":
-            xff = value if xff is None else xff + b", " + value
-        elif lname == b"x-forwarded-proto":
-            proto = value
-        elif lname == b"x-forwarded-host":
-            fwd_host = value
-        elif lname == b"connection":
-            connection = value if not connection else connection + b"," + value
-        elif lname == b"transfer-encoding":
+            host = header[1]
+        elif kind == K_XFF:
+            xff = header[1] if xff is None else xff + b", " + header[1]
+        elif kind == K_XFP:
+            proto = header[1]
+        elif kind == K_XFH:
+            fwd_host = header[1]
+        elif kind == K_CONNECTION:
+            connection = header[1] if not connection else connection + b"," + header[1]
+        elif kind == K_TRANSFER_ENCODING:
             chunked = True  # llhttp already refused any coding other than a final chunked
-        elif lname == b"upgrade":
-            upgrade_value = value
+        elif kind == K_UPGRADE:
+            upgrade_value = header[1]
         # every other hop-by-hop header is dropped
     if connection and connection.lower() not in _CONNECTION_OPTIONS:
         listed = _listed(connection)
         if listed:  # rare: the client named extra hop-by-hop headers; drop those too
-            kept = [(n, v) for n, v in headers if n.lower() not in listed]
-            if len(kept) != len(headers):
-                return rewrite_request(method, target, kept, client_ip, trusted_peer, upgrade)
+            fewer = [(n, v) for n, v in headers if n.lower() not in listed]
+            if len(fewer) != len(headers):
+                return rewrite_request(method, target, fewer, client_ip, trusted_peer, upgrade)
     if not trusted_peer or not proto:
         proto = b"http"
     if not trusted_peer or not fwd_host:
         fwd_host = host
     if xff:
         client_ip = xff + b", " + client_ip
+    # Host first, as clients send it
+    lines = [b"%s %s HTTP/1.1" % (method, target)]
     if host is not None:
-        out[1] = b"Host: %s\r\n" % host
+        lines.append(b"Host: " + host)
+    if kept:
+        lines += [b"%s: %s" % header for header in kept]
     if fwd_host:
-        append(
-            b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\nX-Forwarded-Host: %s\r\n"
+        lines.append(
+            b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\nX-Forwarded-Host: %s"
             % (client_ip, proto, fwd_host)
         )
     else:
-        append(b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\n" % (client_ip, proto))
+        lines.append(b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s" % (client_ip, proto))
     if upgrade and upgrade_value:
-        append(b"Connection: upgrade\r\nUpgrade: %s\r\n" % upgrade_value)
+        lines.append(b"Connection: upgrade\r\nUpgrade: " + upgrade_value)
     if chunked:
-        append(b"Transfer-Encoding: chunked\r\n")
-    append(b"\r\n")
-    return b"".join(out), host, chunked
+        lines.append(b"Transfer-Encoding: chunked")
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines), host, chunked
 
 
 def rewrite_response(
