@@ -7,6 +7,13 @@ the rewritten head and the body to the client as each piece arrives (re-chunked 
 the client gets chunks). At the end of a response that left the connection clean it goes
 back to the pool.
 
+The response head is taken raw from the bytes read (a response always starts a read or
+follows a 1xx head on it, since requests are never pipelined to a backend) and rewritten
+through a memo (`headers.ResponseHeadCache`); the parser registers no per-header
+callback. When a read holds a head the parser accepted before plus exactly its
+Content-Length body, it is relayed in one write without parsing again. Whatever the
+client receives in a read's worth of parsing leaves in a single write.
+
 Route swaps: every port has an epoch. When the route table moves a service off a port
 (or gives the port to another service) the epoch is bumped, idle connections to it are
 closed, and busy ones are closed instead of pooled when their exchange ends. In-flight
