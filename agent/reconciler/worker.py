@@ -254,6 +254,7 @@ class ServiceWorker:
         elif step is S.PAUSE:
             self.paused = True
             self.ctx.routes_changed()
+            await asyncio.sleep(SWAP_SETTLE_S)  # proxies hold new requests before the old one stops
         elif step is S.UNPAUSE:
             self.paused = False
             self.ctx.routes_changed()
