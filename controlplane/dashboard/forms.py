@@ -280,3 +280,27 @@ def apply_action(form: StackForm, action: str) -> StackForm:
         elif len(services[i].env) < MAX_ENV_ROWS:
             services[i] = replace(services[i], env=[*services[i].env, EnvRow()])
     return replace(form, services=services)
+
+
+_LABELS = {
+    "name": "name", "security_mode": "security mode", "poll_interval_s": "poll interval",
+    "proxy.port": "proxy port", "dns.suffix": "DNS suffix", "services": "services",
+    "repo": "git repository", "ref": "ref", "build": "build command", "run": "run command",
+    "port": "port", "path": "public path", "strip_prefix": "strip prefix",
+    "health.path": "health check path", "health.interval_s": "health check interval",
+    "health.timeout_s": "health check timeout", "health.retries": "health check retries",
+    "health.start_period_s": "health check start period", "env": "environment",
+}  # fmt: skip
+_IN_SERVICE = re.compile(r"^services\[(\d+)\]\.(.+)$")
+
+
+def describe_field(input_name: str, form: StackForm) -> str:
+    """A reader's name for an input: ``services[1].port`` → ``Service 2 (api): port``."""
+    m = _IN_SERVICE.match(input_name)
+    if not m:
+        return _LABELS.get(input_name, input_name).capitalize()
+    i, rest = int(m.group(1)), m.group(2)
+    name = form.services[i].name if i < len(form.services) else ""
+    env = re.match(r"^env\[(\d+)\]\.(name|value)$", rest)
+    what = f"environment variable {int(env.group(1)) + 1}" if env else _LABELS.get(rest, rest)
+    return f"Service {i + 1}{f' ({name})' if name else ''}: {what}"

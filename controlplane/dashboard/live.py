@@ -106,6 +106,7 @@ class LiveHub:
         self._subs: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._start_lock = asyncio.Lock()
         self._snapshot: Snapshot | None = None
         self._log_seq = 0
 
@@ -123,13 +124,20 @@ class LiveHub:
     ) -> AsyncIterator[Subscription]:
         sub = Subscription(stack_id, log_instance, log_service)
         self._subs.add(sub)
-        if self._task is None or self._task.done():
-            self._snapshot = None  # take a fresh baseline: earlier changes are on the page
-            self._task = asyncio.create_task(self._run(), name="berth-dashboard-live")
         try:
+            async with self._start_lock:  # two first subscribers must not start two watchers
+                await self._ensure_running()
             yield sub
         finally:
             self._subs.discard(sub)
+
+    async def _ensure_running(self) -> None:
+        if self._task is None or self._task.done():
+            # the baseline is taken now, before the page is told it is connected: the page
+            # then re-fetches its regions, so nothing between its render and here is lost
+            self._snapshot = None
+            await self._tick()
+            self._task = asyncio.create_task(self._run(), name="berth-dashboard-live")
 
     async def stop(self) -> None:
         for sub in list(self._subs):
@@ -141,6 +149,7 @@ class LiveHub:
             self._task = None
 
     async def _run(self) -> None:
+        await asyncio.sleep(0)  # let the first subscriber register
         while self._subs:
             try:
                 await self._tick()

@@ -2,7 +2,7 @@
 paged with the `seq` cursor of `status.list_events` (?before=SEQ)."""
 
 from quart import Blueprint, request
-from sqlalchemy import distinct, select
+from sqlalchemy import select
 
 from controlplane import status
 from controlplane.dashboard.common import Dashboard, load_stack, render
@@ -38,7 +38,7 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
             )
             types = sorted(
                 await session.scalars(
-                    select(distinct(Event.type)).where(Event.stack_id == stack_id)
+                    select(Event.type).where(Event.stack_id == stack_id).distinct()
                 )
             )
         services = sorted({s["name"] for s in stack.document["services"]})

@@ -27,9 +27,9 @@ NOTICES = {
     "revoked": "Instance revoked: its agent can no longer call in.",
 }
 SECURITY_MODES = (
-    ("tunnel-only", "tunnel-only — no inbound ports (Cloudflare Tunnel)"),
-    ("proxy-only", "proxy-only — only the proxy port is open"),
-    ("open", "open — firewall unchanged"),
+    ("tunnel-only", "tunnel-only (no inbound ports)"),
+    ("proxy-only", "proxy-only (proxy port open)"),
+    ("open", "open (firewall unchanged)"),
 )
 
 
@@ -47,6 +47,7 @@ def _stack_form_context(form: forms.StackForm, errors: dict[str, str]) -> dict[s
         "form": form.with_blank_rows(),
         "errors": errors,
         "security_modes": SECURITY_MODES,
+        "describe": lambda name: forms.describe_field(name, form),
     }
 
 

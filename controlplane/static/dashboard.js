@@ -86,12 +86,12 @@
     var logs = body.getAttribute("data-live-logs");
     if (logs) url += "&logs=" + encodeURIComponent(logs) + "&after=" + encodeURIComponent(body.getAttribute("data-log-after") || "0");
     var es = new EventSource(url);
-    var first = true;
     var backoff = 1000;
     es.addEventListener("hello", function () {
       setStatus("live", "Live");
-      if (!first) refreshRegions();
-      first = false;
+      // always: catches what changed between this page's render (or the last
+      // connection) and the moment the stream started watching
+      refreshRegions();
       backoff = 1000;
     });
     es.addEventListener("change", refreshRegions);
@@ -99,7 +99,6 @@
     es.addEventListener("log", function (ev) { appendLog(JSON.parse(ev.data)); });
     es.onerror = function () {
       setStatus("lost", "Connection lost — reconnecting…");
-      first = false;
       if (es.readyState === EventSource.CLOSED) {
         // the browser gave up (e.g. an HTTP error): retry ourselves, with a fresh `after`
         setTimeout(connect, backoff);
