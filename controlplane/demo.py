@@ -12,6 +12,7 @@ resolve <service>.svc.internal without touching the machine's resolver.
 
 import argparse
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -26,6 +27,7 @@ import requests
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_SRC = REPO_ROOT / "examples" / "app"
 STACK_NAME = "example"
+DEMO_USER = "admin"
 
 
 def default_state_dir() -> Path:
@@ -175,6 +177,11 @@ def main(argv: list[str]) -> int:
     repo_url = make_example_repo(state / "example-repo")
     migrate(db)
     admin = create_admin_token(db, "demo")
+    from controlplane.dashboard.cli import ensure_user
+
+    # a fresh password each run: the demo's state dir outlives the printed one
+    demo_password = secrets.token_urlsafe(12)
+    ensure_user(db, DEMO_USER, demo_password)
     cp_url = f"http://127.0.0.1:{args.control_plane_port}"
     berth = [sys.executable, "-m", "agent.cli"]
     procs: list[subprocess.Popen[bytes]] = []
@@ -270,7 +277,7 @@ def main(argv: list[str]) -> int:
             f"""
 Berth demo is running.
 
-  Dashboard:   {cp_url}/
+  Dashboard:   {cp_url}/   (log in as {DEMO_USER} / {demo_password})
   App (web):   http://127.0.0.1:{args.proxy_port}/
   App (api):   http://127.0.0.1:{args.proxy_port}/api/hello
   Admin token: {admin}
