@@ -68,14 +68,71 @@ class Result:
     errors: int
     latencies_ms: list[float]
     elapsed_s: float
+    server_cpu_s: float = 0.0  # control plane (all workers) + database server, measured window
+    db_cpu_s: float = 0.0  # of which the PostgreSQL server
+    client_cpu_s: float = 0.0  # this load generator
+
+    @property
+    def p99(self) -> float:
+        lat = sorted(self.latencies_ms) or [float("nan")]
+        return lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+
+    @property
+    def meets_target(self) -> bool:
+        return self.errors == 0 and bool(self.latencies_ms) and self.p99 < TARGET_P99_MS
 
     def row(self) -> str:
         lat = sorted(self.latencies_ms) or [float("nan")]
         p50 = lat[len(lat) // 2]
-        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+        done = max(1, len(self.latencies_ms) + self.errors)
         rps = len(self.latencies_ms) / self.elapsed_s
-        ok = "yes" if self.errors == 0 and p99 < TARGET_P99_MS else "no"
-        return f"{rps:8.0f} {p50:8.1f} {p99:8.1f} {self.errors:7d}  {ok}"
+        ok = "yes" if self.meets_target else "no"
+        per = 1000 / done
+        return (
+            f"{rps:8.0f} {p50:8.1f} {self.p99:8.1f} {self.errors:7d}  {ok:<6} "
+            f"{(self.server_cpu_s - self.db_cpu_s) * per:8.3f} {self.db_cpu_s * per:8.3f} "
+            f"{self.client_cpu_s * per:8.3f}"
+        )
+
+
+# ---- CPU accounting ---------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stats() -> list[tuple[int, int, int, float]]:
+    """(pid, ppid, process group, user+system CPU seconds) of every process."""
+    out = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(b")") + 2 :].split()
+        # after the command: state ppid pgrp session ... utime(12) stime(13)
+        out.append((int(entry.name), int(fields[1]), int(fields[2]),
+                    (int(fields[11]) + int(fields[12])) / _TICK))  # fmt: skip
+    return out
+
+
+@dataclass(frozen=True)
+class CpuProbe:
+    """CPU seconds so far of the control plane (its process group: every worker) and of the
+    PostgreSQL server (the postmaster and its children)."""
+
+    cp_pgrp: int
+    pg_pid: int | None = None
+
+    def read(self) -> tuple[float, float]:
+        stats = _proc_stats()
+        cp = sum(cpu for _pid, _ppid, pgrp, cpu in stats if pgrp == self.cp_pgrp)
+        pg = 0.0
+        if self.pg_pid is not None:
+            pg = sum(cpu for pid, ppid, _g, cpu in stats if self.pg_pid in (pid, ppid))
+        return cp + pg, pg
 
 
 async def _read_response(reader: asyncio.StreamReader) -> int:
@@ -96,6 +153,7 @@ async def run_load(
     requests: list[tuple[float, bytes, int]],
     connections: int,
     warmup_s: float,
+    probe: CpuProbe | None = None,
 ) -> Result:
     """Send each (offset_s, raw request, expected status) at its offset; open loop.
 
@@ -135,17 +193,23 @@ async def run_load(
     await asyncio.sleep(0.2)  # let connections open before the clock starts
     start = loop.time()
     measure_from = start + warmup_s
+    cpu0: tuple[float, float, float] | None = None
     for offset, raw, expect in requests:
         delay = start + offset - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
+        if cpu0 is None and offset >= warmup_s:
+            cpu0 = (*(probe.read() if probe else (0.0, 0.0)), time.process_time())
         queue.put_nowait((start + offset, raw, expect))
     await queue.join()
     elapsed = loop.time() - measure_from
+    cpu1 = (*(probe.read() if probe else (0.0, 0.0)), time.process_time())
+    cpu0 = cpu0 or cpu1
     for w in workers:
         w.cancel()
     await asyncio.gather(*workers, return_exceptions=True)
-    return Result(len(requests), errors, latencies, elapsed)
+    return Result(len(requests), errors, latencies, elapsed,
+                  cpu1[0] - cpu0[0], cpu1[1] - cpu0[1], cpu1[2] - cpu0[2])  # fmt: skip
 
 
 def schedule(
@@ -189,6 +253,9 @@ class Postgres:
                         "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=200")  # fmt: skip
         self.url = f"postgresql+psycopg://bench@127.0.0.1:{self.port}/postgres"
 
+    def postmaster_pid(self) -> int:
+        return int((self.dir / "data" / "postmaster.pid").read_text().split()[0])
+
     def _as_nobody(self, *args: str) -> None:
         subprocess.run(
             ["runuser", "-u", "nobody", "--", *args], check=True, capture_output=True, timeout=120
@@ -200,9 +267,12 @@ class Postgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def start_controlplane(db_url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_controlplane(
+    db_url: str, port: int, log: Path, workers: int = 1
+) -> subprocess.Popen[bytes]:
+    extra = ["--workers", str(workers)] if workers > 1 else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "controlplane", "serve", "--db", db_url, "--bind", f"127.0.0.1:{port}"],
+        [sys.executable, "-m", "agent.cli", "controlplane", "serve", "--db", db_url, "--bind", f"127.0.0.1:{port}", *extra],
         cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     import requests
@@ -293,21 +363,27 @@ def main() -> int:
     )
     ap.add_argument("--db", default="sqlite,postgresql")
     ap.add_argument("--connections", type=int, default=128)
+    ap.add_argument("--workers", default="1", help="control-plane worker counts to try, e.g. 1,2")
+    ap.add_argument("--no-reference", action="store_true", help="skip the nginx reference")
     args = ap.parse_args()
     counts = [int(x) for x in args.n.split(",")]
+    workers = [int(x) for x in args.workers.split(",")]
     try:
         import uvloop
 
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
+    print("CPU columns: milliseconds of CPU per request (server = control plane, all workers;"
+          " db = PostgreSQL server; client = this load generator)")  # fmt: skip
     print(
-        f"{'system':<22} {'agents':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}  target"
+        f"{'system':<26} {'agents':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}  "
+        f"{'target':<6} {'server':>8} {'db':>8} {'client':>8}"
     )
     workdir = Path(tempfile.mkdtemp(prefix="berth-bench-cp-"))
     try:
         results: dict[str, int] = {}
-        if shutil.which("nginx"):
+        if shutil.which("nginx") and not args.no_reference:
             port = free_port()
             nginx = start_nginx(port, workdir)
             try:
@@ -320,53 +396,55 @@ def main() -> int:
                             schedule(creds[:n], "x", args.warmup + args.duration, "b"),
                             args.connections,
                             args.warmup,
+                            CpuProbe(nginx.pid),
                         )
                     )
-                    print(f"{'reference: nginx':<22} {n:7d} {res.row()}", flush=True)
+                    print(f"{'reference: nginx':<26} {n:7d} {res.row()}", flush=True)
             finally:
                 stop(nginx)
         for kind in args.db.split(","):
-            pg = None
-            if kind == "sqlite":
-                db_url = f"sqlite:///{workdir}/bench-{uuid.uuid4().hex[:6]}.db"
-            else:
-                pg = Postgres()
-                db_url = pg.url
-            try:
-                migrate(db_url)
-                port = free_port()
-                cp = start_controlplane(db_url, port, workdir / f"cp-{kind}.log")
+            for nworkers in workers:
+                label = f"berth cp, {kind}" + (f" x{nworkers}" if nworkers > 1 else "")
+                pg = None
+                if kind == "sqlite":
+                    db_url = f"sqlite:///{workdir}/bench-{uuid.uuid4().hex[:6]}.db"
+                else:
+                    pg = Postgres()
+                    db_url = pg.url
                 try:
-                    sub = workdir / kind
-                    sub.mkdir()
-                    creds, etag = seed(db_url, f"http://127.0.0.1:{port}", max(counts), sub)
-                    for n in counts:
-                        res = runner(
-                            run_load(
-                                "127.0.0.1",
-                                port,
-                                schedule(creds[:n], etag, args.warmup + args.duration, "b"),
-                                args.connections,
-                                args.warmup,
+                    migrate(db_url)
+                    port = free_port()
+                    log = workdir / f"cp-{kind}-{nworkers}.log"
+                    cp = start_controlplane(db_url, port, log, nworkers)
+                    try:
+                        sub = workdir / f"{kind}-{nworkers}"
+                        sub.mkdir()
+                        creds, etag = seed(db_url, f"http://127.0.0.1:{port}", max(counts), sub)
+                        probe = CpuProbe(cp.pid, pg.postmaster_pid() if pg else None)
+                        for n in counts:
+                            res = runner(
+                                run_load(
+                                    "127.0.0.1",
+                                    port,
+                                    schedule(creds[:n], etag, args.warmup + args.duration, "b"),
+                                    args.connections,
+                                    args.warmup,
+                                    probe,
+                                )
                             )
-                        )
-                        print(f"{'berth cp, ' + kind:<22} {n:7d} {res.row()}", flush=True)
-                        if (
-                            res.errors == 0
-                            and res.latencies_ms
-                            and sorted(res.latencies_ms)[int(len(res.latencies_ms) * 0.99)]
-                            < TARGET_P99_MS
-                        ):
-                            results[kind] = n
+                            print(f"{label:<26} {n:7d} {res.row()}", flush=True)
+                            if res.meets_target:
+                                results[label] = max(results.get(label, 0), n)
+                    finally:
+                        stop(cp)
                 finally:
-                    stop(cp)
-            finally:
-                if pg:
-                    pg.stop()
-        for kind in args.db.split(","):
-            print(
-                f"largest N meeting p99 < {TARGET_P99_MS:g} ms, 0 errors on {kind}: {results.get(kind, 'none tried')}"
-            )
+                    if pg:
+                        pg.stop()
+                print(
+                    f"largest N meeting p99 < {TARGET_P99_MS:g} ms, 0 errors on {label}: "
+                    f"{results.get(label, 'none of those tried')}",
+                    flush=True,
+                )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

@@ -1,6 +1,7 @@
 """`berth controlplane serve|migrate|token ...`: run, migrate and administer a control plane.
 
-    serve   [--db URL] [--bind HOST:PORT] [--public-url URL]   refuses an unmigrated DB
+    serve   [--db URL] [--bind HOST:PORT] [--public-url URL] [--workers N]
+                                                                refuses an unmigrated DB
     migrate [--db URL]                                          brings the schema to the newest
     token create --name NAME [--db URL]                         prints a new admin token (once)
     token list [--db URL] | token revoke ID_OR_NAME [--db URL]
@@ -36,6 +37,16 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 64, got {raw!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="berth controlplane", description="Berth control plane.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -50,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
                        metavar="SECONDS", help="install token lifetime (default %(default)g)")  # fmt: skip
     serve.add_argument("--wheelhouse", metavar="DIR",
                        help="serve DIR at /dist/ for install.sh (fill it: berth installer wheelhouse DIR)")  # fmt: skip
+    serve.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                       help="server processes sharing the address (default %(default)s; "
+                       "about one per core for large fleets)")  # fmt: skip
+    serve.add_argument("--no-fast-path", dest="fast_path", action="store_false",
+                       help="serve agents' polls and heartbeats through the full app only "
+                       "(for comparisons)")  # fmt: skip
 
     mig = sub.add_parser("migrate", help="create or upgrade the database schema")
     _add_db(mig)
@@ -99,7 +116,12 @@ def main(argv: list[str]) -> int:
         settings = ServerSettings(
             db_url=args.db, bind=args.bind, public_url=args.public_url,
             install_token_ttl_s=args.install_token_ttl, wheelhouse=args.wheelhouse,
+            fast_path=args.fast_path,
         )  # fmt: skip
+        if args.workers > 1:
+            from controlplane.workers import serve_workers
+
+            return serve_workers(settings, args.workers)
         return serve(settings)
     if args.command == "user":
         from controlplane.dashboard.cli import user_command
@@ -146,6 +168,7 @@ def serve(settings: ServerSettings) -> int:
     from hypercorn.config import Config
 
     from controlplane.app import create_app
+    from controlplane.fastpath import AgentFastPath
 
     try:
         import uvloop
@@ -158,7 +181,9 @@ def serve(settings: ServerSettings) -> int:
     config.errorlog = log
     config.graceful_timeout = 2.0
     config.keep_alive_timeout = 75.0  # agents reuse connections between polls
+    config.backlog = 2048  # a restarted control plane is met by a whole fleet at once
     app = create_app(settings)
+    asgi = AgentFastPath(app, app.extensions["berth"]) if settings.fast_path else app
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -172,7 +197,7 @@ def serve(settings: ServerSettings) -> int:
         )
         notify = asyncio.create_task(_notify_systemd(settings.bind), name="sd-notify")
         try:
-            await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+            await hypercorn_serve(asgi, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
         finally:
             notify.cancel()
         log.info("stopped")

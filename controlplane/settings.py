@@ -20,3 +20,6 @@ class ServerSettings:
     max_wait_s: float = 60.0
     # directory served at /dist/ (the Berth wheel, its dependencies, the systemd units)
     wheelhouse: str | None = None
+    # answer agents' 304 polls and heartbeats before Quart (controlplane/fastpath.py);
+    # off only to compare the two paths
+    fast_path: bool = True

@@ -1,0 +1,154 @@
+"""An ASGI fast path for the two requests a fleet sends most, in front of the Quart app.
+
+Every agent sends, each poll interval, `GET /api/v1/agent/desired-state` with
+`If-None-Match` (nearly always answered 304) and `POST /api/v1/agent/heartbeat`. Through
+Quart each costs its request/response objects, context locals, blueprint routing, hooks and
+the JSON provider: most of the CPU of a request. `AgentFastPath` answers exactly these two,
+in the common case, straight from the ASGI scope:
+
+- poll: no query string (no long poll), a credential known to the in-memory
+  `AgentDirectory`, and an `If-None-Match` naming the current hash → 304 with the ETag.
+  Anything else (a 200 with the document, `?wait=`, a malformed request) goes to Quart.
+- heartbeat: a `Content-Length` within `MAX_BODY_BYTES` (chunked or oversized bodies go to
+  Quart, which owns the 413) → authenticate, read, parse with `status.parse_heartbeat`,
+  queue to the batched `HeartbeatWriter`, answer `{"ok": true, "desired_hash": ...}`.
+
+The answers, including every error body (`ApiError.as_dict()`, the JSON the Quart app's
+error handlers render), are byte-for-byte those of the Quart handlers in `api_agent.py`;
+`tests/controlplane/test_fastpath.py` checks that by asking both.
+Authentication, parsing and storage are the same functions the Quart handlers call, so
+the two paths cannot drift in what they accept.
+"""
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from controlplane import status, tokens
+from controlplane.context import AppContext
+from controlplane.errors import ApiError, BadRequest
+from controlplane.httpjson import etag_matches
+from controlplane.settings import MAX_BODY_BYTES
+
+log = logging.getLogger("controlplane")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]  # Quart types its scope more narrowly
+
+POLL_PATH = "/api/v1/agent/desired-state"
+HEARTBEAT_PATH = "/api/v1/agent/heartbeat"
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+def _dumps(body: dict[str, Any]) -> bytes:
+    """What the Quart app's JSON provider renders: compact, keys in order, newline."""
+    return (json.dumps(body, separators=(",", ":")) + "\n").encode()
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    """The first value of a header (as Werkzeug's `Headers.get` returns), or None."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """`httpjson.read_json` for bytes already read: same checks, same messages."""
+    if not raw.strip():
+        raise BadRequest("request body is empty; send a JSON object", code="malformed_json")
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise BadRequest("request body is not UTF-8 JSON", code="malformed_json") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(
+            f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
+            code="malformed_json",
+        ) from None
+
+
+class AgentFastPath:
+    """ASGI app: the agents' hot requests answered here, everything else by `app`."""
+
+    def __init__(self, app: ASGIApp, ctx: AppContext) -> None:
+        self.app = app
+        self.ctx = ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope.get("root_path"):
+            path, method = scope["path"], scope["method"]
+            if path == POLL_PATH and method == "GET" and not scope["query_string"]:
+                if await self._poll(scope, send):
+                    return
+            elif path == HEARTBEAT_PATH and method == "POST" and self._small_body(scope):
+                await self._heartbeat(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _poll(self, scope: Scope, send: Send) -> bool:
+        """Answer a conditional poll that is still current; False: let Quart answer."""
+        try:
+            ident = await self.ctx.directory.authenticate(
+                tokens.bearer(_header(scope, b"authorization"))
+            )
+        except ApiError as exc:
+            await _respond(send, exc.status, _dumps(exc.as_dict()), _JSON_HEADERS)
+            return True
+        if not etag_matches(_header(scope, b"if-none-match"), ident.doc_hash):
+            return False  # a 200 with the document: rare, and Quart does it
+        await _respond(send, 304, b"", [(b"etag", f'"{ident.doc_hash}"'.encode())])
+        return True
+
+    @staticmethod
+    def _small_body(scope: Scope) -> bool:
+        """A plain Content-Length body within the limit (the only kind handled here)."""
+        length = _header(scope, b"content-length")
+        if length is None or not length.isdigit() or int(length) > MAX_BODY_BYTES:
+            return False
+        return _header(scope, b"transfer-encoding") is None
+
+    async def _heartbeat(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            ident = await self.ctx.directory.authenticate(
+                tokens.bearer(_header(scope, b"authorization"))
+            )
+            hb = status.parse_heartbeat(parse_json_body(await _read_body(receive)))
+            await self.ctx.heartbeats.record(ident.instance_id, hb)
+        except ApiError as exc:
+            await _respond(send, exc.status, _dumps(exc.as_dict()), _JSON_HEADERS)
+            return
+        except _Disconnected:
+            return
+        except Exception as exc:  # the same answer as the Quart app's crash handler
+            log.exception("unhandled error on POST %s", HEARTBEAT_PATH)
+            body = {"error": "internal_error", "detail": f"{type(exc).__name__}: see the control plane's log"}  # fmt: skip
+            await _respond(send, 500, _dumps(body), _JSON_HEADERS)
+            return
+        await _respond(send, 200, _dumps({"ok": True, "desired_hash": ident.doc_hash}), _JSON_HEADERS)  # fmt: skip
+
+
+class _Disconnected(Exception):
+    """The client went away before sending its whole body."""
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _respond(send: Send, code: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    if code != 304:
+        headers = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,211 @@
+"""The agents' fast path answers exactly as the Quart app does, and `--workers N` serves one
+address with N processes that share the database (revocations and stack changes reach
+every worker).
+
+Two real control planes on one database: one with the fast path (the default), one
+started with `--no-fast-path`. Every request is sent to both over raw HTTP/1.1 and the
+answers are compared: status, headers (but Date) and body, byte for byte.
+"""
+
+import http.client
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.controlplane.harness import Api, ControlPlane, stack_body
+
+Answer = tuple[int, list[tuple[str, str]], bytes]
+
+
+@pytest.fixture(scope="module")
+def slow(
+    db_url: str, server: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ControlPlane]:
+    cp = ControlPlane(db_url, tmp_path_factory.mktemp("slow"), "--no-fast-path")
+    yield cp
+    cp.stop()
+
+
+@pytest.fixture(scope="module")
+def agent(api: Api, server: ControlPlane, repo: Path) -> dict[str, Any]:
+    stack = api.post("/stacks", json=stack_body("fastpath", repo)).json()
+    tok = api.post(f"/stacks/{stack['id']}/install-tokens").json()
+    reg = Api(server.url, None).post(
+        "/agent/register", json={"token": tok["token"], "hostname": "fast-1"}
+    )
+    assert reg.status_code == 201, reg.text
+    return {"stack": stack, **reg.json()}
+
+
+def ask(cp: ControlPlane, method: str, path: str, headers: dict[str, str], body: Any = None) -> Answer:  # fmt: skip
+    conn = http.client.HTTPConnection("127.0.0.1", cp.port, timeout=30)
+    try:
+        try:
+            if isinstance(body, list):  # chunked: an iterable body
+                conn.request(method, path, iter(body), headers, encode_chunked=True)
+            else:
+                conn.request(method, path, body, headers)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # answered (413) and closed before the whole body was sent: read the answer
+        resp = conn.getresponse()
+        data = resp.read()
+        kept = sorted((k.lower(), v) for k, v in resp.getheaders() if k.lower() != "date")
+        return resp.status, kept, data
+    finally:
+        conn.close()
+
+
+def same(fast: ControlPlane, slow: ControlPlane, method: str, path: str, headers: dict[str, str], body: Any = None) -> Answer:  # fmt: skip
+    a = ask(fast, method, path, headers, body)
+    b = ask(slow, method, path, headers, body)
+    assert a == b, f"fast path {a!r} != Quart {b!r}"
+    return a
+
+
+POLL = "/api/v1/agent/desired-state"
+BEAT = "/api/v1/agent/heartbeat"
+GOOD_BEAT = {"agent_version": "1", "applied_version": 1, "state": "applied", "services": [], "security": {}}  # fmt: skip
+
+
+def test_poll_answers_match(server: ControlPlane, slow: ControlPlane, agent: dict[str, Any]) -> None:  # fmt: skip
+    auth = {"Authorization": f"Bearer {agent['credential']}"}
+    etag = f'"{agent["stack"]["hash"]}"'
+    status, headers, body = same(server, slow, "GET", POLL, {**auth, "If-None-Match": etag})
+    assert status == 304 and ("etag", etag) in headers and body == b""
+    for inm in (f"W/{etag}", f'"nope", {etag}', "*"):
+        assert same(server, slow, "GET", POLL, {**auth, "If-None-Match": inm})[0] == 304
+    # handed over to Quart: a 200 with the document, a long poll, a bad wait
+    assert same(server, slow, "GET", POLL, {**auth, "If-None-Match": '"other"'})[0] == 200
+    assert same(server, slow, "GET", POLL, auth)[0] == 200
+    assert same(server, slow, "GET", POLL + "?wait=0", {**auth, "If-None-Match": etag})[0] == 304
+    assert same(server, slow, "GET", POLL + "?wait=x", {**auth, "If-None-Match": etag})[0] == 400
+
+
+@pytest.mark.parametrize(
+    "auth",
+    ["", "Bearer", "Basic abc", "Bearer berth_agt_unknown", "bearer  berth_agt_unknown "],
+)
+def test_poll_refusals_match(server: ControlPlane, slow: ControlPlane, auth: str) -> None:
+    headers = {"If-None-Match": "*"} | ({"Authorization": auth} if auth else {})
+    status, _, body = same(server, slow, "GET", POLL, headers)
+    assert status == 401 and json.loads(body)["error"] == "unauthorized"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        json.dumps(GOOD_BEAT).encode(),
+        json.dumps({"extra": {"é": 1}, "services": [{"name": "web"}]}).encode(),
+        b"",
+        b"   ",
+        b"{not json",
+        b"\xff\xfe",
+        b"[1, 2]",
+        b'{"applied_version": "one"}',
+        b'{"applied_version": true}',
+        b'{"services": {}}',
+        b'{"security": []}',
+        b'{"agent_version": 5}',
+        b'{"state": "' + b"x" * 70 + b'"}',
+    ],
+)
+def test_heartbeat_answers_match(
+    server: ControlPlane, slow: ControlPlane, agent: dict[str, Any], body: bytes
+) -> None:
+    auth = {"Authorization": f"Bearer {agent['credential']}", "Content-Type": "application/json"}
+    status, _, answer = same(server, slow, "POST", BEAT, auth, body)
+    if status == 200:
+        assert json.loads(answer) == {"ok": True, "desired_hash": agent["stack"]["hash"]}
+    else:
+        assert status in (400, 422) and "detail" in json.loads(answer)
+
+
+def test_heartbeat_edge_cases_match(server: ControlPlane, slow: ControlPlane, agent: dict[str, Any]) -> None:  # fmt: skip
+    good = json.dumps(GOOD_BEAT).encode()
+    assert same(server, slow, "POST", BEAT, {}, good)[0] == 401
+    assert same(server, slow, "POST", BEAT, {"Authorization": "Bearer nope"}, good)[0] == 401
+    auth = {"Authorization": f"Bearer {agent['credential']}"}
+    assert same(server, slow, "POST", BEAT, auth, [good[:10], good[10:]])[0] == 200  # chunked
+    assert same(server, slow, "POST", BEAT, auth, b"x" * (1024 * 1024 + 1))[0] == 413
+    assert same(server, slow, "GET", BEAT, auth)[0] == 405
+    assert same(server, slow, "POST", POLL, auth, good)[0] == 405
+
+
+def test_heartbeat_through_fast_path_is_stored(api: Api, server: ControlPlane, agent: dict[str, Any]) -> None:  # fmt: skip
+    auth = {"Authorization": f"Bearer {agent['credential']}"}
+    beat = {**GOOD_BEAT, "agent_version": "fast-9", "note": "kept"}
+    assert ask(server, "POST", BEAT, auth, json.dumps(beat).encode())[0] == 200
+    [inst] = api.get(f"/stacks/{agent['stack_id']}/instances").json()["instances"]
+    assert inst["agent_version"] == "fast-9" and inst["status"] == "online"
+    assert inst["note"] == "kept"
+
+
+def test_revocation_matches(api: Api, server: ControlPlane, slow: ControlPlane, repo: Path) -> None:  # fmt: skip
+    stack = api.post("/stacks", json=stack_body("fastpath-revoke", repo)).json()
+    tok = api.post(f"/stacks/{stack['id']}/install-tokens").json()
+    reg = Api(server.url, None).post("/agent/register", json={"token": tok["token"], "hostname": "r"})  # fmt: skip
+    headers = {"Authorization": f"Bearer {reg.json()['credential']}", "If-None-Match": "*"}
+    assert same(server, slow, "GET", POLL, headers)[0] == 304  # both have it cached now
+    assert api.delete(f"/instances/{reg.json()['instance_id']}").status_code in (200, 204)
+    assert ask(server, "GET", POLL, headers)[0] == 401  # through this node: at once
+    time.sleep(1.5)  # the other node: within a watcher tick
+    status, _, body = same(server, slow, "GET", POLL, headers)
+    assert status == 401 and b"revoked at" in body
+
+
+# ---- --workers N ----------------------------------------------------------------------
+
+
+def _children(pid: int) -> set[int]:
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_bytes()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(b")") + 2 :].split()[1]) == pid:
+                out.add(int(entry))
+    return out
+
+
+def test_workers_share_the_address_and_the_fleet(
+    db_url: str, api: Api, repo: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    cp = ControlPlane(db_url, tmp_path_factory.mktemp("workers"), "--workers", "2")
+    try:
+        workers = _children(cp.proc.pid)
+        assert len(workers) == 2, cp.log()
+        stack = api.post("/stacks", json=stack_body("fastpath-workers", repo)).json()
+        tok = api.post(f"/stacks/{stack['id']}/install-tokens").json()
+        reg = Api(cp.url, None).post("/agent/register", json={"token": tok["token"], "hostname": "w"})  # fmt: skip
+        assert reg.status_code == 201, reg.text
+        headers = {"Authorization": f"Bearer {reg.json()['credential']}", "If-None-Match": "*"}
+        # new connections land on either worker (SO_REUSEPORT): every one answers
+        assert {ask(cp, "GET", POLL, headers)[0] for _ in range(20)} == {304}
+        # a change saved elsewhere reaches a long poll on whichever worker holds it
+        etag = f'"{stack["hash"]}"'
+        body = stack_body("fastpath-workers", repo, poll_interval_s=7)
+        assert api.put(f"/stacks/{stack['id']}", json=body).status_code == 200
+        time.sleep(1.5)
+        polls = {ask(cp, "GET", POLL, {**headers, "If-None-Match": etag})[0] for _ in range(10)}
+        assert polls == {200}
+        assert api.delete(f"/instances/{reg.json()['instance_id']}").status_code in (200, 204)
+        time.sleep(1.5)
+        assert {ask(cp, "GET", POLL, headers)[0] for _ in range(20)} == {401}
+    finally:
+        cp.stop()
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers), "workers left running"
+
+
+def test_workers_option_is_validated(db_url: str) -> None:
+    from tests.controlplane.harness import berth
+
+    for bad in ("0", "x", "65"):
+        out = berth("controlplane", "serve", "--db", db_url, "--workers", bad)
+        assert out.returncode == 2 and "--workers" in out.stderr and "1 to 64" in out.stderr
