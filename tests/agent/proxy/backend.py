@@ -11,6 +11,7 @@ HTTP endpoints (any method):
     /partial       head promising 1 MB, 10 bytes, then nothing (the test kills us)
     /hang          never answers (the test kills us)
     /early         answers 200 before reading a body, then reads nothing
+Requests with `Expect: 100-continue` get a `100 Continue` first.
     anything else  {"name", "method", "path", "headers"} as JSON
 The process prints "ready" on stdout once it listens.
 """
@@ -64,6 +65,8 @@ class Handler(asyncio.Protocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if any(n.lower() == b"expect" and v.lower() == b"100-continue" for n, v in self.headers):
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
         if self.url.startswith(b"/early"):
             self.respond(b'{"early":true}')
             self.transport.pause_reading()  # type: ignore[union-attr]

@@ -24,6 +24,7 @@ FAST = {
     "upstream_timeout": 2.0,
     "pause_timeout": 1.5,
     "drain_timeout": 5.0,
+    "send_timeout": 2.0,
     "sweep_interval": 0.1,
 }
 

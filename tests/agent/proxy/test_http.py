@@ -432,3 +432,35 @@ def test_http10_keep_alive_client(routed: ProxyProcess) -> None:
             while b"}" not in data:
                 data += s.recv(65536)
             assert b"Connection: keep-alive" in data and b"/ten%d" % i in data
+
+
+def test_expect_100_continue_is_relayed(routed: ProxyProcess) -> None:
+    with socket.create_connection(("127.0.0.1", routed.port), timeout=5) as s:
+        s.sendall(
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+        )
+        interim = b""
+        while b"\r\n\r\n" not in interim:
+            interim += s.recv(4096)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n")
+        s.sendall(b"hello")
+        data = interim.split(b"\r\n\r\n", 1)[1]
+        while b"}" not in data:
+            data += s.recv(4096)
+    assert data.startswith(b"HTTP/1.1 200 ") and b'"bytes": 5' in data
+
+
+def test_client_that_stops_reading_is_cut_off(routed: ProxyProcess) -> None:
+    size = 512 * 1024 * 1024
+    with socket.create_connection(("127.0.0.1", routed.port), timeout=10) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(b"GET /download?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % size)
+        time.sleep(4)  # send_timeout is 2 s here: the proxy gives up on us
+        got = 0
+        try:
+            while chunk := s.recv(1024 * 1024):
+                got += len(chunk)
+        except ConnectionResetError:
+            pass
+    assert got < size
+    assert requests.get(url(routed, "/still-fine")).status_code == 200
