@@ -92,7 +92,7 @@ class Subscription:
             return self.stack_id is None or self.stack_id == item.stack_id
         return item.instance_id == self.log_instance and item.service == self.log_service
 
-    def offer(self, item: Change | LogChunkOut) -> None:
+    def offer(self, item: Change | LogChunkOut | None) -> None:
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:

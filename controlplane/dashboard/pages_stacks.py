@@ -6,7 +6,8 @@ next to its field."""
 
 from typing import Any
 
-from quart import Blueprint, Response, redirect, request
+from quart import Blueprint, redirect, request
+from quart.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from controlplane import stacks, status
@@ -103,7 +104,7 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
             "dashboard/edit.html", stack=stack, **_stack_form_context(form, {}), tab="edit"
         )
 
-    async def save(stack_id: str | None) -> Response | tuple[str, int]:
+    async def save(stack_id: str | None) -> ResponseReturnValue:
         stack = await load_stack(dash, stack_id) if stack_id else None
         data = await request.form
         parsed = forms.parse_form(data)
@@ -139,15 +140,15 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
         )
 
     @bp.post("/stacks/new")
-    async def create_stack() -> Response | tuple[str, int]:
+    async def create_stack() -> ResponseReturnValue:
         return await save(None)
 
     @bp.post("/stacks/<stack_id>/edit")
-    async def update_stack(stack_id: str) -> Response | tuple[str, int]:
+    async def update_stack(stack_id: str) -> ResponseReturnValue:
         return await save(stack_id)
 
     @bp.post("/stacks/<stack_id>/refresh")
-    async def refresh_stack(stack_id: str) -> Response | tuple[str, int]:
+    async def refresh_stack(stack_id: str) -> ResponseReturnValue:
         await load_stack(dash, stack_id)
         try:
             stack, changed = await stacks.refresh(db, stack_id, "refresh")
@@ -189,7 +190,7 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
         )
 
     @bp.post("/stacks/<stack_id>/rollback")
-    async def rollback(stack_id: str) -> Response | tuple[str, int]:
+    async def rollback(stack_id: str) -> ResponseReturnValue:
         await load_stack(dash, stack_id)
         raw = (await request.form).get("version", "")
         if not raw.isdigit():
