@@ -68,6 +68,8 @@ def test_internal_proxy_routes_by_host(
 @pytest.mark.root
 def test_drops_root_after_binding(proxy: ProxyProcess) -> None:
     require_root()
+    # it listens first and drops root right after: give it that moment
+    wait_for(lambda: proxy.uid() != 0, timeout=5)
     assert proxy.uid() != 0
 
 
