@@ -340,6 +340,8 @@ class ServiceWorker:
         self.last_error = None
         self.failures = 0
         self.restart_at = None
+        if t.svc.spec.health and self.health.status != "healthy":
+            self.ctx.event("health", "healthy (passed its check at deploy)", self.name)
         self.health = planner.Health("healthy" if t.svc.spec.health else "none")
         self.probe_at = time.monotonic() + (
             t.svc.spec.health.interval_s if t.svc.spec.health else 0
