@@ -10,6 +10,7 @@ the agent's SQLite (read-only) are used to observe.
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -29,7 +30,7 @@ from tests.integration.faultkit import (
 from tests.support.berth import start_controlplane, stop, text, wait_until
 from tests.support.dirs import world_dir
 from tests.support.env import require_root
-from tests.support.gitrepo import commit_files
+from tests.support.gitrepo import APP, commit_files
 from tests.support.ports import free_port
 
 
@@ -322,5 +323,108 @@ def test_failed_fixed_port_deploy_after_readoption_keeps_the_old_release(xproces
         wait_until("v1 to serve again", lambda: serves(agent.proxy + "/", "v1"), timeout_s=20)
         fixed = services_by_name(site.instance())["fixed"]
         assert fixed["port"] == fixed_port and fixed["commit"] != fixed["desired_commit"]
+    finally:
+        site.close()
+
+
+def _processes_in(release: Path) -> list[int]:
+    """Pids of `python3 app.py` processes running in `release` (not its build)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (
+                    os.readlink(entry / "cwd") == str(release)
+                    and b"app.py" in (entry / "cmdline").read_bytes()
+                ):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_kill9_reconciler_mid_cutover_finishes_without_a_gap(xprocess, workspace):
+    """The reconciler dies while a new release is starting beside the old one (agent port):
+    the restarted reconciler must keep the old one serving until a new one is ready, end
+    with one process for the service, and apply the new commit."""
+    repo = workspace / "repo"
+    url = make_repo(repo)
+    site = open_site(xprocess, workspace, "midcut", [service("app", url, "/")])
+    try:
+        agent = site.add_agent("agent-midcut")
+        wait_until("v1 applied", lambda: site.all_applied(1))
+        old_pid = services_by_name(site.instance())["app"]["pid"]
+        slow = "import time\ntime.sleep(8)  # a slow starter: not listening yet\n" + APP
+        c2 = commit_files(repo, {"app.py": slow, "version.txt": "v2"}, "slow v2")
+        release = agent.state_dir / "releases" / "app" / c2
+        with Load([agent.proxy + "/"]) as load:
+            site.api("POST", f"/stacks/{site.stack_id}/refresh")
+            wait_until("v2 to be starting", lambda: _processes_in(release), interval_s=0.05)
+            kill9(reconciler_pid(xprocess, agent))
+            wait_until("v2 applied", lambda: site.all_applied(2), timeout_s=60)
+            wait_until("v2 served", lambda: serves(agent.proxy + "/", "v2"))
+            result = load.stop()
+        assert result.failed == 0, result.failures[:10]
+        assert result.bodies["v1"] > 0 and result.bodies["v2"] > 0
+        wait_until("the old process to stop", lambda: start_time(old_pid) is None)
+        app = services_by_name(site.instance())["app"]
+        wait_until("one v2 process", lambda: _processes_in(release) == [app["pid"]])
+    finally:
+        site.close()
+
+
+# APP, but on SIGTERM it stops listening and takes 10 s to finish (a slow, graceful drain)
+DRAINING_APP = (
+    APP.replace(
+        'ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()', ""
+    )
+    + """
+import signal
+import threading
+import time
+
+srv = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H)
+signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=srv.shutdown).start())
+srv.serve_forever()
+srv.server_close()
+time.sleep(10)
+"""
+)
+
+
+def _refuses(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_kill9_reconciler_while_draining_keeps_the_new_release(xprocess, workspace):
+    """The reconciler dies after the route swap, while the old process drains (alive, no
+    longer listening): the restarted reconciler must keep routing to the new release."""
+    assert "serve_forever()\n" not in DRAINING_APP.split("srv = ")[0]
+    repo = workspace / "repo"
+    url = make_repo(repo, extra={"app.py": DRAINING_APP})
+    site = open_site(xprocess, workspace, "drain", [service("app", url, "/")])
+    try:
+        agent = site.add_agent("agent-drain")
+        wait_until("v1 applied", lambda: site.all_applied(1))
+        old = services_by_name(site.instance())["app"]
+        new_version(repo, "v2")
+        with Load([agent.proxy + "/"]) as load:
+            site.api("POST", f"/stacks/{site.stack_id}/refresh")
+            wait_until(
+                "the old process to drain (alive, not listening)",
+                lambda: _refuses(old["port"]) and start_time(old["pid"]) is not None,
+                interval_s=0.05,
+            )
+            kill9(reconciler_pid(xprocess, agent))
+            wait_until("v2 applied", lambda: site.all_applied(2))
+            time.sleep(3)  # the restarted reconciler has published its routes by now
+            result = load.stop()
+        assert result.failed == 0, result.failures[:10]
+        assert result.bodies["v2"] > 0
+        assert serves(agent.proxy + "/", "v2")
+        wait_until("the old process to finish", lambda: start_time(old["pid"]) is None)
     finally:
         site.close()
