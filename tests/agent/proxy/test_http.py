@@ -129,7 +129,7 @@ def test_chunked_and_length_uploads_stream(routed: ProxyProcess) -> None:
 
 
 def test_large_upload_and_download_with_bounded_memory(routed: ProxyProcess) -> None:
-    size = 256 * 1024 * 1024
+    size = 1024 * 1024 * 1024  # the figure: 1 GiB each way
     block = b"z" * (1024 * 1024)
     digest = hashlib.sha256()
     for _ in range(size // len(block)):
