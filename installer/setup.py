@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -215,20 +214,25 @@ def _ask_consent() -> bool:
         return False
 
 
-def firewall(args: list[str]) -> tuple[int, dict[str, Any]]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "firewall", *args, "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def firewall(args: list[str], layout: Layout, timeout_s: float = 300) -> tuple[int, dict[str, Any]]:
+    """One request to the running helper (berth-firewall.service), built and validated
+    exactly as `berth firewall` builds it. Never the CLI's in-process fallback: the
+    helper is up (setup waited for it), and a slow answer must not make two processes
+    change the firewall at once."""
+    from agent.bus.endpoints import BusEndpoints
+    from agent.bus.firewall import FirewallClient, FirewallUnavailable, RequestError
+    from agent.firewall.cli import build_parser, build_request
+
     try:
-        reply = json.loads(proc.stdout) if proc.stdout.strip() else {}
-    except json.JSONDecodeError:
-        reply = {}
-    if proc.returncode != 0 and not reply:
-        reply = {"error": (proc.stderr or proc.stdout).strip()[-800:]}
-    return proc.returncode, reply
+        req = build_request(build_parser().parse_args(args), dict(os.environ))
+    except RequestError as exc:
+        return 2, {"error": f"{exc.field}: {exc.message}"}
+    try:
+        reply = FirewallClient(BusEndpoints(layout.run_dir)).request(req, timeout_s)
+    except FirewallUnavailable as exc:
+        return 1, {"error": str(exc)}
+    body: dict[str, Any] = json.loads(reply.to_json())
+    return (0 if reply.ok else 1), body
 
 
 def apply_security_mode(
@@ -246,11 +250,13 @@ def apply_security_mode(
         raise StepError(
             "security mode: proxy-only needs the stack's proxy port; no desired state yet"
         )
-    code, reply = firewall(plan.firewall_argv(opts, mode, proxy_port, layout, consent))
+    code, reply = firewall(plan.firewall_argv(opts, mode, proxy_port, layout, consent), layout)
     if code != 0:
-        detail = reply.get("error") or reply.get("status", {}).get("last_apply", {}).get("detail")
+        detail = reply.get("error") or ((reply.get("status") or {}).get("last_apply") or {}).get(
+            "detail"
+        )
         raise StepError(f"security mode {mode}: the firewall helper refused or failed: {detail}")
-    status = reply.get("status", {})
+    status = reply.get("status") or {}
     if status.get("pending_confirm_until"):
         # prove the control plane is still reachable through the new rules, then confirm
         event_id = str(
@@ -264,24 +270,14 @@ def apply_security_mode(
                 "the control plane through the new rules",
             )
         except StepError as exc:
-            firewall(
-                [
-                    "revert",
-                    "--state-dir",
-                    str(layout.firewall_state),
-                    "--run-dir",
-                    str(layout.run_dir),
-                ]
-            )
+            firewall(["revert"], layout)
             raise StepError(
                 f"security mode {mode}: reverted, the control plane stopped answering: {exc}"
             ) from exc
-        code, reply = firewall(
-            ["confirm", "--state-dir", str(layout.firewall_state), "--run-dir", str(layout.run_dir)]
-        )
+        code, reply = firewall(["confirm"], layout)
         if code != 0:
             raise StepError(f"security mode {mode}: confirm failed: {reply}")
-        status = reply.get("status", {})
+        status = reply.get("status") or {}
     return f"{status.get('mode', mode)} via {status.get('backend') or 'no backend'} ({status.get('exposure', '?')})"
 
 

@@ -96,6 +96,9 @@ def test_privileges_are_as_designed() -> None:
         assert "AmbientCapabilities=CAP_NET_BIND_SERVICE\n" in text[unit]
     reconciler = text["berth-reconciler.service"]
     assert "User=berth\n" in reconciler and "KillMode=process" in reconciler
-    assert "AmbientCapabilities=CAP_SETUID CAP_SETGID CAP_CHOWN CAP_KILL\n" in reconciler
+    assert (
+        "AmbientCapabilities=CAP_SETUID CAP_SETGID CAP_CHOWN CAP_DAC_OVERRIDE CAP_KILL\n"
+        in reconciler
+    )
     assert "User=" not in text["berth-firewall.service"]  # the one root component
     assert "CAP_NET_ADMIN" in text["berth-firewall.service"]
