@@ -97,6 +97,7 @@ class Bench:
         self.work = work
         self.clients = clients
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.names: list[str] = []
         self.cp_port, self.proxy_port, self.fixed_port = free_port(), free_port(), free_port()
         self.cp_url = f"http://127.0.0.1:{self.cp_port}"
         self.repo = init_repo(work / "repo")
@@ -109,15 +110,16 @@ class Bench:
         return resp.json() if resp.content else None
 
     def spawn(self, argv: list[str], log: str) -> None:
-        out = open(self.work / log, "wb")  # noqa: SIM115 - closed with the process
-        self.procs.append(subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT))
+        with open(self.work / log, "wb") as out:  # the child keeps its own copy of the fd
+            self.procs.append(subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT))
+        self.names.append(log.removesuffix(".log"))
 
     def wait(self, what: str, check: Any, timeout_s: float = 120) -> Any:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for p in self.procs:
+            for name, p in zip(self.names, self.procs, strict=True):
                 if p.poll() is not None:
-                    raise SystemExit(f"{what}: {p.args[3:5]} exited; see {self.work}")
+                    raise SystemExit(f"{what}: the {name} exited; see {self.work}/{name}.log")
             try:
                 if result := check():
                     return result
