@@ -21,7 +21,7 @@ from typing import Any
 from agent.bus.messages import ROUTES_TOPIC
 from agent.bus.publisher import Publisher
 from agent.notify import Notifier
-from agent.reconciler import process
+from agent.reconciler import health, process
 from agent.reconciler.cpclient import AGENT_VERSION, ControlPlaneClient, Rejected, Unreachable
 from agent.reconciler.logfiles import LogCursor, rotate_if_large
 from agent.reconciler.policy import (
@@ -34,7 +34,7 @@ from agent.reconciler.policy import (
 )
 from agent.reconciler.process import RunAs
 from agent.reconciler.security import Security
-from agent.reconciler.store import Store
+from agent.reconciler.store import ProcessRecord, Store
 from agent.reconciler.worker import ServiceWorker, Target, Timeouts
 from agent.schema.document import DesiredState, parse_document
 from agent.schema.errors import ValidationError
@@ -93,17 +93,11 @@ class Reconciler:
     async def run(self) -> int:
         self._check_layout()
         await self.publisher.start()
-        self._adopt_processes()
-        cached = self.store.get_json("desired")
+        cached = self._cached_desired()
+        await self._adopt_processes(cached)
         if cached is not None:
-            try:
-                self.apply(parse_document(cached))
-                log.info(
-                    "applying cached desired state v%s",
-                    self.desired.version if self.desired else "?",
-                )
-            except ValidationError as exc:
-                log.error("cached desired state is invalid, ignoring it: %s", exc)
+            self.apply(cached)
+            log.info("applying cached desired state v%s", cached.version)
         await self._publish_routes()
         self.notifier.ready(self.summary())
         tasks = [
@@ -144,17 +138,50 @@ class Reconciler:
             path.mkdir(exist_ok=True)
             path.chmod(0o755)
 
-    def _adopt_processes(self) -> None:
-        for rec in self.store.processes():
-            if not process.is_alive(rec.pid, rec.start_ticks):
+    def _cached_desired(self) -> DesiredState | None:
+        raw = self.store.get_json("desired")
+        if raw is None:
+            return None
+        try:
+            return parse_document(raw)
+        except ValidationError as exc:
+            log.error("cached desired state is invalid, ignoring it: %s", exc)
+            return None
+
+    async def _adopt_processes(self, cached: DesiredState | None) -> None:
+        """Take over the services a previous reconciler left running (they never stopped).
+
+        Two live processes of one service mean we died mid-cutover: keep the newer only
+        if it is ready (it was already serving, or about to); otherwise it may not even
+        listen yet, so keep the older one and let the planner redo the deploy (its
+        release is built already).
+        """
+        live: dict[str, list[ProcessRecord]] = {}
+        for rec in self.store.processes():  # oldest first
+            if process.is_alive(rec.pid, rec.start_ticks):
+                live.setdefault(rec.service, []).append(rec)
+            else:
                 self.store.forget_process(rec.service, rec.pid)
-                continue
-            worker = self._worker(rec.service)
-            if worker.current is not None:  # two left over from an interrupted cutover
-                older = worker.current.rec
-                process.signal_group(older.pid, 15)
-                self.store.forget_process(older.service, older.pid)
-            worker.adopt(rec)
+        for service, recs in live.items():
+            keep = recs[-1]
+            if len(recs) > 1 and not await self._ready(keep, cached):
+                keep = recs[-2]
+            for rec in recs:
+                if rec is not keep:
+                    log.info(
+                        "%s: stopping pid %d left from an interrupted cutover", service, rec.pid
+                    )
+                    await process.stop_group(rec.pid, rec.start_ticks, self.timeouts.stop_grace_s)
+                    self.store.forget_process(rec.service, rec.pid)
+            self._worker(service).adopt(keep)
+
+    async def _ready(self, rec: ProcessRecord, cached: DesiredState | None) -> bool:
+        svc = cached.service(rec.service) if cached else None
+        hc = svc.spec.health if svc else None
+        if hc is not None:
+            ok, _ = await health.probe(rec.port, hc.path, hc.timeout_s)
+            return ok
+        return await health.port_open(rec.port)
 
     def _worker(self, name: str) -> ServiceWorker:
         if name not in self.workers:
