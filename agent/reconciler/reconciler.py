@@ -450,6 +450,7 @@ class Reconciler:
     async def _report_loop(self) -> None:
         client = await self._client_ready()
         next_beat = 0.0
+        delay = RETRY_BASE_S
         while True:
             interval = self.desired.stack.poll_interval_s if self.desired else 5.0
             try:
@@ -457,9 +458,12 @@ class Reconciler:
                     await asyncio.to_thread(client.heartbeat, self.heartbeat())
                     next_beat = time.monotonic() + interval
                 await self._flush_events(client)
+                delay = RETRY_BASE_S
             except (Unreachable, Rejected) as exc:
-                log.warning("report failed, will retry: %s", exc)
-                await asyncio.sleep(min(interval, 5.0))
+                # events wait in the outbox; back off so an outage is not a log flood
+                log.warning("report failed, retrying in %.0f s: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(RETRY_CAP_S, delay * 2)
                 continue
             try:
                 await asyncio.wait_for(
