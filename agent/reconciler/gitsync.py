@@ -114,7 +114,8 @@ def checkout_release(mirror: Path, commit: str, release_dir: Path) -> None:
     repo = git.Repo(mirror)
     try:
         with _mirror_lock(mirror):
-            repo.git.worktree("prune")
+            # --force: a release directory deleted earlier may still be registered; stale
+            # registrations are pruned after deploys, off the deploy's critical path
             repo.git.worktree("add", "--detach", "--force", str(release_dir), commit)
     except git.GitCommandError as exc:
         raise GitError(
@@ -124,9 +125,15 @@ def checkout_release(mirror: Path, commit: str, release_dir: Path) -> None:
 
 def remove_release(mirror: Path, release_dir: Path) -> None:
     shutil.rmtree(release_dir, ignore_errors=True)
+    prune_worktrees(mirror)
+
+
+def prune_worktrees(mirror: Path) -> None:
+    """Forget release directories that no longer exist."""
     if mirror.exists():
         try:
-            git.Repo(mirror).git.worktree("prune")
+            with _mirror_lock(mirror):
+                git.Repo(mirror).git.worktree("prune")
         except git.GitCommandError as exc:
             log.warning("worktree prune in %s failed: %s", mirror, exc)
 

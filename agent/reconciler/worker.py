@@ -35,8 +35,10 @@ from agent.schema.document import DesiredService
 
 log = logging.getLogger(__name__)
 
-READY_POLL_S = 0.1
-SWAP_SETTLE_S = 0.5  # let every proxy receive the new table before draining the old process
+READY_POLL_S = 0.05
+# Let every proxy receive the new table (ipc delivery takes well under a millisecond, the
+# proxies apply it at once) before the old process is paused away or drained.
+SWAP_SETTLE_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -503,9 +505,15 @@ class ServiceWorker:
         dirs = sorted(
             (d for d in root.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime, reverse=True
         )
+        removed = False
         for d in dirs[self.ctx.keep_releases :]:
             if d.name not in keep:
                 shutil.rmtree(d, ignore_errors=True)
+                removed = True
+        if removed and self.target is not None:
+            gitsync.prune_worktrees(
+                gitsync.mirror_path(self.ctx.state_dir / "git", self.target.svc.spec.repo)
+            )
 
 
 def _free_port() -> int:
