@@ -161,7 +161,8 @@ def serving(server: Server) -> bool:
 
 
 def service_pids(server: Server) -> dict[str, int]:
-    out = server.exec(["pgrep", "-u", "berth-svc", "-f", "app.py"]).stdout.split()
+    # the service processes themselves (each runs under a `sh -c` of its own)
+    out = server.exec(["pgrep", "-u", "berth-svc", "-f", "^python3 [a-z]+/app.py"]).stdout.split()
     return {p: int(p) for p in out}
 
 
@@ -210,20 +211,30 @@ def test_one_line_install_to_uninstall(world: tuple[Server, ControlPlane, str]) 
     wait_until("the stack served from outside", lambda: serving(server), 120)
     services = service_pids(server)
     assert len(services) == 2
-    for pid in services.values():  # user code: berth-svc, no capability at all
+    everything = server.exec(["pgrep", "-u", "berth-svc"]).stdout.split()
+    for pid in map(int, everything):  # user code: berth-svc, no capability at all
         status = proc_status(server, pid)
         assert int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0, status
     # proxy-only: the proxy port is open, nothing else is
     assert not reachable(server.ip, 80) and not reachable(server.ip, 22)
 
-    # --- each component SIGKILLed: systemd restarts it and it serves again ---------------
+    # --- the reconciler crashes alone: restarted, services untouched (re-adopted) ---------
+    before = main_pid(server, "berth-reconciler.service")
+    server.exec(
+        ["systemctl", "kill", "--kill-whom=main", "-s", "KILL", "berth-reconciler"], check=True
+    )
+    wait_until("the reconciler restarted",
+               lambda: main_pid(server, "berth-reconciler.service") not in (0, before), 60)  # fmt: skip
+    wait_until("serving", lambda: serving(server), 60)
+    assert service_pids(server) == services, "a reconciler restart restarted the services"
+
+    # --- each component SIGKILLed (its whole cgroup): restarted by systemd, serving again --
     for unit in SERVICES:
         before = main_pid(server, unit)
         server.exec(["systemctl", "kill", "-s", "KILL", unit], check=True)
         wait_until(f"{unit} restarted", lambda u=unit, b=before: main_pid(server, u) not in (0, b)
                    and server.exec(["systemctl", "is-active", u]).stdout.strip() == "active", 60)  # fmt: skip
-        wait_until(f"serving after killing {unit}", lambda: serving(server), 60)
-    assert service_pids(server) == services, "a component restart restarted the services"
+        wait_until(f"serving after killing {unit}", lambda: serving(server), 90)
 
     # --- reboot, without the control plane ------------------------------------------------
     cp.stop()
