@@ -119,3 +119,47 @@ def test_wire_dns_reads_only_valid_names(tmp_path: Path) -> None:
     cache.write_bytes(table.to_json())
     names, suffix = names_from(cache)
     assert names == ["api.svc.internal"] and suffix == "svc.internal"
+
+
+def test_control_plane_serves_scripts_and_only_wheelhouse_files(tmp_path: Path) -> None:
+    import asyncio
+
+    from controlplane.app import create_app
+    from controlplane.settings import ServerSettings
+    from controlplane.testing import migrate
+
+    db = f"sqlite:///{tmp_path / 'cp.sqlite3'}"
+    migrate(db)
+    house = tmp_path / "wheelhouse"
+    house.mkdir()
+    (house / "berth-0.1.0-py3-none-any.whl").write_bytes(b"PK-wheel")
+    (tmp_path / "secret.txt").write_text("no")
+
+    async def run() -> None:
+        app = create_app(
+            ServerSettings(db_url=db, public_url="http://cp.test:8000", wheelhouse=str(house))
+        )
+        async with app.test_app() as test_app:
+            client = test_app.test_client()
+            script = await (await client.get("/install.sh")).get_data(as_text=True)
+            assert (
+                "CP_URL='http://cp.test:8000'" in script and "@BERTH_CONTROL_PLANE@" not in script
+            )
+            assert (await client.get("/uninstall.sh")).status_code == 200
+            listing = await (await client.get("/dist/")).get_data(as_text=True)
+            assert 'href="berth-0.1.0-py3-none-any.whl"' in listing
+            wheel = await client.get("/dist/berth-0.1.0-py3-none-any.whl")
+            assert wheel.status_code == 200 and await wheel.get_data() == b"PK-wheel"
+            for bad in (
+                "/dist/..%2Fsecret.txt",
+                "/dist/../secret.txt",
+                "/dist/.hidden",
+                "/dist/nope.whl",
+            ):
+                assert (await client.get(bad)).status_code == 404, bad
+        bare = create_app(ServerSettings(db_url=db))
+        async with bare.test_app() as test_app:
+            resp = await test_app.test_client().get("/dist/")
+            assert resp.status_code == 404 and "--wheelhouse" in await resp.get_data(as_text=True)
+
+    asyncio.run(run())
