@@ -268,9 +268,10 @@ class Postgres:
 
 
 def start_controlplane(
-    db_url: str, port: int, log: Path, workers: int = 1
+    db_url: str, port: int, log: Path, workers: int = 1, fast: bool = True
 ) -> subprocess.Popen[bytes]:
     extra = ["--workers", str(workers)] if workers > 1 else []
+    extra += [] if fast else ["--no-fast-path"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "agent.cli", "controlplane", "serve", "--db", db_url, "--bind", f"127.0.0.1:{port}", *extra],
         cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
@@ -365,9 +366,13 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=128)
     ap.add_argument("--workers", default="1", help="control-plane worker counts to try, e.g. 1,2")
     ap.add_argument("--no-reference", action="store_true", help="skip the nginx reference")
+    ap.add_argument("--slow-path", action="store_true",
+                    help="also run each database with --no-fast-path (everything through Quart)")  # fmt: skip
     args = ap.parse_args()
     counts = [int(x) for x in args.n.split(",")]
-    workers = [int(x) for x in args.workers.split(",")]
+    variants = [(int(x), True) for x in args.workers.split(",")]
+    if args.slow_path:
+        variants.insert(0, (1, False))
     try:
         import uvloop
 
@@ -403,8 +408,9 @@ def main() -> int:
             finally:
                 stop(nginx)
         for kind in args.db.split(","):
-            for nworkers in workers:
+            for nworkers, fast in variants:
                 label = f"berth cp, {kind}" + (f" x{nworkers}" if nworkers > 1 else "")
+                label += "" if fast else " slow"
                 pg = None
                 if kind == "sqlite":
                     db_url = f"sqlite:///{workdir}/bench-{uuid.uuid4().hex[:6]}.db"
@@ -414,10 +420,10 @@ def main() -> int:
                 try:
                     migrate(db_url)
                     port = free_port()
-                    log = workdir / f"cp-{kind}-{nworkers}.log"
-                    cp = start_controlplane(db_url, port, log, nworkers)
+                    log = workdir / f"cp-{kind}-{nworkers}-{fast}.log"
+                    cp = start_controlplane(db_url, port, log, nworkers, fast)
                     try:
-                        sub = workdir / f"{kind}-{nworkers}"
+                        sub = workdir / f"{kind}-{nworkers}-{fast}"
                         sub.mkdir()
                         creds, etag = seed(db_url, f"http://127.0.0.1:{port}", max(counts), sub)
                         probe = CpuProbe(cp.pid, pg.postmaster_pid() if pg else None)

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 
 from agent.logs import setup_logging
@@ -122,6 +121,8 @@ def main(argv: list[str]) -> int:
             from controlplane.workers import serve_workers
 
             return serve_workers(settings, args.workers)
+        from controlplane.server import serve
+
         return serve(settings)
     if args.command == "user":
         from controlplane.dashboard.cli import user_command
@@ -160,77 +161,3 @@ async def _token_command(args: argparse.Namespace) -> int:
         return 0
     finally:
         await db.close()
-
-
-def serve(settings: ServerSettings) -> int:
-    """Serve with Hypercorn until SIGINT/SIGTERM; returns the exit code."""
-    from hypercorn.asyncio import serve as hypercorn_serve
-    from hypercorn.config import Config
-
-    from controlplane.app import create_app
-    from controlplane.fastpath import AgentFastPath
-
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency, but optional at run time
-        uvloop = None  # type: ignore[assignment]
-
-    config = Config()
-    config.bind = [settings.bind]
-    config.accesslog = None  # one line per request costs more than the request itself
-    config.errorlog = log
-    config.graceful_timeout = 2.0
-    config.keep_alive_timeout = 75.0  # agents reuse connections between polls
-    config.backlog = 2048  # a restarted control plane is met by a whole fleet at once
-    app = create_app(settings)
-    asgi = AgentFastPath(app, app.extensions["berth"]) if settings.fast_path else app
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        log.info(
-            "serving on http://%s (database %s)",
-            settings.bind,
-            parse_db_url(settings.db_url).display(),
-        )
-        notify = asyncio.create_task(_notify_systemd(settings.bind), name="sd-notify")
-        try:
-            await hypercorn_serve(asgi, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
-        finally:
-            notify.cancel()
-        log.info("stopped")
-
-    try:
-        if uvloop is not None:
-            uvloop.run(run())
-        else:
-            asyncio.run(run())
-    except OSError as exc:
-        log.error("cannot serve on %s: %s", settings.bind, exc)
-        return 1
-    return 0
-
-
-async def _notify_systemd(bind: str) -> None:
-    """Under systemd (Type=notify): READY=1 once the socket accepts connections, then
-    WATCHDOG=1 from this event loop, so a wedged loop gets the unit restarted."""
-    from agent.notify import Notifier
-    from agent.settings import parse_hostport
-
-    notifier = Notifier()
-    try:
-        host, port = parse_hostport(bind, "--bind")
-    except ValueError:  # e.g. unix:PATH: hypercorn has bound it before serving anyway
-        host, port = "", 0
-    wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
-    while port:
-        try:
-            _, writer = await asyncio.open_connection(wildcard.get(host, host), port)
-            writer.close()
-            break
-        except OSError:
-            await asyncio.sleep(0.1)
-    notifier.ready(f"serving on {bind}")
-    await notifier.watchdog_loop()

@@ -4,8 +4,11 @@
 block the writer), a busy timeout (a second writer waits instead of failing) and foreign
 keys (cascading deletes). SQLite allows one writer at a time and a transaction that reads
 then writes can fail if another connection wrote in between, so within one process every
-write transaction on SQLite is serialised by an asyncio lock; PostgreSQL needs no such lock
-(row locks, `SELECT ... FOR UPDATE`, do the job).
+write transaction on SQLite is serialised by an asyncio lock, and it runs on a second
+engine whose transactions start with `BEGIN IMMEDIATE`: the write lock is taken first
+(waiting up to the busy timeout), so a save cannot fail half-way because another process
+(`serve --workers N`, a CLI command) committed meanwhile. PostgreSQL needs neither (row
+locks, `SELECT ... FOR UPDATE`, do the job).
 """
 
 import asyncio
@@ -41,6 +44,19 @@ def sqlite_pragmas(engine: Engine) -> None:
         cur.close()
 
 
+def sqlite_begin_immediate(engine: Engine) -> None:
+    """Start every transaction of this SQLite engine with BEGIN IMMEDIATE (SQLAlchemy's
+    documented recipe: the driver's own implicit BEGIN is turned off)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 class Database:
     def __init__(self, url: DatabaseURL, pool_size: int = 10) -> None:
         self.url = url
@@ -51,6 +67,13 @@ class Database:
         sqlite_pragmas(self.engine.sync_engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = asyncio.Lock() if url.is_sqlite else None
+        self._write_engine = self.engine
+        self._write_sessions = self.sessions
+        if url.is_sqlite:
+            self._write_engine = create_async_engine(url.async_url)
+            sqlite_pragmas(self._write_engine.sync_engine)
+            sqlite_begin_immediate(self._write_engine.sync_engine)
+            self._write_sessions = async_sessionmaker(self._write_engine, expire_on_commit=False)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -65,8 +88,10 @@ class Database:
             async with self.sessions() as session, session.begin():
                 yield session
             return
-        async with self._write_lock, self.sessions() as session, session.begin():
+        async with self._write_lock, self._write_sessions() as session, session.begin():
             yield session
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self._write_engine is not self.engine:
+            await self._write_engine.dispose()

@@ -3,9 +3,12 @@
 Each heartbeat is a full snapshot, so only the latest per instance matters. `record`
 queues the snapshot and waits until the transaction that contains it has committed (the
 agent's 200 still means "stored"); one writer task takes everything queued, writes it with
-one bulk UPDATE by primary key, and starts again. With little traffic a batch is one
-heartbeat; under load, batches grow instead of transactions queueing up behind SQLite's
-single writer.
+one bulk UPDATE by primary key, and starts again. Before taking a batch it lingers for
+`window_s` (unless a full batch is already queued): a transaction costs about 3 ms of CPU
+whatever its size, a row in a batch about 0.2 ms, so at fleet rates (1,000 heartbeats/s
+for 10,000 agents) collecting for a few tens of milliseconds cuts the writer's CPU about
+tenfold, for that much added latency on a call nobody waits on. Under load batches also
+grow instead of transactions queueing up behind SQLite's single writer.
 """
 
 import asyncio
@@ -22,11 +25,14 @@ from controlplane.status import Heartbeat
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 2000
+# how long the writer collects heartbeats before one transaction (see the docstring)
+DEFAULT_WINDOW_S = 0.04
 
 
 class HeartbeatWriter:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, window_s: float = DEFAULT_WINDOW_S) -> None:
         self._db = db
+        self._window_s = window_s
         self._pending: dict[str, dict[str, Any]] = {}
         self._waiters: list[asyncio.Future[None]] = []
         self._wake = asyncio.Event()
@@ -65,6 +71,8 @@ class HeartbeatWriter:
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
+            if len(self._pending) < MAX_BATCH and self._window_s > 0:
+                await asyncio.sleep(self._window_s)
             self._wake.clear()
             rows = list(self._pending.values())[:MAX_BATCH]
             for row in rows:
