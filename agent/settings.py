@@ -39,6 +39,10 @@ class AgentSettings:
     build_timeout_s: float = 900.0
     deploy_timeout_s: float = 60.0  # a new release must become healthy within this
     drain_timeout_s: float = 30.0  # in-flight requests on the old release get this long
+    # Firewall changes are explicit (spec §12): the agent applies the stack's security mode
+    # only when the operator opted in; tunnel-only also needs consent to blocking SSH.
+    follow_security_mode: bool = False
+    consent_block_ssh: bool = False
     ssh_port: int = 22
     ssh_cidrs: tuple[str, ...] = ()  # proxy-only allows SSH only from these
     tunnel_metrics: str | None = None  # cloudflared metrics HOST:PORT (its /ready endpoint)
@@ -75,6 +79,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--build-timeout", type=float, default=900.0, metavar="SECONDS")
     parser.add_argument("--deploy-timeout", type=float, default=60.0, metavar="SECONDS")
     parser.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS")
+    parser.add_argument(
+        "--follow-security-mode",
+        action="store_true",
+        help="apply the stack's security mode through the firewall helper when it changes",
+    )
+    parser.add_argument(
+        "--consent-block-ssh",
+        action="store_true",
+        help="with --follow-security-mode: allow tunnel-only",
+    )
     parser.add_argument("--ssh-port", type=int, default=22, help="SSH port kept open in proxy-only")
     parser.add_argument(
         "--ssh-cidr",
@@ -113,6 +127,8 @@ def from_args(args: argparse.Namespace) -> AgentSettings:
         build_timeout_s=args.build_timeout,
         deploy_timeout_s=args.deploy_timeout,
         drain_timeout_s=args.drain_timeout,
+        follow_security_mode=args.follow_security_mode,
+        consent_block_ssh=args.consent_block_ssh,
         ssh_port=args.ssh_port,
         ssh_cidrs=tuple(args.ssh_cidr),
     )

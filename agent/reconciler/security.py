@@ -1,6 +1,8 @@
-"""The reconciler's side of the security modes: ask the firewall helper (the only root
-process) to apply the stack's mode, confirm it after a round trip to the control plane,
-and keep the helper's status for heartbeats.
+"""The reconciler's side of the security modes: keep the firewall helper's status for
+heartbeats and, when the operator opted in (`--follow-security-mode`), ask the helper (the
+only root process) to apply the stack's mode and confirm it after a round trip to the
+control plane. Without the opt-in, firewall changes stay with the installer's explicit,
+consented step (spec §12.4), and a mode change only produces an event saying so.
 
 The helper's apply is commit-confirmed: if the reconciler cannot reach the control plane
 after the change, it never confirms, and the helper reverts by itself.
@@ -76,6 +78,16 @@ class Security:
         await self.refresh(mode)
         if self.status.get("mode") == mode and not self.status.get("pending_confirm_until"):
             return
+        if not self.settings.follow_security_mode:
+            if not self._warned:
+                self._warned = True
+                self.event(
+                    "security",
+                    f"the stack asks for security mode {mode}; the firewall keeps {self.status.get('mode')} "
+                    "(firewall changes are explicit: re-run the installer with --security-mode, or start "
+                    "the agent with --follow-security-mode)",
+                )
+            return
         if not self.helper_present():
             if mode != "open" and not self._warned:
                 self._warned = True
@@ -94,7 +106,7 @@ class Security:
             backend=self.settings.firewall_backend,
             confirm_timeout_s=CONFIRM_TIMEOUT_S,
             control_plane=self.settings.control_plane,
-            consent_block_ssh=True,  # chosen explicitly for this stack in the control plane
+            consent_block_ssh=self.settings.consent_block_ssh,
         )
         try:
             reply = await asyncio.to_thread(self.client.request, request)
