@@ -102,18 +102,6 @@ class Server(Container):
             self.stop()
             raise
 
-    def _find_pid(self) -> int | None:
-        # nspawn's short-lived intermediate child is a child of nspawn too: only a process
-        # that already runs systemd is the container's init (else exec() targets a dead pid).
-        pid = super()._find_pid()
-        if pid is None:
-            return None
-        try:
-            comm = Path(f"/proc/{pid}/comm").read_text().strip()
-        except FileNotFoundError:
-            return None
-        return pid if comm == "systemd" else None
-
     def reboot(self, timeout: float = 60) -> None:
         """Power off and boot the same overlay again: disk kept, processes gone."""
         assert self._proc is not None

@@ -291,7 +291,15 @@ class Container:
         except FileNotFoundError:
             return None
         pids = [int(p) for p in children.split()]
-        return pids[0] if pids else None
+        if not pids:
+            return None
+        # nspawn's short-lived intermediate child is its child too: only a process that
+        # already runs systemd is the container's init (else exec() targets a dead pid)
+        try:
+            comm = Path(f"/proc/{pids[0]}/comm").read_text().strip()
+        except FileNotFoundError:
+            return None
+        return pids[0] if comm == "systemd" else None
 
     def exec(
         self,
