@@ -209,3 +209,27 @@ def test_workers_option_is_validated(db_url: str) -> None:
     for bad in ("0", "x", "65"):
         out = berth("controlplane", "serve", "--db", db_url, "--workers", bad)
         assert out.returncode == 2 and "--workers" in out.stderr and "1 to 64" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("bind", "expected"),
+    [
+        ("127.0.0.1:8000", ("127.0.0.1", 8000, None)),
+        ("[::1]:0", ("::1", 0, None)),
+        (":9000", ("0.0.0.0", 9000, None)),
+        ("unix:/run/berth/cp.sock", ("", 0, "/run/berth/cp.sock")),
+    ],
+)
+def test_parse_bind(bind: str, expected: tuple[str, int, str | None]) -> None:
+    from controlplane.workers import parse_bind
+
+    got = parse_bind(bind)
+    assert (got.host, got.port, got.unix_path) == expected
+
+
+@pytest.mark.parametrize("bind", ["localhost", "host:port", "host:70000", "unix:", ""])
+def test_parse_bind_refuses(bind: str) -> None:
+    from controlplane.workers import parse_bind
+
+    with pytest.raises(ValueError, match="--bind"):
+        parse_bind(bind)
