@@ -39,8 +39,10 @@ USER, PASSWORD = "alice", "correct horse battery"
 WIDTHS = (1280, 390)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    # Module scope, not session: Playwright's sync API runs an event loop in the main
+    # thread while it is open, and every later asyncio.run() in the session would fail.
     require(shutil.which("chromium") is not None or os.path.exists(CHROMIUM),
             "needs Debian's chromium (apt-get install chromium)")  # fmt: skip
     from playwright.sync_api import sync_playwright

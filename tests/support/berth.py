@@ -38,7 +38,7 @@ def start_controlplane(xprocess: Any, name: str, workdir: Path, port: int) -> Co
     url = f"http://127.0.0.1:{port}"
 
     class Starter(ProcessStarter):  # type: ignore[misc]
-        pattern = "Running on http"
+        pattern = "serving on"  # Berth's own line, whichever ASGI server runs it
         args = [
             *BERTH,
             "controlplane",
@@ -53,7 +53,13 @@ def start_controlplane(xprocess: Any, name: str, workdir: Path, port: int) -> Co
         timeout = 60
         terminate_on_interrupt = True
 
-    xprocess.ensure(name, Starter)
+        def startup_check(self) -> bool:
+            def answers() -> bool:
+                return requests.get(url + "/healthz", timeout=2).ok
+
+            return bool(wait_until("the control plane to answer", answers, 30))
+
+    _start_fresh(xprocess, name, Starter)
     return ControlPlane(url, db, token, name)
 
 
@@ -99,7 +105,19 @@ def start_agent(
         timeout = 60
         terminate_on_interrupt = True
 
-    xprocess.ensure(name, Starter)
+    _start_fresh(xprocess, name, Starter)
+
+
+def _start_fresh(xprocess: Any, name: str, starter: type) -> None:
+    """Start `name` anew. xprocess.ensure would reuse a process of that name left by an
+    earlier, interrupted run (ours would then never start); and a failed start is cleaned
+    up here, since the caller's own cleanup never runs."""
+    xprocess.getinfo(name).terminate()
+    try:
+        xprocess.ensure(name, starter)
+    except BaseException:
+        xprocess.getinfo(name).terminate()
+        raise
 
 
 def stop(xprocess: Any, name: str, timeout_s: float = 30) -> None:
