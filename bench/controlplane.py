@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/controlplane.py [--n 1000,2000,5000,10000] [--duration 20] [--warmup 10]
                                            [--db sqlite,postgresql] [--connections 128]
+                                           [--workers 1,2] [--slow-path] [--no-reference]
 
 Each agent sends, every 10 s, one `GET /api/v1/agent/desired-state` with its ETag in
 If-None-Match (answered 304) and one `POST /api/v1/agent/heartbeat` (a database write),
@@ -12,11 +13,20 @@ so a server that falls behind shows it in p99 instead of slowing the generator d
 Setup (not measured): a throwaway database (a SQLite file; a PostgreSQL cluster run as
 `nobody`), migrated, a stack created through the API from a local git repository, then N
 instances inserted directly with their credential digests (registering 10,000 agents
-through the API would take minutes and measures something else). The control plane runs
-as `berth controlplane serve` in its own process, uvloop, one worker.
+through the API would take minutes and measures something else); then the control plane
+is restarted so that it preloads every credential, as one that has been running does.
+The control plane runs as `berth controlplane serve` in its own process group, with
+`--workers N` for each N of `--workers`, and once with `--no-fast-path` if `--slow-path`.
+
+Printed per run: req/s, p50/p99 of all requests and p99 of heartbeats alone, errors, and
+CPU time per request (from /proc, over the measured window) of the control plane (every
+process of its group), of the PostgreSQL server (postmaster and backends) and of this
+load generator: the figures to compare on a machine shared with other work.
 
 Simplification: agents share `--connections` keep-alive connections (a real fleet holds
-one connection per agent, mostly idle).
+one connection per agent, mostly idle). A heartbeat's answer waits for its batch's commit,
+so with few connections a slow commit stalls every request queued behind it: the default
+1,000 keeps that head-of-line blocking out of the figures without 10,000 sockets.
 
 Reference, same run: nginx answering the same requests (304 / 204) from its config, which
 shows what this machine and this generator can do at all. Target: 10,000 agents at p99 <
@@ -34,7 +44,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,10 +81,16 @@ class Result:
     server_cpu_s: float = 0.0  # control plane (all workers) + database server, measured window
     db_cpu_s: float = 0.0  # of which the PostgreSQL server
     client_cpu_s: float = 0.0  # this load generator
+    heartbeat_latencies_ms: list[float] = field(default_factory=list)  # of latencies_ms
 
     @property
     def p99(self) -> float:
         lat = sorted(self.latencies_ms) or [float("nan")]
+        return lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+
+    @property
+    def heartbeat_p99(self) -> float:
+        lat = sorted(self.heartbeat_latencies_ms) or [float("nan")]
         return lat[min(len(lat) - 1, int(len(lat) * 0.99))]
 
     @property
@@ -91,7 +107,7 @@ class Result:
         return (
             f"{rps:8.0f} {p50:8.1f} {self.p99:8.1f} {self.errors:7d}  {ok:<6} "
             f"{(self.server_cpu_s - self.db_cpu_s) * per:8.3f} {self.db_cpu_s * per:8.3f} "
-            f"{self.client_cpu_s * per:8.3f}"
+            f"{self.client_cpu_s * per:8.3f} {self.heartbeat_p99:8.1f}"
         )
 
 
@@ -162,6 +178,7 @@ async def run_load(
     """
     queue: asyncio.Queue[tuple[float, bytes, int]] = asyncio.Queue()
     latencies: list[float] = []
+    beats: list[float] = []
     errors = 0
     loop = asyncio.get_running_loop()
     measure_from = float("inf")
@@ -180,6 +197,8 @@ async def run_load(
                         errors += counted
                     elif counted:
                         latencies.append((loop.time() - due) * 1000)
+                        if expect == 200:
+                            beats.append(latencies[-1])
                 except (OSError, asyncio.IncompleteReadError, ValueError):
                     errors += counted
                     writer.close()
@@ -209,7 +228,7 @@ async def run_load(
         w.cancel()
     await asyncio.gather(*workers, return_exceptions=True)
     return Result(len(requests), errors, latencies, elapsed,
-                  cpu1[0] - cpu0[0], cpu1[1] - cpu0[1], cpu1[2] - cpu0[2])  # fmt: skip
+                  cpu1[0] - cpu0[0], cpu1[1] - cpu0[1], cpu1[2] - cpu0[2], beats)  # fmt: skip
 
 
 def schedule(
@@ -363,7 +382,12 @@ def main() -> int:
         help="unmeasured seconds first (default: one period)",
     )
     ap.add_argument("--db", default="sqlite,postgresql")
-    ap.add_argument("--connections", type=int, default=128)
+    ap.add_argument(
+        "--connections",
+        type=int,
+        default=1000,
+        help="keep-alive connections the agents share (default %(default)s)",
+    )
     ap.add_argument("--workers", default="1", help="control-plane worker counts to try, e.g. 1,2")
     ap.add_argument("--no-reference", action="store_true", help="skip the nginx reference")
     ap.add_argument("--slow-path", action="store_true",
@@ -380,10 +404,10 @@ def main() -> int:
     except ImportError:
         runner = asyncio.run
     print("CPU columns: milliseconds of CPU per request (server = control plane, all workers;"
-          " db = PostgreSQL server; client = this load generator)")  # fmt: skip
+          " db = PostgreSQL server; client = this load generator); hb p99: heartbeats only")  # fmt: skip
     print(
         f"{'system':<26} {'agents':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}  "
-        f"{'target':<6} {'server':>8} {'db':>8} {'client':>8}"
+        f"{'target':<6} {'server':>8} {'db':>8} {'client':>8} {'hb p99':>8}"
     )
     workdir = Path(tempfile.mkdtemp(prefix="berth-bench-cp-"))
     try:
@@ -426,6 +450,10 @@ def main() -> int:
                         sub = workdir / f"{kind}-{nworkers}-{fast}"
                         sub.mkdir()
                         creds, etag = seed(db_url, f"http://127.0.0.1:{port}", max(counts), sub)
+                        # restart: every worker preloads the fleet's credentials, as a
+                        # control plane that has been running (or restarted) does
+                        stop(cp)
+                        cp = start_controlplane(db_url, port, log, nworkers, fast)
                         probe = CpuProbe(cp.pid, pg.postmaster_pid() if pg else None)
                         for n in counts:
                             res = runner(
