@@ -41,7 +41,8 @@ class HeartbeatWriter:
         self._db = db
         self._window_s = window_s
         self._pending: dict[str, dict[str, Any]] = {}
-        self._waiters: list[asyncio.Future[None]] = []
+        # per instance: the calls waiting for its queued row's commit
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._wake = asyncio.Event()
         self._oldest: float | None = None  # loop time the oldest queued heartbeat arrived
         self._task: asyncio.Task[None] | None = None
@@ -55,9 +56,10 @@ class HeartbeatWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for fut in self._waiters:
-            if not fut.done():
-                fut.set_exception(RuntimeError("control plane shutting down"))
+        for futs in self._waiters.values():
+            for fut in futs:
+                if not fut.done():
+                    fut.set_exception(RuntimeError("control plane shutting down"))
 
     async def record(self, instance_id: str, hb: Heartbeat) -> None:
         """Store `hb` as the instance's latest snapshot; returns once committed."""
@@ -75,7 +77,7 @@ class HeartbeatWriter:
         if self._oldest is None:
             self._oldest = loop.time()
         fut: asyncio.Future[None] = loop.create_future()
-        self._waiters.append(fut)
+        self._waiters.setdefault(instance_id, []).append(fut)
         self._wake.set()
         await fut
 
@@ -90,10 +92,11 @@ class HeartbeatWriter:
                 await asyncio.sleep(linger)
             self._wake.clear()
             rows = list(self._pending.values())[:MAX_BATCH]
-            for row in rows:
+            waiters: list[asyncio.Future[None]] = []
+            for row in rows:  # only these rows' callers: the rest wait for their own batch
                 del self._pending[row["id"]]
+                waiters += self._waiters.pop(row["id"], [])
             self._oldest = loop.time() if self._pending else None
-            waiters, self._waiters = self._waiters, []
             if self._pending:
                 self._wake.set()  # more than one batch queued: go round again
             try:
