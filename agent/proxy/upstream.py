@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
-from agent.proxy.errors import UpstreamTimeout, UpstreamUnavailable, upstream_failure
+from agent.proxy.errors import ProxyFailure, UpstreamTimeout, UpstreamUnavailable, upstream_failure
 from agent.proxy.exchange import Exchange
 from agent.proxy.headers import BODY_CHUNKED, BODY_NONE, ResponseHeadCache
 
@@ -376,6 +376,11 @@ class UpstreamConnection(asyncio.Protocol):
         client.become_tunnel(self)
 
     def _broken(self, why: str) -> None:
+        self._drop_exchange(UpstreamUnavailable, why)
+
+    def _drop_exchange(self, failure: type[ProxyFailure], why: str) -> None:
+        """Close this connection; its exchange gets an error page, or is cut off when the
+        response had already begun (a status line was sent: no error page is possible)."""
         ex = self.ex
         self.ex = None
         self.close()
@@ -387,7 +392,7 @@ class UpstreamConnection(asyncio.Protocol):
         else:
             service = ex.target.service if ex.target else "?"
             ex.client.upstream_failed(
-                ex, UpstreamUnavailable(f"service {service!r} at 127.0.0.1:{self.port} {why}")
+                ex, failure(f"service {service!r} at 127.0.0.1:{self.port} {why}")
             )
 
     def on_timeout(self) -> None:
@@ -399,19 +404,7 @@ class UpstreamConnection(asyncio.Protocol):
         if state == U_IDLE:
             self.close()
             return
-        ex = self.ex
-        self.ex = None
-        self.close()
-        if ex is None:
-            return
-        ex.upstream = None
-        if ex.response_started:
-            ex.client.abort()
-        else:
-            service = ex.target.service if ex.target else "?"
-            ex.client.upstream_failed(
-                ex, UpstreamTimeout(f"service {service!r} at 127.0.0.1:{self.port} timed out")
-            )
+        self._drop_exchange(UpstreamTimeout, "timed out")
 
     def close(self) -> None:
         if self.state != U_CLOSED:
