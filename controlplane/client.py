@@ -93,9 +93,8 @@ def document_diff(before: dict[str, Any] | None, after: dict[str, Any], label: s
     def lines(doc: dict[str, Any] | None) -> list[str]:
         if doc is None:
             return []
-        return json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False).splitlines(
-            keepends=True
-        )
+        text = json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        return text.splitlines(keepends=True)
 
     return "".join(
         difflib.unified_diff(lines(before), lines(after), f"{label} (current)", f"{label} (new)")
