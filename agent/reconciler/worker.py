@@ -39,6 +39,7 @@ READY_POLL_S = 0.05
 # Let every proxy receive the new table (ipc delivery takes well under a millisecond, the
 # proxies apply it at once) before the old process is paused away or drained.
 SWAP_SETTLE_S = 0.25
+CRASH_LOOP_STABLE_S = 30.0  # after repeated crashes, degraded until it ran this long
 
 
 @dataclass(frozen=True)
@@ -151,9 +152,18 @@ class ServiceWorker:
         failed = None
         if self.target and self.failed_hash == self.target.config_hash:
             failed = self.last_error or "deploy failed"
-        elif self.state == "backoff":
+        elif self.state == "backoff" or self._crash_looping():
             failed = f"crash loop: {self.last_exit}"
         return ServiceStatus(self.name, self.converged(), failed, self.health.status == "unhealthy")
+
+    def _crash_looping(self) -> bool:
+        """Crashed at least twice in a row and not yet running stably since the restart."""
+        cur = self.current
+        return (
+            self.failures >= 2
+            and cur is not None
+            and time.time() - cur.rec.started_at < CRASH_LOOP_STABLE_S
+        )
 
     def snapshot(self) -> dict[str, Any]:
         cur = self.current.rec if self.current else None

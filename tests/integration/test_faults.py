@@ -215,6 +215,10 @@ def test_crash_loop_backs_off_and_degrades_the_stack(xprocess, workspace):
 
         flag.unlink()  # the cause is fixed: the next restart serves again
         wait_until("the service to serve again", lambda: serves(agent.proxy + "/", "v1"))
+        # serving again after repeated crashes is not yet "applied": it must run stably
+        # (CRASH_LOOP_STABLE_S, 30 s) first, so the state does not flicker between restarts
+        time.sleep(2.5)  # two more heartbeats, both sent after the service came back
+        assert site.instance()["state"] == "degraded"
     finally:
         site.close()
 
