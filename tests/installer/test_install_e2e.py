@@ -13,7 +13,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,8 @@ from controlplane.demo import example_stack, make_example_repo
 from controlplane.testing import create_admin_token, migrate
 from installer.layout import AGENT_UNITS
 from tests.installer.machine import Server, ensure_server_rootfs, ensure_wheelhouse
+from tests.support.berth import text as get
+from tests.support.berth import wait_until
 from tests.support.env import require_root, require_tool
 from tests.support.ports import free_port
 
@@ -70,27 +71,6 @@ class ControlPlane:
                                 headers={"Authorization": f"Bearer {self.admin}"}, **kw)  # type: ignore[arg-type]  # fmt: skip
         assert resp.ok, f"{method} {path}: {resp.status_code} {resp.text}"
         return resp.json()  # type: ignore[no-any-return]
-
-
-def wait_until(what: str, check, timeout_s: float = 90, interval_s: float = 0.3):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-            last = result
-        except (OSError, requests.RequestException, AssertionError, KeyError, ValueError) as exc:
-            last = exc
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; last: {last!r}")
-
-
-def get(url: str) -> str:
-    resp = requests.get(url, timeout=5)
-    resp.raise_for_status()
-    return resp.text
 
 
 def reachable(host: str, port: int) -> bool:

@@ -154,10 +154,10 @@ def wait_until(what: str, check: Any, timeout_s: float = 90, interval_s: float =
             if result:
                 return result
             last = result
-        except (requests.RequestException, AssertionError, KeyError) as exc:
+        except (OSError, requests.RequestException, AssertionError, KeyError, ValueError) as exc:
             last = exc
         time.sleep(interval_s)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; last: {last!r}")
 
 
 def text(url: str) -> str:
