@@ -262,7 +262,15 @@ class ClientConnection(asyncio.Protocol):
             return
         self.current = ex
         if ex.failure is None and not target.paused:  # type: ignore[union-attr]
-            server.pool.send(ex)  # the common case, without _start's detours
+            # the common case, without _start's detours (UpstreamPool.send, inlined)
+            pool = server.pool
+            idle = pool.idle.get(target.port)  # type: ignore[union-attr]
+            if idle:
+                conn = idle.pop()
+                conn.reused = True
+                conn.attach(ex)
+            else:
+                pool.connect(ex, target.port)  # type: ignore[union-attr, arg-type]
         else:
             self._start(ex)
 

@@ -152,25 +152,21 @@ def rewrite_request(
         fwd_host = host
     if xff:
         client_ip = xff + b", " + client_ip
-    # Host first, as clients send it
-    lines = [b"%s %s HTTP/1.1" % (method, target)]
+    # Host first, as clients send it; one join over all the pieces
+    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
     if host is not None:
-        lines.append(b"Host: " + host)
-    if kept:
-        lines += [b"%s: %s" % header for header in kept]
+        parts += (b"Host: ", host, b"\r\n")
+    for name, value in kept:
+        parts += (name, b": ", value, b"\r\n")
+    parts += (b"X-Forwarded-For: ", client_ip, b"\r\nX-Forwarded-Proto: ", proto)
     if fwd_host:
-        lines.append(
-            b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\nX-Forwarded-Host: %s"
-            % (client_ip, proto, fwd_host)
-        )
-    else:
-        lines.append(b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s" % (client_ip, proto))
+        parts += (b"\r\nX-Forwarded-Host: ", fwd_host)
     if upgrade and upgrade_value:
-        lines.append(b"Connection: upgrade\r\nUpgrade: " + upgrade_value)
+        parts += (b"\r\nConnection: upgrade\r\nUpgrade: ", upgrade_value)
     if chunked:
-        lines.append(b"Transfer-Encoding: chunked")
-    lines.append(b"\r\n")
-    return b"\r\n".join(lines), host, chunked
+        parts.append(b"\r\nTransfer-Encoding: chunked")
+    parts.append(b"\r\n\r\n")
+    return b"".join(parts), host, chunked
 
 
 def rewrite_response(
@@ -339,17 +335,17 @@ class ResponseHeadCache:
     Bounded: a full table is simply dropped.
     """
 
-    __slots__ = ("_tables", "max_entries")
+    __slots__ = ("tables", "max_entries")
 
     def __init__(self, max_entries: int = 256) -> None:
         # one table per (client keep-alive, client HTTP/1.1, HEAD request) combination
-        self._tables: list[dict[bytes, CachedHead]] = [{} for _ in range(8)]
+        self.tables: list[dict[bytes, CachedHead]] = [{} for _ in range(8)]
         self.max_entries = max_entries
 
     def lookup(
         self, raw: bytes, client_keep_alive: bool, client_http11: bool, is_head: bool
     ) -> CachedHead | None:
-        return self._tables[client_keep_alive << 2 | client_http11 << 1 | is_head].get(raw)
+        return self.tables[client_keep_alive << 2 | client_http11 << 1 | is_head].get(raw)
 
     def rewrite(
         self,
@@ -360,7 +356,7 @@ class ResponseHeadCache:
         is_head: bool,
         upstream_keep_alive: bool,
     ) -> CachedHead:
-        table = self._tables[client_keep_alive << 2 | client_http11 << 1 | is_head]
+        table = self.tables[client_keep_alive << 2 | client_http11 << 1 | is_head]
         hit = table.get(raw)
         if hit is None:
             no_body = is_head or status in (204, 304) or status < 200

@@ -69,6 +69,7 @@ class UpstreamConnection(asyncio.Protocol):
         "connect_task",
         "out",
         "heads",
+        "head_tables",
     )
 
     def __init__(self, pool: "UpstreamPool", port: int, epoch: int) -> None:
@@ -97,6 +98,7 @@ class UpstreamConnection(asyncio.Protocol):
         # a head and a small body leave in one send instead of two.
         self.out: list[bytes] = []
         self.heads = pool.heads
+        self.head_tables = pool.heads.tables
 
     # -- exchange lifecycle ------------------------------------------------------------
 
@@ -110,8 +112,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.in_head = True
         self.hbuf = b""
         self.hpos = 0
-        server = self.pool.server
-        self.deadline = server.now + server.config.upstream_timeout
+        pool = self.pool
+        self.deadline = pool.server.now + pool.upstream_timeout
         pending = ex.pending
         transport = self.transport
         if pending:
@@ -172,7 +174,23 @@ class UpstreamConnection(asyncio.Protocol):
             reusable = False  # part of the request body was never sent
             ex.discard = True
         if reusable:
-            self.pool.release(self)
+            pool = self.pool
+            idle = pool.idle.get(self.port)
+            server = pool.server
+            if (
+                idle is not None
+                and self.state == U_ACTIVE
+                and not server.draining
+                and self.epoch == pool.epochs.get(self.port, 0)
+                and len(idle) < pool.max_idle
+                and not self.read_paused
+            ):
+                # (pool.release's common case, inlined)
+                self.state = U_IDLE
+                self.deadline = server.now + pool.idle_timeout
+                idle.append(self)
+            else:
+                pool.release(self)
         else:
             self.close()
         client.response_done(ex)  # type: ignore[union-attr]
@@ -199,8 +217,6 @@ class UpstreamConnection(asyncio.Protocol):
         if self.ex is None:
             self.close()  # bytes from an idle backend: not HTTP we can trust
             return
-        server = self.pool.server
-        self.deadline = server.now + server.config.upstream_timeout
         if self.in_head:
             if self.hbuf:
                 self.hbuf += data
@@ -208,20 +224,27 @@ class UpstreamConnection(asyncio.Protocol):
                 end = data.find(b"\r\n\r\n")
                 if end > 0:
                     ex = self.ex
-                    hit = self.heads.lookup(data[: end + 2], ex.keep_alive, ex.http11, ex.is_head)
+                    hit = self.head_tables[ex.keep_alive << 2 | ex.http11 << 1 | ex.is_head].get(
+                        data[: end + 2]
+                    )  # (ResponseHeadCache.lookup, inlined)
                     if hit is not None and hit[4] == len(data) - end - 4:
                         # A head the parser accepted before, followed by exactly its
-                        # body: relay it in one write without parsing it again.
+                        # body: relay it in one write without parsing it again (and
+                        # without a deadline update: the connection is done with).
                         self.in_head = False
                         ex.keep_alive = hit[2]
                         ex.framing = hit[1]
                         ex.response_started = True
                         self.delimited = True
-                        self.out += (hit[0], data[end + 4 :])
+                        client = self.client
+                        if not client.closed:  # type: ignore[union-attr]
+                            client.transport.write(hit[0] + data[end + 4 :])  # type: ignore[union-attr]
                         self._finish(True)
                         return
                 self.hbuf = data
                 self.hpos = 0
+        pool = self.pool
+        self.deadline = pool.server.now + pool.upstream_timeout
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade as exc:
@@ -420,6 +443,10 @@ class UpstreamPool:
     def __init__(self, server: "ProxyServer") -> None:
         self.server = server
         self.heads = ResponseHeadCache()
+        config = server.config  # frozen: its hot values are read from here
+        self.upstream_timeout = config.upstream_timeout
+        self.idle_timeout = config.pool_idle_timeout
+        self.max_idle = config.pool_max_idle
         self.idle: dict[int, list[UpstreamConnection]] = {}
         self.epochs: dict[int, int] = {}
         self.conns: set[UpstreamConnection] = set()
@@ -449,17 +476,19 @@ class UpstreamPool:
     def release(self, conn: UpstreamConnection) -> None:
         server = self.server
         port = conn.port
-        idle = self.idle.setdefault(port, [])
+        idle = self.idle.get(port)
+        if idle is None:
+            idle = self.idle[port] = []
         if (
             server.draining
             or conn.state == U_CLOSED
             or conn.epoch != self.epochs.get(port, 0)
-            or len(idle) >= server.config.pool_max_idle
+            or len(idle) >= self.max_idle
         ):
             conn.close()
             return
         conn.state = U_IDLE
-        conn.deadline = server.now + server.config.pool_idle_timeout
+        conn.deadline = server.now + self.idle_timeout
         if conn.read_paused:
             conn.resume_reading()
         idle.append(conn)
