@@ -109,7 +109,9 @@ def rewrite_request(
     must be refused (several Host headers).
     """
     kinds = _name_kinds
-    kept = []
+    # the upstream head is built as the headers are read; slot 4 takes the Host line
+    # (Host first, as clients send it), and one join makes the bytes
+    parts = [method, b" ", target, b" HTTP/1.1\r\n", b""]
     host: bytes | None = None
     xff: bytes | None = None
     proto: bytes | None = None
@@ -117,28 +119,28 @@ def rewrite_request(
     upgrade_value: bytes | None = None
     connection: bytes = b""
     chunked = False
-    for header in headers:
-        kind = kinds.get(header[0])
+    for name, value in headers:
+        kind = kinds.get(name)
         if kind is None:
-            kind = _kind(header[0])
+            kind = _kind(name)
         if not kind:
-            kept.append(header)
+            parts += (name, b": ", value, b"\r\n")
         elif kind == K_HOST:
             if host is not None:
                 raise HeadError("several Host headers")
-            host = header[1]
+            host = value
         elif kind == K_XFF:
-            xff = header[1] if xff is None else xff + b", " + header[1]
+            xff = value if xff is None else xff + b", " + value
         elif kind == K_XFP:
-            proto = header[1]
+            proto = value
         elif kind == K_XFH:
-            fwd_host = header[1]
+            fwd_host = value
         elif kind == K_CONNECTION:
-            connection = header[1] if not connection else connection + b"," + header[1]
+            connection = value if not connection else connection + b"," + value
         elif kind == K_TRANSFER_ENCODING:
             chunked = True  # llhttp already refused any coding other than a final chunked
         elif kind == K_UPGRADE:
-            upgrade_value = header[1]
+            upgrade_value = value
         # every other hop-by-hop header is dropped
     if connection and connection.lower() not in _CONNECTION_OPTIONS:
         listed = _listed(connection)
@@ -152,12 +154,8 @@ def rewrite_request(
         fwd_host = host
     if xff:
         client_ip = xff + b", " + client_ip
-    # Host first, as clients send it; one join over all the pieces
-    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
     if host is not None:
-        parts += (b"Host: ", host, b"\r\n")
-    for name, value in kept:
-        parts += (name, b": ", value, b"\r\n")
+        parts[4] = b"Host: " + host + b"\r\n"
     parts += (b"X-Forwarded-For: ", client_ip, b"\r\nX-Forwarded-Proto: ", proto)
     if fwd_host:
         parts += (b"\r\nX-Forwarded-Host: ", fwd_host)
