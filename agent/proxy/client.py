@@ -264,7 +264,7 @@ class ClientConnection(asyncio.Protocol):
         if ex.failure is None and not target.paused:  # type: ignore[union-attr]
             # the common case, without _start's detours (UpstreamPool.send, inlined)
             pool = server.pool
-            idle = pool.idle.get(target.port)  # type: ignore[union-attr]
+            idle = pool.idle.get(target.port)  # type: ignore[union-attr, arg-type]
             if idle:
                 conn = idle.pop()
                 conn.reused = True
