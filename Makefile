@@ -21,6 +21,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	@./tests/install-system-deps.sh
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
