@@ -27,8 +27,8 @@ from typing import Any
 
 from controlplane import status, tokens
 from controlplane.context import AppContext
-from controlplane.errors import ApiError, BadRequest
-from controlplane.httpjson import etag_matches
+from controlplane.errors import ApiError
+from controlplane.httpjson import etag_matches, parse_json_body
 from controlplane.settings import MAX_BODY_BYTES
 
 log = logging.getLogger("controlplane")
@@ -55,21 +55,6 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
-
-
-def parse_json_body(raw: bytes) -> Any:
-    """`httpjson.read_json` for bytes already read: same checks, same messages."""
-    if not raw.strip():
-        raise BadRequest("request body is empty; send a JSON object", code="malformed_json")
-    try:
-        return json.loads(raw)
-    except UnicodeDecodeError:
-        raise BadRequest("request body is not UTF-8 JSON", code="malformed_json") from None
-    except json.JSONDecodeError as exc:
-        raise BadRequest(
-            f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
-            code="malformed_json",
-        ) from None
 
 
 class AgentFastPath:

@@ -14,6 +14,11 @@ from controlplane.errors import BadRequest
 async def read_json(*, allow_empty: bool = False) -> Any:
     """The request body as JSON; 400 naming the position of a syntax error."""
     raw = await request.get_data(as_text=False)
+    return parse_json_body(raw if isinstance(raw, bytes) else raw.encode(), allow_empty=allow_empty)
+
+
+def parse_json_body(raw: bytes, *, allow_empty: bool = False) -> Any:
+    """`raw` as JSON, or a 400 `BadRequest` that says what is wrong and where."""
     if not raw.strip():
         if allow_empty:
             return {}
