@@ -8,7 +8,7 @@ from typing import Any
 
 from quart import request
 
-from controlplane.errors import BadRequest
+from controlplane.errors import BadRequest, Unprocessable
 
 
 async def read_json(*, allow_empty: bool = False) -> Any:
@@ -32,6 +32,23 @@ def parse_json_body(raw: bytes, *, allow_empty: bool = False) -> Any:
             f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
             code="malformed_json",
         ) from None
+
+
+def batch_items(body: Any, key: str, limit: int) -> list[tuple[str, dict[str, Any]]]:
+    """The objects of a batch body `{key: [...]}` with their field paths (`key[i]`): the
+    envelope checks every agent batch (events, log chunks) shares."""
+    if not isinstance(body, dict) or not isinstance(body.get(key), list):
+        raise BadRequest(f'body must be {{"{key}": [...]}}', field=key)
+    raw = body[key]
+    if len(raw) > limit:
+        raise Unprocessable(f"at most {limit} {key} per batch", field=key)
+    items = []
+    for i, item in enumerate(raw):
+        where = f"{key}[{i}]"
+        if not isinstance(item, dict):
+            raise Unprocessable("must be an object", field=where)
+        items.append((where, item))
+    return items
 
 
 def json_object(body: Any, what: str = "body") -> dict[str, Any]:

@@ -15,6 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from controlplane.db import Database
 from controlplane.errors import BadRequest, NotFound, Unprocessable
+from controlplane.httpjson import batch_items
 from controlplane.models import Event, Instance, Stack, iso, utcnow
 
 STALE_AFTER_POLLS = 3
@@ -106,16 +107,8 @@ def parse_time(value: Any, where: str) -> datetime:
 
 
 def parse_events(body: Any) -> list[IncomingEvent]:
-    if not isinstance(body, dict) or not isinstance(body.get("events"), list):
-        raise BadRequest('body must be {"events": [...]}', field="events")
-    raw = body["events"]
-    if len(raw) > MAX_EVENTS_PER_BATCH:
-        raise Unprocessable(f"at most {MAX_EVENTS_PER_BATCH} events per batch", field="events")
     events = []
-    for i, ev in enumerate(raw):
-        where = f"events[{i}]"
-        if not isinstance(ev, dict):
-            raise Unprocessable("must be an object", field=where)
+    for where, ev in batch_items(body, "events", MAX_EVENTS_PER_BATCH):
         ev_id = ev.get("id")
         if not isinstance(ev_id, str) or not 1 <= len(ev_id) <= 64:
             raise Unprocessable("must be a string of 1-64 characters (a UUID)", field=f"{where}.id")

@@ -13,7 +13,8 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from controlplane.db import Database
-from controlplane.errors import BadRequest, Unprocessable
+from controlplane.errors import Unprocessable
+from controlplane.httpjson import batch_items
 from controlplane.models import LogChunk, utcnow
 
 TAIL_BYTES = 256 * 1024
@@ -31,16 +32,8 @@ class IncomingChunk:
 
 
 def parse_chunks(body: Any) -> list[IncomingChunk]:
-    if not isinstance(body, dict) or not isinstance(body.get("chunks"), list):
-        raise BadRequest('body must be {"chunks": [...]}', field="chunks")
-    raw = body["chunks"]
-    if len(raw) > MAX_CHUNKS_PER_BATCH:
-        raise Unprocessable(f"at most {MAX_CHUNKS_PER_BATCH} chunks per batch", field="chunks")
     out = []
-    for i, ch in enumerate(raw):
-        where = f"chunks[{i}]"
-        if not isinstance(ch, dict):
-            raise Unprocessable("must be an object", field=where)
+    for where, ch in batch_items(body, "chunks", MAX_CHUNKS_PER_BATCH):
         service = ch.get("service")
         if not isinstance(service, str) or not 1 <= len(service) <= 63:
             raise Unprocessable(
