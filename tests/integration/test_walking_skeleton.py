@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from controlplane.demo import example_stack, make_example_repo
+from controlplane.demo import example_stack, make_example_repo, port_free
 from tests.support.berth import (
     Api,
     replace_in_file,
@@ -22,17 +22,6 @@ from tests.support.gitrepo import commit_files, git
 from tests.support.ports import free_port
 
 
-def port_is_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @pytest.fixture
 def workspace():
     with world_dir("berth-it-") as d:
@@ -42,7 +31,8 @@ def workspace():
 def test_example_stack_deploys_and_follows_a_new_commit(xprocess, workspace):
     require_root()  # services run as an unprivileged user; the internal proxy binds :80
     require(
-        port_is_free(80), "127.0.0.1:80 is taken by another process (the internal proxy needs it)"
+        port_free("127.0.0.1", 80),
+        "127.0.0.1:80 is taken by another process (the internal proxy needs it)",
     )
     repo = workspace / "example-repo"
     repo_url = make_example_repo(repo)
