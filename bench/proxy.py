@@ -1,7 +1,7 @@
 """Benchmark: Berth's external proxy beside nginx and Caddy, in one run.
 
     .venv/bin/python bench/proxy.py [--duration 5] [--runs 3] [--connections 50]
-                                    [--threads 1] [--workers 2] [--profile]
+                                    [--threads 1] [--workers 2] [--vary] [--profile]
 
 One backend (nginx, one worker, a 12-byte fixed response) is measured directly and
 through: nginx as a reverse proxy (one worker, upstream keepalive >= the load's
@@ -10,6 +10,12 @@ connections), Caddy's reverse_proxy, and Berth's external proxy (one process; wi
 the same wrk threads, connections and duration; runs alternate between targets and the
 medians of `--runs` runs are printed: req/s, p50, p99 and the RSS of the proxy's
 processes, then the ratios Berth/nginx and Berth/Caddy against the issue's targets.
+
+wrk repeats one request head byte for byte, which Berth's request and response memos
+(`agent/proxy/requestmemo.py`, `headers.ResponseHeadCache`) turn into lookups. With
+`--vary` every request carries a different query string (a wrk Lua script, for every
+target alike), so each head is parsed, routed and rewritten in full: Berth's figure
+without its memos.
 
 Then the WebSocket echo round trip (one small message at a time) direct, through nginx
 and through Berth. `--profile` finally runs Berth in this process under cProfile while
@@ -236,6 +242,16 @@ def parse_wrk(out: str) -> tuple[float, float, float]:
     return rps, pct("50"), pct("99")
 
 
+# --vary: a different request-target for every request (a counter per wrk thread)
+VARY_SCRIPT = """
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, "/?n=" .. n)
+end
+"""
+
+
 def run_wrk(port: int, args: argparse.Namespace, duration: float) -> str:
     cmd = [
         "wrk",
@@ -245,6 +261,8 @@ def run_wrk(port: int, args: argparse.Namespace, duration: float) -> str:
         "--latency",
         f"http://127.0.0.1:{port}/",
     ]
+    if args.vary_script:
+        cmd[1:1] = ["-s", args.vary_script]
     return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
 
 
@@ -294,6 +312,7 @@ def profile_berth(backend: int, args: argparse.Namespace) -> str:
         sweeper = asyncio.create_task(server.run_sweeper())
         wrk = await asyncio.create_subprocess_exec(
             "wrk",
+            *(["-s", args.vary_script] if args.vary_script else []),
             f"-t{args.threads}",
             f"-c{args.connections}",
             f"-d{args.duration:g}s",
@@ -322,8 +341,12 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workers", type=int, default=0, help="also measure N SO_REUSEPORT workers")
     ap.add_argument("--ws-messages", type=int, default=3000)
+    ap.add_argument(
+        "--vary", action="store_true", help="a different URL per request (no memo hits)"
+    )
     ap.add_argument("--profile", action="store_true", help="cProfile Berth's request path")
     args = ap.parse_args()
+    args.vary_script = None
     missing = [t for t in ("wrk", "nginx", "caddy") if shutil.which(t) is None]
     if missing:
         print(
@@ -334,6 +357,9 @@ def main() -> int:
         ap.error("--runs must be at least 3 (medians)")
 
     tmp = Path(tempfile.mkdtemp(prefix="berth-bench-proxy-"))
+    if args.vary:
+        args.vary_script = str(tmp / "vary.lua")
+        Path(args.vary_script).write_text(VARY_SCRIPT)
     procs = Procs(tmp)
     try:
         return _bench(args, tmp, procs)
@@ -412,7 +438,8 @@ def _bench(args: argparse.Namespace, tmp: Path, procs: Procs) -> int:
     time.sleep(0.5)
     print(
         f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, {args.runs} alternating runs, "
-        f"medians; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}",
+        f"medians; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; "
+        + ("a different URL per request (--vary)" if args.vary else "one repeated request"),
         flush=True,
     )
     for t in targets:  # warm-up: pools filled, code paths hot

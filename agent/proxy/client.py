@@ -35,6 +35,7 @@ from agent.proxy.errors import (
 )
 from agent.proxy.exchange import PENDING_LIMIT, Exchange
 from agent.proxy.headers import HeadError, rewrite_request
+from agent.proxy.requestmemo import Remembered
 
 if TYPE_CHECKING:
     from agent.proxy.server import ProxyServer
@@ -74,6 +75,7 @@ class ClientConnection(asyncio.Protocol):
         "trusted",
         "config",
         "http11",
+        "memo",
     )
 
     def __init__(self, server: "ProxyServer") -> None:
@@ -97,6 +99,7 @@ class ClientConnection(asyncio.Protocol):
         self.trusted = False
         self.config = server.config
         self.http11: bool | None = None  # a client's HTTP version, read once
+        self.memo: dict[bytes, Remembered] = {}  # the server's memo for this kind of peer
 
     # -- transport callbacks -------------------------------------------------------
 
@@ -109,6 +112,7 @@ class ClientConnection(asyncio.Protocol):
         # a loopback peer is cloudflared or a local service: keep its X-Forwarded-*
         self.trusted = ip.startswith("127.") or ip == "::1"
         server = self.server
+        self.memo = server.requests.tables[self.trusted]
         server.clients.add(self)
         self.deadline = server.now + server.config.idle_timeout
         if server.draining:
@@ -120,7 +124,13 @@ class ClientConnection(asyncio.Protocol):
             tunnel.transport.write(data)  # type: ignore[union-attr]
             return
         pstate = self.pstate
+        fresh = False
         if pstate == P_IDLE:
+            if self.current is None:
+                fresh = True
+                hit = self.memo.get(data)
+                if hit is not None and self._replay(hit):
+                    return
             # a request begins (a pipelined one may also begin inside a read: it is
             # then timed from the next read on)
             self.pstate = P_HEAD
@@ -143,6 +153,53 @@ class ClientConnection(asyncio.Protocol):
             self.raw_head += len(data)
             if self.raw_head > self.server.config.max_head_bytes:
                 self._fail_fatal(HeadTooLarge("request head too large"))
+        elif fresh and self.pstate == P_IDLE:
+            self._remember(data)
+
+    def _replay(self, hit: Remembered) -> bool:
+        """Start the request whose head `data` held, as remembered; False: parse it."""
+        prefix, suffix, target, keep_alive, is_head = hit
+        server = self.server
+        # (a remembered target is running and unpaused: the memo is emptied with every
+        # new route table)
+        if self.http11 is False or server.draining:
+            return False
+        self.http11 = True
+        ex = Exchange(self, keep_alive, True, is_head, False)
+        ex.head = prefix + self.client_ip + suffix
+        ex.target = target
+        ex.request_done = True
+        self.current = ex
+        if not self.write_paused:
+            self.deadline = 0.0  # waiting for the backend: its own deadline applies
+        pool = server.pool
+        idle = pool.idle.get(target.port)  # type: ignore[arg-type]
+        if idle:
+            conn = idle.pop()
+            conn.reused = True
+            conn.attach(ex)
+        else:
+            pool.connect(ex, target.port)  # type: ignore[arg-type]
+        return True
+
+    def _remember(self, data: bytes) -> None:
+        """A request began and completed within `data` (the parser is idle again): remember
+        it if `data` is exactly its head, which then means it had no body."""
+        ex = self.current
+        if (
+            ex is None
+            or ex.failure is not None
+            or self.server.draining
+            or data.find(b"\r\n\r\n") != len(data) - 4
+            or not data.startswith(b" HTTP/1.1", data.find(b"\r\n") - 9)  # request line
+        ):
+            return
+        target = ex.target
+        if target is None or target.paused or target.port is None:
+            return
+        self.server.requests.remember(
+            data, self.trusted, ex.head, self.client_ip, target, ex.keep_alive, ex.is_head
+        )
 
     def eof_received(self) -> bool | None:
         if self.tunnel is not None:

@@ -16,6 +16,7 @@ from agent.proxy.client import P_IDLE, ClientConnection
 from agent.proxy.config import ProxyConfig
 from agent.proxy.errors import NoBackend, NoRoute
 from agent.proxy.exchange import Exchange
+from agent.proxy.requestmemo import RequestMemo
 from agent.proxy.routing import (
     HostRouter,
     PathRouter,
@@ -46,6 +47,7 @@ class ProxyServer:
         self.hosts = HostRouter((), "svc.internal")
         self.table: RouteTable | None = None
         self.pool = UpstreamPool(self)
+        self.requests = RequestMemo()  # request heads already parsed and routed
         self.clients: set[ClientConnection] = set()
         self.draining = False
         self.held: dict[str, list[Exchange]] = {}
@@ -65,6 +67,7 @@ class ProxyServer:
         except ValueError as exc:
             log.error("route table %s refused, keeping the previous one: %s", table.version, exc)
             return
+        self.requests.clear()  # remembered heads carry targets of the old table
         owners = {r.port: r.service for r in table.routes if r.port is not None}
         for port, service in self._port_owner.items():
             if owners.get(port) != service:

@@ -359,8 +359,9 @@ def test_route_swap_under_load_fails_nothing(
         time.sleep(1.0)
         after: list[str] = []
         with requests.Session() as s:
+            # the very head the load sends, remembered before the swap: it must move too
             for _ in range(10):
-                after.append(s.get(url(proxy, "/after"), timeout=5).headers["X-Backend"])
+                after.append(s.get(url(proxy, "/load"), timeout=5).headers["X-Backend"])
         assert set(after) == {"b"}
         time.sleep(0.3)
     finally:
@@ -432,6 +433,12 @@ def test_http10_keep_alive_client(routed: ProxyProcess) -> None:
             while b"}" not in data:
                 data += s.recv(65536)
             assert b"Connection: keep-alive" in data and b"/ten%d" % i in data
+    # the same HTTP/1.0 head on fresh connections (a head seen before is replayed from
+    # the proxy's memo only when it is HTTP/1.1): answered as HTTP/1.0 every time
+    for _ in range(2):
+        data = raw_exchange(routed.port, b"GET /close HTTP/1.0\r\n\r\n")
+        assert b"Transfer-Encoding" not in data and b"Connection: close" in data
+        assert data.startswith(b"HTTP/1.1 200 ")
 
 
 def test_expect_100_continue_is_relayed(routed: ProxyProcess) -> None:
@@ -464,3 +471,45 @@ def test_client_that_stops_reading_is_cut_off(routed: ProxyProcess) -> None:
             pass
     assert got < size
     assert requests.get(url(routed, "/still-fine")).status_code == 200
+
+
+def _from_address(port: int, source: str, payload: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0)) as s:
+        s.sendall(payload)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        return data
+
+
+def test_remembered_heads_carry_each_clients_address(routed: ProxyProcess) -> None:
+    # byte-identical heads from three addresses: the first is parsed and remembered, the
+    # others replayed; each must still name its own client
+    head = (
+        b"GET /same HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 198.51.100.7\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+    for source in ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.2"):
+        data = _from_address(routed.port, source, head)
+        info = json.loads(data.split(b"\r\n\r\n", 1)[1])
+        headers = {n.lower(): v for n, v in info["headers"]}
+        assert headers["x-forwarded-for"] == f"198.51.100.7, {source}"
+        assert info["path"] == "/same"
+
+
+def test_head_of_a_request_with_a_body_is_never_replayed(routed: ProxyProcess) -> None:
+    # a head whose body comes in a later read must wait for that body every time
+    head = b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", routed.port), timeout=5) as s:
+            s.sendall(head)
+            time.sleep(0.05)
+            s.sendall(b"hello")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 200 ")
+        assert json.loads(data.split(b"\r\n\r\n", 1)[1]) == {
+            "bytes": 5,
+            "sha256": hashlib.sha256(b"hello").hexdigest(),
+        }
