@@ -185,6 +185,9 @@ class ClientConnection(asyncio.Protocol):
     def _remember(self, data: bytes) -> None:
         """A request began and completed within `data` (the parser is idle again): remember
         it if `data` is exactly its head, which then means it had no body."""
+        memo = self.server.requests
+        if not memo.seen_before(data):
+            return
         ex = self.current
         if (
             ex is None
@@ -197,7 +200,7 @@ class ClientConnection(asyncio.Protocol):
         target = ex.target
         if target is None or target.paused or target.port is None:
             return
-        self.server.requests.remember(
+        memo.remember(
             data, self.trusted, ex.head, self.client_ip, target, ex.keep_alive, ex.is_head
         )
 

@@ -56,3 +56,14 @@ def test_memo_is_bounded_and_skips_long_heads() -> None:
     assert memo.lookup(long_raw, False) is None
     memo.clear()
     assert memo.lookup(b"c", False) is None
+
+
+def test_a_head_is_admitted_on_its_second_sighting() -> None:
+    memo = RequestMemo(max_entries=2)
+    assert [memo.seen_before(b"a"), memo.seen_before(b"a")] == [False, True]
+    assert not memo.seen_before(b"x" * (MAX_REMEMBERED_HEAD + 1))
+    assert not memo.seen_before(b"x" * (MAX_REMEMBERED_HEAD + 1))  # too long: never noted
+    assert [memo.seen_before(b"b"), memo.seen_before(b"c")] == [False, False]
+    assert not memo.seen_before(b"a")  # the full set was dropped
+    memo.clear()
+    assert not memo.seen_before(b"c")
