@@ -9,6 +9,8 @@ The worker drives its service toward the latest `Target`:
   - fixed port: the route is paused (the proxy holds new requests), the old process stops,
     the new one starts; if it never becomes healthy the old release is started again.
   A failed build or health check leaves the old release serving and records the reason.
+  A build still running when a newer target arrives is superseded: its process group is
+  killed and the newer target deploys at once (nothing of the old deploy had started).
 * supervise: a crashed process restarts with exponential backoff and jitter.
 * health: periodic HTTP probes; `retries` failures in a row mark it unhealthy and restart it.
 """
@@ -20,6 +22,7 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from subprocess import Popen
@@ -229,7 +232,14 @@ class ServiceWorker:
         self.ctx.event("deploy", f"deploying {t.svc.commit[:12]}", self.name, commit=t.svc.commit)
         run = _Deploy(t, old)
         for step in plan:
-            ok, why = await self._do(step, run)
+            if step is planner.Step.BUILD:
+                result = await self._unless_superseded(self._build(t, run.release), t)
+                if result is None:
+                    self._superseded_by(t)
+                    return
+                ok, why = result
+            else:
+                ok, why = await self._do(step, run)
             if not ok:
                 for back in planner.recovery_plan(
                     step, plan, old_revivable=bool(old and old.target)
@@ -251,6 +261,42 @@ class ServiceWorker:
             commit=t.svc.commit,
         )
         await asyncio.to_thread(self._prune_releases)
+
+    def _outdated(self, t: Target) -> bool:
+        """A newer target (or removal) has arrived since `t` was taken up."""
+        return self.removed or self.target is None or self.target.config_hash != t.config_hash
+
+    async def _unless_superseded(
+        self, work: Coroutine[Any, Any, tuple[bool, str]], t: Target
+    ) -> tuple[bool, str] | None:
+        """Await `work` for `t`, unless a newer target arrives first: then cancel it and
+        answer None. (A cancelled build kills its process group.)"""
+        task: asyncio.Task[tuple[bool, str]] = asyncio.ensure_future(work)
+        while True:
+            wake = asyncio.ensure_future(self._wake.wait())
+            await asyncio.wait((task, wake), return_when=asyncio.FIRST_COMPLETED)
+            wake.cancel()
+            if task.done():
+                return task.result()
+            self._wake.clear()
+            if self._outdated(t):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                return None
+
+    def _superseded_by(self, t: Target) -> None:
+        newer = self.target.svc.commit[:12] if self.target and not self.removed else "removal"
+        self.state = "running" if self.current is not None else "pending"
+        log.info("%s: build of %s superseded by %s", self.name, t.svc.commit[:12], newer)
+        with contextlib.suppress(OSError), open(self._build_log(t), "a") as build_log:
+            build_log.write(f"\n[berth] build cancelled: superseded by {newer}\n")
+        self.ctx.event(
+            "build",
+            f"build of {t.svc.commit[:12]} cancelled: superseded by {newer}",
+            self.name,
+            commit=t.svc.commit,
+        )
 
     async def _do(self, step: planner.Step, run: "_Deploy") -> tuple[bool, str]:
         """Execute one deploy step; (ok, why not)."""

@@ -189,3 +189,53 @@ def test_fixed_port_redeploy_and_unhealthy_release_reverts(workspace):
 
     settings = asyncio.run(scenario())
     assert stop_recorded_services(settings) == 1
+
+
+def test_a_newer_commit_supersedes_a_running_build(workspace):
+    repo = init_repo(workspace / "repo")
+    c1 = commit_files(repo, {"app.py": APP, "version.txt": "v1"})
+    drop = workspace / "drop"
+    drop.mkdir()
+    drop.chmod(0o777)  # the build runs as the services user
+    pid_file = drop / "build.pid"
+
+    async def scenario():
+        r = make(workspace)  # build timeout 20 s
+        task = asyncio.create_task(r.run())
+        r.accept_document(document(repo, c1, 1))
+        await until(lambda: r.stack_status()[0] == "applied")
+        w = r.workers["app"]
+        # c2's build hangs; c3 arrives while it runs
+        c2 = commit_files(repo, {"version.txt": "v2"})
+        r.accept_document(document(repo, c2, 2, build=f"echo $$ > {pid_file}; exec sleep 60"))
+        await until(lambda: pid_file.exists() and pid_file.read_text().strip() != "")
+        build_pid = int(pid_file.read_text())
+        c3 = commit_files(repo, {"version.txt": "v3"})
+        started = time.monotonic()
+        r.accept_document(document(repo, c3, 3))
+        # c3 serves long before c2's build could have timed out; c1 served meanwhile
+        await until(
+            lambda: w.current.rec.commit == c3 and r.stack_status()[0] == "applied", timeout=10
+        )
+        assert time.monotonic() - started < 10
+        assert get(w.current.rec.port).startswith("v3")
+        await until(
+            lambda: (
+                not os.path.exists(f"/proc/{build_pid}")
+                or Path(f"/proc/{build_pid}/stat").read_text().split()[2] == "Z"
+            ),
+            timeout=5,
+        )
+        events = r.store.pending_events(1000)
+        cancelled = [e for e in events if "superseded" in e["message"]]
+        assert len(cancelled) == 1 and cancelled[0]["commit"] == c2
+        assert not any(e.get("commit") == c2 and "failed" in e["message"] for e in events)
+        assert w.failed_hash is None
+        log_dir = workspace / "state" / "logs" / "app"
+        c2_log = next(log_dir.glob(f"build-{c2[:12]}-*.log")).read_text()
+        assert "build cancelled: superseded by " + c3[:12] in c2_log
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await r.publisher.close()
+
+    asyncio.run(scenario())
