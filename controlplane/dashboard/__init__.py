@@ -24,10 +24,11 @@ from controlplane.dashboard import (
 )
 from controlplane.dashboard.common import Dashboard
 from controlplane.dashboard.live import LiveHub
+from controlplane.dashboard.login_failures import LoginThrottle
 
 
 def blueprint(ctx: AppContext) -> Blueprint:
-    dash = Dashboard(ctx, LiveHub(ctx.db))
+    dash = Dashboard(ctx, LiveHub(ctx.db), LoginThrottle(ctx.db))
     bp = Blueprint("dashboard", __name__)
     auth.register(bp, dash)
     pages_stacks.register(bp, dash)

@@ -5,7 +5,8 @@
 - CSRF: every POST carries `csrf_token`, compared in constant time with the session's.
   The login form, which has no session yet, uses a double-submit cookie instead. A POST
   whose Origin header names another site is refused as well.
-- Throttling: failures count per user name and per client address (`throttle`); once
+- Throttling: failures count per user name and per client address, in the database so
+  every control-plane process shares the count (`login_failures`); once
   throttled, the form answers 429 with the wait, without checking the password at all.
 """
 
@@ -119,16 +120,16 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
         if not cookie or not hmac.compare_digest(form.get("csrf_token", ""), cookie):
             return await login_page("The form expired; please try again.", name, 400)
         keys = (f"user:{name.lower()}", f"addr:{request.remote_addr}")
-        wait = dash.throttle.retry_after(*keys)
+        wait = await dash.throttle.retry_after(*keys)
         if wait > 0:
             return await login_page(
                 f"Too many failed attempts. Try again in {int(wait) + 1} s.", name, 429
             )
         user = await users.authenticate(db, name, password)
         if user is None:
-            dash.throttle.failure(*keys)
+            await dash.throttle.failure(*keys)
             return await login_page("Wrong user name or password.", name, 401)
-        dash.throttle.success(*keys)
+        await dash.throttle.success(*keys)
         token, session = await users.open_session(db, user)
         resp = redirect(_safe_next(form.get("next")))
         resp.set_cookie(

@@ -1,7 +1,7 @@
 """What every dashboard page shares: the per-process `Dashboard`, the logged-in user of the
 current request, rendering with the common template variables, and small lookups."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -9,7 +9,7 @@ from quart import abort, g, render_template, request
 
 from controlplane.context import AppContext
 from controlplane.dashboard.live import LiveHub
-from controlplane.dashboard.throttle import LoginThrottle
+from controlplane.dashboard.login_failures import LoginThrottle
 from controlplane.dashboard.users import LoggedIn
 from controlplane.dashboard.views import ago, short
 from controlplane.models import Stack, iso, utcnow
@@ -19,7 +19,7 @@ from controlplane.models import Stack, iso, utcnow
 class Dashboard:
     ctx: AppContext
     hub: LiveHub
-    throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    throttle: LoginThrottle
 
     def public_url(self) -> str:
         return self.ctx.settings.public_url or request.host_url.rstrip("/")

@@ -1,76 +1,47 @@
-"""Failed-login throttling: a pure, clock-injected counter per key (user name, client IP).
+"""Failed-login throttling policy: pure functions over one key's record (user name, client IP).
 
 After `free_failures` failures within `window_s`, every further attempt on that key must
 wait; the wait doubles with each further failure up to `max_delay_s`. A success clears the
-key. State is in memory, per control-plane process: a node restart forgets it, and with
-several nodes an attacker gets `free_failures` per node, which is still a hard ceiling on
-guessing speed.
+key. Times are wall-clock seconds, so every control-plane process and node that shares
+the database (`login_failures.py`) reads the same records.
 """
 
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 DEFAULT_FREE_FAILURES = 5
 DEFAULT_WINDOW_S = 15 * 60.0
 DEFAULT_BASE_DELAY_S = 2.0
 DEFAULT_MAX_DELAY_S = 15 * 60.0
-MAX_KEYS = 100_000  # bound memory under a spray of distinct names
 
 
-@dataclass
-class _Record:
-    failures: int = 0
-    first_at: float = 0.0
-    blocked_until: float = 0.0
+@dataclass(frozen=True)
+class Record:
+    failures: int
+    first_at: float  # first failure of the current window
+    blocked_until: float
 
 
-@dataclass
-class LoginThrottle:
+@dataclass(frozen=True)
+class ThrottlePolicy:
     free_failures: int = DEFAULT_FREE_FAILURES
     window_s: float = DEFAULT_WINDOW_S
     base_delay_s: float = DEFAULT_BASE_DELAY_S
     max_delay_s: float = DEFAULT_MAX_DELAY_S
-    clock: Callable[[], float] = time.monotonic
-    _records: dict[str, _Record] = field(default_factory=dict)
 
-    def retry_after(self, *keys: str) -> float:
-        """Seconds until an attempt on any of `keys` is allowed again (0: allowed now)."""
-        now = self.clock()
-        wait = 0.0
-        for key in keys:
-            rec = self._records.get(key)
-            if rec is not None:
-                wait = max(wait, rec.blocked_until - now)
-        return wait
+    def wait(self, rec: Record | None, now: float) -> float:
+        """Seconds until an attempt on this key is allowed again (0: allowed now)."""
+        return max(0.0, rec.blocked_until - now) if rec is not None else 0.0
 
-    def failure(self, *keys: str) -> None:
-        now = self.clock()
-        for key in keys:
-            rec = self._records.get(key)
-            if rec is None or now - rec.first_at > self.window_s:
-                if len(self._records) >= MAX_KEYS:
-                    self._prune(now)
-                rec = self._records[key] = _Record(first_at=now)
-            rec.failures += 1
-            over = rec.failures - self.free_failures
-            if over >= 0:
-                delay = min(self.base_delay_s * (2**over), self.max_delay_s)
-                rec.blocked_until = now + delay
+    def after_failure(self, rec: Record | None, now: float) -> Record:
+        if rec is None or now - rec.first_at > self.window_s:
+            rec = Record(0, now, 0.0)
+        failures = rec.failures + 1
+        over = failures - self.free_failures
+        blocked_until = rec.blocked_until
+        if over >= 0:
+            blocked_until = now + min(self.base_delay_s * (2**over), self.max_delay_s)
+        return Record(failures, rec.first_at, blocked_until)
 
-    def success(self, *keys: str) -> None:
-        for key in keys:
-            self._records.pop(key, None)
-
-    def _prune(self, now: float) -> None:
-        for key in [
-            k
-            for k, r in self._records.items()
-            if now - r.first_at > self.window_s and r.blocked_until <= now
-        ]:
-            del self._records[key]
-        if len(self._records) >= MAX_KEYS:  # still full: forget the oldest half
-            for key in sorted(self._records, key=lambda k: self._records[k].first_at)[
-                : MAX_KEYS // 2
-            ]:
-                del self._records[key]
+    def forgettable_before(self, now: float) -> float:
+        """Records whose window began before this and that block nothing can be dropped."""
+        return now - self.window_s

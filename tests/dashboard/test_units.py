@@ -8,7 +8,7 @@ from controlplane.dashboard import forms
 from controlplane.dashboard.live import Snapshot, diff
 from controlplane.dashboard.logstore import MAX_CHUNK_CHARS, parse_chunks
 from controlplane.dashboard.passwords import hash_password, verify_password
-from controlplane.dashboard.throttle import LoginThrottle
+from controlplane.dashboard.throttle import Record, ThrottlePolicy
 from controlplane.errors import ApiError
 
 STACK = {
@@ -128,35 +128,27 @@ def test_health_check_off_sends_none_and_unchecked_boxes_are_false() -> None:
 
 
 def test_throttle_blocks_after_free_failures_and_backs_off() -> None:
-    now = [0.0]
-    t = LoginThrottle(
-        free_failures=3, base_delay_s=2, max_delay_s=10, window_s=60, clock=lambda: now[0]
-    )
+    policy = ThrottlePolicy(free_failures=3, base_delay_s=2, max_delay_s=10, window_s=60)
+    rec: Record | None = None
     for _ in range(2):
-        t.failure("user:a")
-        assert t.retry_after("user:a") == 0
-    t.failure("user:a")
-    assert t.retry_after("user:a") == 2
-    assert t.retry_after("user:b") == 0  # other keys are unaffected
-    t.failure("user:a")
-    t.failure("user:a")
-    assert t.retry_after("user:a") == 8
-    t.failure("user:a")
-    assert t.retry_after("user:a") == 10  # capped
-    now[0] += 11
-    assert t.retry_after("user:a") == 0
-    t.success("user:a")
-    t.failure("user:a")
-    assert t.retry_after("user:a") == 0  # success cleared the count
+        rec = policy.after_failure(rec, 0.0)
+        assert policy.wait(rec, 0.0) == 0
+    rec = policy.after_failure(rec, 0.0)
+    assert policy.wait(rec, 0.0) == 2
+    assert policy.wait(None, 0.0) == 0  # a key without failures
+    rec = policy.after_failure(policy.after_failure(rec, 0.0), 0.0)
+    assert policy.wait(rec, 0.0) == 8
+    rec = policy.after_failure(rec, 0.0)
+    assert policy.wait(rec, 0.0) == 10  # capped
+    assert policy.wait(rec, 11.0) == 0
 
 
 def test_throttle_window_expires_old_failures() -> None:
-    now = [0.0]
-    t = LoginThrottle(free_failures=2, window_s=10, clock=lambda: now[0])
-    t.failure("k")
-    now[0] = 20
-    t.failure("k")
-    assert t.retry_after("k") == 0
+    policy = ThrottlePolicy(free_failures=2, window_s=10)
+    rec = policy.after_failure(None, 0.0)
+    rec = policy.after_failure(rec, 20.0)
+    assert rec == Record(1, 20.0, 0.0) and policy.wait(rec, 20.0) == 0
+    assert policy.forgettable_before(20.0) == 10.0
 
 
 def test_passwords_hash_verify_and_reject_garbage() -> None:
