@@ -2,8 +2,8 @@
 
 `blueprint(ctx)` returns one blueprint with the pages (`/`, `/login`, `/stacks/...`), the
 live stream (`/live`) and the agents' `POST /api/v1/agent/logs`. The per-process state
-(`Dashboard`: the live hub and the login throttle) is created here and handed to each
-part; the hub stops with the app.
+(`Dashboard`: the live hub, and the login throttle whose counts are in the database) is
+created here and handed to each part; the hub stops with the app.
 
 Every page but `/login` needs a session (`auth.require_login`, run before each request);
 every POST must carry the session's CSRF token. The parts, by subject: `pages_stacks`
