@@ -192,6 +192,7 @@ class ClientConnection(asyncio.Protocol):
         if (
             ex is None
             or ex.failure is not None
+            or not self.http11  # answered as HTTP/1.0: not what a replay does
             or self.server.draining
             or data.find(b"\r\n\r\n") != len(data) - 4
             or not data.startswith(b" HTTP/1.1", data.find(b"\r\n") - 9)  # request line

@@ -513,3 +513,20 @@ def test_head_of_a_request_with_a_body_is_never_replayed(routed: ProxyProcess) -
             "bytes": 5,
             "sha256": hashlib.sha256(b"hello").hexdigest(),
         }
+
+
+def test_a_head_answered_as_http10_is_not_replayed_to_http11_clients(routed: ProxyProcess) -> None:
+    # on a connection that began as HTTP/1.0, a Host-less HTTP/1.1 head passes (the
+    # connection's version rules); seen twice there, it must still be refused elsewhere
+    hostless = b"GET /nohost HTTP/1.1\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", routed.port), timeout=5) as s:
+        s.sendall(b"GET /first HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        data = b""
+        while b"/first" not in data:
+            data += s.recv(65536)
+        for _ in range(2):
+            s.sendall(hostless)
+            data = b""
+            while b"/nohost" not in data:
+                data += s.recv(65536)
+    assert raw_exchange(routed.port, hostless).startswith(b"HTTP/1.1 400 ")
