@@ -18,7 +18,7 @@ target alike), so each head is parsed, routed and rewritten in full: Berth's fig
 without its memos.
 
 Then the WebSocket echo round trip (one small message at a time) direct, through nginx
-and through Berth. `--profile` finally runs Berth in this process under cProfile while
+and through Berth, in alternating runs, medians. `--profile` finally runs Berth in this process under cProfile while
 wrk loads it, and prints where the time goes.
 
 Needs wrk, nginx and caddy (Debian: `apt-get install wrk nginx-light caddy`).
@@ -489,13 +489,28 @@ def _bench(args: argparse.Namespace, tmp: Path, procs: Procs) -> int:
     if args.workers > 1:
         w = med[f"berth proxy ({args.workers} workers)"]
         print(
-            f"  req/s Berth x{args.workers}/nginx       {w[0] / n[0]:6.2f}x   (not the target comparison)"
+            f"  req/s Berth x{args.workers}/nginx       {w[0] / n[0]:6.2f}x   (nginx has one worker)"
+        )
+        print(
+            f"  req/s Berth x{args.workers}/Caddy       {w[0] / c[0]:6.2f}x   (Caddy uses every CPU)"
         )
 
-    print(f"\nWebSocket echo round trip, {args.ws_messages} sequential 32-byte messages (µs)")
-    direct = ws_rtt(ws, "/", args.ws_messages)
-    via_nginx = ws_rtt(nginx_port, "/ws", args.ws_messages)
-    via_berth = ws_rtt(berth_port, "/ws", args.ws_messages)
+    print(
+        f"\nWebSocket echo round trip, {args.ws_messages} sequential 32-byte messages per run,"
+        f" {args.runs} alternating runs, medians (µs)"
+    )
+    legs = (("direct", ws, "/"), ("nginx", nginx_port, "/ws"), ("berth", berth_port, "/ws"))
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in legs}
+    for _ in range(args.runs):  # alternating, like the req/s runs: load drifts over time
+        for name, port, path in legs:
+            samples[name].append(ws_rtt(port, path, args.ws_messages))
+    direct, via_nginx, via_berth = (
+        (
+            statistics.median(m for m, _ in samples[name]),
+            statistics.median(p for _, p in samples[name]),
+        )
+        for name, _, _ in legs
+    )
     print(f"  {'':14} {'median':>8} {'p99':>8} {'overhead':>9}")
     for name, (med_us, p99_us) in (("direct", direct), ("nginx", via_nginx), ("berth", via_berth)):
         over = med_us - direct[0]
