@@ -71,8 +71,10 @@ def run_all(settings: AgentSettings, options: list[str]) -> int:
         threading.Thread(
             target=_keep_hosts_wired, args=(settings,), name="hosts-wiring", daemon=True
         ).start()
-    while not stopping:
+    while True:
         time.sleep(0.2)
+        if stopping:  # (children signalled with us, by a terminal's Ctrl-C, are not crashes)
+            break
         for child in children:
             _supervise(child)
     _stop(children)

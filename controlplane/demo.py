@@ -187,6 +187,10 @@ def main(argv: list[str]) -> int:
     procs: list[subprocess.Popen[bytes]] = []
 
     def stop_all(*_: object) -> None:
+        # a second Ctrl-C (the terminal signals every process of the group) must not cut
+        # the orderly stop short and leave processes behind
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for p in reversed(procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)

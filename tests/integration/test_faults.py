@@ -9,6 +9,8 @@ the agent's SQLite (read-only) are used to observe.
 """
 
 import os
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from tests.integration.faultkit import (
     services_by_name,
     start_time,
 )
-from tests.support.berth import start_controlplane, stop, text, wait_until
+from tests.support.berth import agent_argv, start_controlplane, stop, text, wait_until
 from tests.support.dirs import world_dir
 from tests.support.env import require_root
 from tests.support.gitrepo import APP, commit_files
@@ -431,4 +433,37 @@ def test_kill9_reconciler_while_draining_keeps_the_new_release(xprocess, workspa
         assert serves(agent.proxy + "/", "v2")
         wait_until("the old process to finish", lambda: start_time(old["pid"]) is None)
     finally:
+        site.close()
+
+
+def test_ctrl_c_to_the_process_group_stops_everything_cleanly(xprocess, workspace):
+    # A terminal's Ctrl-C signals every process of the foreground group at once: run-all
+    # and each of its children. That is an orderly stop, not a burst of crashes.
+    url = make_repo(workspace / "repo")
+    site = open_site(xprocess, workspace, "ctrlc", [service("app", url, "/")])
+    state = workspace / "agent-ctrlc"
+    log_path = workspace / "agent-ctrlc.log"
+    token = site.api("POST", f"/stacks/{site.stack_id}/install-tokens", expect=201)["token"]
+    argv = agent_argv(
+        state,
+        site.cp.url,
+        token,
+        proxy_port=site.proxy_port,
+        dns_port=free_port(),
+        internal_bind=f"127.0.0.1:{free_port()}",
+    )
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until("v1 applied", lambda: site.all_applied(1))
+        service_pid = services_by_name(site.instance())["app"]["pid"]
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(30) == 0
+        wait_until("the service to stop", lambda: start_time(service_pid) is None)
+        output = log_path.read_text("utf-8")
+        assert "restarting in" not in output and "Traceback" not in output
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         site.close()

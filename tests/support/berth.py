@@ -75,6 +75,34 @@ def start_agent(
     internal_bind: str = "127.0.0.1:80",
 ) -> None:
     """run-all as root in a private mount namespace with its own /etc/hosts (hosts wiring)."""
+    argv = agent_argv(
+        state_dir,
+        cp_url,
+        token,
+        proxy_port=proxy_port,
+        dns_port=dns_port,
+        internal_bind=internal_bind,
+    )
+
+    class Starter(ProcessStarter):  # type: ignore[misc]
+        pattern = "started reconciler"
+        args = argv
+        timeout = 60
+        terminate_on_interrupt = True
+
+    _start_fresh(xprocess, name, Starter)
+
+
+def agent_argv(
+    state_dir: Path,
+    cp_url: str,
+    token: str,
+    *,
+    proxy_port: int,
+    dns_port: int,
+    internal_bind: str = "127.0.0.1:80",
+) -> list[str]:
+    """The command line of a test's `berth agent run-all` (creates its state directory)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         *BERTH,
@@ -98,14 +126,7 @@ def start_agent(
     ]
     if os.geteuid() == 0:
         argv = [*private_hosts_prefix(state_dir), *argv]
-
-    class Starter(ProcessStarter):  # type: ignore[misc]
-        pattern = "started reconciler"
-        args = argv
-        timeout = 60
-        terminate_on_interrupt = True
-
-    _start_fresh(xprocess, name, Starter)
+    return argv
 
 
 def _start_fresh(xprocess: Any, name: str, starter: type) -> None:
