@@ -12,6 +12,7 @@ never writes `build/` or egg-info into a working tree. Extra arguments go to `pi
 """
 
 import argparse
+import gzip
 import io
 import shutil
 import subprocess
@@ -30,14 +31,15 @@ UNIT_SUFFIXES = (".service", ".target", ".path", ".conf")
 def units_tarball(units_dir: Path) -> bytes:
     """The unit files as a gzip'd tar with fixed metadata (same input, same bytes)."""
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=9) as tar:
+    # plain tar first: tarfile's gzip mode stamps the current time into the gzip header
+    with tarfile.open(fileobj=buf, mode="w") as tar:
         for path in sorted(units_dir.iterdir()):
             if path.is_file() and path.name.endswith(UNIT_SUFFIXES):
                 info = tarfile.TarInfo(path.name)
                 data = path.read_bytes()
                 info.size, info.mode, info.mtime = len(data), 0o644, 0
                 tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    return gzip.compress(buf.getvalue(), compresslevel=9, mtime=0)
 
 
 def build(dest: Path, source: Path, pip_args: Sequence[str] = ()) -> list[str]:
