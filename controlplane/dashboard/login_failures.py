@@ -3,7 +3,8 @@
 With `serve --workers N` or several nodes behind a load balancer, a per-process counter
 would give an attacker N times the attempts; the `login_failures` table is the one count
 they all read and write (`throttle.ThrottlePolicy` decides). Expired rows are pruned at
-most once a minute per process.
+most once a minute per process. A spray of made-up user names adds few rows: the client
+address is a key too, and a blocked address is refused before anything is counted.
 """
 
 import time
