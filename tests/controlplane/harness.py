@@ -10,6 +10,7 @@ from typing import Any
 import requests
 
 from tests.support.ports import free_port
+from tests.support.procs import terminate
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,12 +28,12 @@ def berth(
 class ControlPlane:
     """`berth controlplane serve` on a free loopback port, stopped by PID."""
 
-    def __init__(self, db_url: str, log_dir: Path, *extra: str) -> None:
+    def __init__(self, db_url: str, log_dir: Path, *extra: str, port: int | None = None) -> None:
         self.db_url = db_url
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"controlplane-{self.port}.log"
-        self._log = self.log_path.open("wb")
+        self._log = self.log_path.open("ab")  # a restart on the same port keeps the old log
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agent.cli", "controlplane", "serve",
              "--db", db_url, "--bind", f"127.0.0.1:{self.port}", *extra],
@@ -57,13 +58,7 @@ class ControlPlane:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, 10)
         self._log.close()
 
 

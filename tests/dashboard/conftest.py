@@ -9,9 +9,6 @@ Screenshots go to `test-artifacts/dashboard/` (repo-relative, gitignored) at 128
 
 import os
 import shutil
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +21,7 @@ import requests
 
 from controlplane.dashboard.cli import ensure_user
 from controlplane.testing import create_admin_token, migrate
-from tests.controlplane.harness import Api
+from tests.controlplane.harness import Api, ControlPlane
 from tests.support.env import require
 from tests.support.ports import free_port
 
@@ -68,36 +65,18 @@ class Server:
 
     def start(self, port: int | None = None) -> None:
         """Start `berth controlplane serve` (on `port`, or a free one) and wait for it."""
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = self.workdir / f"controlplane-{self.port}.log"
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent.cli", "controlplane", "serve", "--db", self.db_url,
-                 "--bind", f"127.0.0.1:{self.port}", "--public-url", self.url],
-                cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"control plane exited: {self.log()}"
-            try:
-                requests.get(self.url + "/healthz", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
+        port = port or free_port()
+        self.cp = ControlPlane(
+            self.db_url, self.workdir, "--public-url", f"http://127.0.0.1:{port}", port=port
+        )
+        self.port, self.url = self.cp.port, self.cp.url
         self.api = Api(self.url, self.admin_token)
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.cp.log()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.cp.stop()
 
 
 @pytest.fixture(scope="module")

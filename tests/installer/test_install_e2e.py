@@ -28,6 +28,7 @@ from tests.support.berth import text as get
 from tests.support.berth import wait_until
 from tests.support.env import require_root, require_tool
 from tests.support.ports import free_port
+from tests.support.procs import terminate
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -57,13 +58,8 @@ class ControlPlane:
         wait_until("the control plane", lambda: requests.get(self.url + "/healthz", timeout=2).ok)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc)
         self.proc = None
 
     def api(self, method: str, path: str, **kw: object) -> dict:  # type: ignore[type-arg]

@@ -18,12 +18,13 @@ namespace never touch the machine's own network namespace.
 import itertools
 import os
 import shutil
-import signal
 import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.support.procs import terminate
 
 _counter = itertools.count()
 
@@ -79,13 +80,7 @@ class NetnsPair:
         return proc  # type: ignore[no-any-return]
 
     def stop(self, proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc, timeout)
 
     def nft_ruleset(self, ns: str | None = None) -> str:
         """``nft -s list ruleset`` (stateless: no counters) inside `ns` (default srv)."""

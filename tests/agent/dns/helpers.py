@@ -6,7 +6,6 @@ are made reachable for that user (in production the unit's user and group do thi
 """
 
 import asyncio
-import signal
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from agent.bus.endpoints import BusEndpoints
 from agent.bus.messages import Route, RouteTable
 from agent.bus.publisher import Publisher
 from tests.support.ports import free_port
+from tests.support.procs import terminate
 
 
 class ThreadPublisher:
@@ -113,12 +113,6 @@ class Responder:
             time.sleep(0.05)
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        status = terminate(self.proc, 10)
         self._log_file.close()
-        return self.proc.returncode
+        return status

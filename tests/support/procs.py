@@ -1,0 +1,16 @@
+"""Stopping a process a test started, by PID: SIGTERM, then SIGKILL if it lingers."""
+
+import subprocess
+from typing import Any
+
+
+def terminate(proc: "subprocess.Popen[Any]", timeout_s: float = 15.0) -> int:
+    """Ask `proc` to stop and wait `timeout_s`, then kill it; answers its exit status."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
