@@ -52,6 +52,7 @@ sys.path.insert(0, str(REPO))
 
 from sqlalchemy import create_engine, insert  # noqa: E402
 
+from bench.procs import terminate  # noqa: E402
 from controlplane.dburl import parse_db_url  # noqa: E402
 from controlplane.models import Instance, utcnow  # noqa: E402
 from controlplane.testing import create_admin_token, migrate  # noqa: E402
@@ -361,16 +362,6 @@ http {{ access_log off;
     return proc
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", default="1000,2000,5000,10000", help="agent counts to try")
@@ -430,7 +421,7 @@ def main() -> int:
                     )
                     print(f"{'reference: nginx':<26} {n:7d} {res.row()}", flush=True)
             finally:
-                stop(nginx)
+                terminate(nginx)
         for kind in args.db.split(","):
             for nworkers, fast in variants:
                 label = f"berth cp, {kind}" + (f" x{nworkers}" if nworkers > 1 else "")
@@ -452,7 +443,7 @@ def main() -> int:
                         creds, etag = seed(db_url, f"http://127.0.0.1:{port}", max(counts), sub)
                         # restart: every worker preloads the fleet's credentials, as a
                         # control plane that has been running (or restarted) does
-                        stop(cp)
+                        terminate(cp)
                         cp = start_controlplane(db_url, port, log, nworkers, fast)
                         probe = CpuProbe(cp.pid, pg.postmaster_pid() if pg else None)
                         for n in counts:
@@ -470,7 +461,7 @@ def main() -> int:
                             if res.meets_target:
                                 results[label] = max(results.get(label, 0), n)
                     finally:
-                        stop(cp)
+                        terminate(cp)
                 finally:
                     if pg:
                         pg.stop()

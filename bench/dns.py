@@ -14,7 +14,6 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agent.bus.messages import Route, RouteTable  # noqa: E402
+from bench.procs import terminate  # noqa: E402
 
 SERVICES = [f"svc{i}" for i in range(20)] + ["api", "web", "db", "worker"]
 
@@ -109,16 +109,6 @@ def run_dnsperf(
     }
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def bench_berth(tmp: Path, queries: Path, args: argparse.Namespace) -> dict[str, float]:
     state = tmp / "state"
     (state / "cache").mkdir(parents=True)
@@ -148,7 +138,7 @@ def bench_berth(tmp: Path, queries: Path, args: argparse.Namespace) -> dict[str,
         wait_udp(port)
         return run_dnsperf(port, queries, args, proc.pid)
     finally:
-        stop(proc)
+        terminate(proc, 10)
 
 
 def bench_dnsmasq(queries: Path, args: argparse.Namespace) -> dict[str, float]:
@@ -173,7 +163,7 @@ def bench_dnsmasq(queries: Path, args: argparse.Namespace) -> dict[str, float]:
         wait_udp(port)
         return run_dnsperf(port, queries, args, proc.pid)
     finally:
-        stop(proc)
+        terminate(proc, 10)
 
 
 def main() -> int:

@@ -35,7 +35,6 @@ import os
 import pstats
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -49,6 +48,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from agent.bus.messages import Route, RouteTable  # noqa: E402
+from bench.procs import terminate  # noqa: E402
 
 TARGETS = {"req/s": ">= 0.7x nginx, >= 3x Caddy", "p99": "<= 1.5x nginx", "RSS": "<= 40 MiB"}
 
@@ -124,14 +124,7 @@ class Procs:
 
     def stop_all(self) -> None:
         for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            terminate(proc, 10)
 
 
 NGINX_COMMON = """

@@ -21,7 +21,6 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -40,6 +39,7 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.procs import terminate  # noqa: E402
 from controlplane.demo import private_hosts_prefix  # noqa: E402
 from controlplane.testing import create_admin_token, migrate  # noqa: E402
 from tests.support.gitrepo import APP, commit_files, init_repo  # noqa: E402
@@ -227,13 +227,7 @@ class Bench:
 
     def stop(self) -> None:
         for p in reversed(self.procs):  # the agent first: it stops the services it started
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(40)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            terminate(p, 40)
 
 
 def _epoch(iso: str) -> float:
