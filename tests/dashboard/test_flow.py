@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 from controlplane.demo import make_example_repo
 from tests.dashboard.a11y import assert_accessible
 from tests.dashboard.conftest import Server, log_in, snap
-from tests.support.berth import replace_in_file, start_agent, stop
+from tests.support.berth import agent_argv, replace_in_file, start_agent, stop
 from tests.support.dirs import world_dir
 from tests.support.env import require, require_root
 from tests.support.gitrepo import commit_files, git
@@ -92,8 +92,8 @@ def run(context: Any, xprocess: Any, server: Server, repo: Any, repo_url: str,
     snap(page, "agent-install")
     page.get_by_role("link", name="Overview").click()
     page.evaluate("window.__sameDocument = true")
-    start_agent(xprocess, agent_name, workspace / "agent", server.url, token,
-                proxy_port=proxy_port, dns_port=free_port())  # fmt: skip
+    start_agent(xprocess, agent_name, agent_argv(workspace / "agent", server.url, token,
+                proxy_port=proxy_port, dns_port=free_port()))  # fmt: skip
 
     # the server appears, its services turn healthy: all without a reload
     row = page.locator("#instances-table tr").filter(has_text=socket.gethostname())

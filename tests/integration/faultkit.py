@@ -18,7 +18,15 @@ from typing import Any
 
 import requests
 
-from tests.support.berth import Api, ControlPlane, start_agent, start_controlplane, stop, wait_until
+from tests.support.berth import (
+    Api,
+    ControlPlane,
+    agent_argv,
+    start_agent,
+    start_controlplane,
+    stop,
+    wait_until,
+)
 from tests.support.gitrepo import APP, commit_files, init_repo
 from tests.support.ports import free_port
 
@@ -95,32 +103,15 @@ class Site:
         token = self.api("POST", f"/stacks/{self.stack_id}/install-tokens", expect=201)["token"]
         port = proxy_port or self.proxy_port
         agent = Agent(name, self.workdir / name, port)
-        start_agent(
-            self.xprocess,
-            name,
-            agent.state_dir,
-            cp_url or self.cp.url,
-            token,
-            proxy_port=port,
-            dns_port=free_port(),
-            internal_bind=f"127.0.0.1:{free_port()}",
-        )
+        start_agent(self.xprocess, name, agent_argv_for(agent, cp_url or self.cp.url, token))
         self.agents.append(agent)
         return agent
 
     def restart_agent(self, agent: Agent, name: str, cp_url: str) -> Agent:
         """run-all again on the same state directory (the credential is cached there)."""
         again = Agent(name, agent.state_dir, agent.proxy_port)
-        start_agent(
-            self.xprocess,
-            name,
-            again.state_dir,
-            cp_url,
-            "used-token",  # ignored: the agent is registered already
-            proxy_port=again.proxy_port,
-            dns_port=free_port(),
-            internal_bind=f"127.0.0.1:{free_port()}",
-        )
+        # the token is ignored: the agent is registered already
+        start_agent(self.xprocess, name, agent_argv_for(again, cp_url, "used-token"))
         self.agents.append(again)
         return again
 
@@ -153,6 +144,18 @@ def open_site(xprocess: Any, workdir: Path, tag: str, services: list[dict[str, A
     proxy_port = free_port()
     stack = api("POST", "/stacks", expect=201, json=stack_body(tag, proxy_port, services))
     return Site(xprocess, workdir, cp, api, stack["id"], proxy_port)
+
+
+def agent_argv_for(agent: Agent, cp_url: str, token: str) -> list[str]:
+    """run-all for `agent`; its internal proxy and DNS get free loopback ports."""
+    return agent_argv(
+        agent.state_dir,
+        cp_url,
+        token,
+        proxy_port=agent.proxy_port,
+        dns_port=free_port(),
+        internal_bind=f"127.0.0.1:{free_port()}",
+    )
 
 
 def services_by_name(instance: dict[str, Any]) -> dict[str, dict[str, Any]]:

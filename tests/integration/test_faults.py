@@ -18,7 +18,9 @@ import pytest
 import requests
 
 from tests.integration.faultkit import (
+    Agent,
     Load,
+    agent_argv_for,
     kill9,
     make_repo,
     new_version,
@@ -29,7 +31,7 @@ from tests.integration.faultkit import (
     services_by_name,
     start_time,
 )
-from tests.support.berth import agent_argv, start_controlplane, stop, text, wait_until
+from tests.support.berth import start_controlplane, stop, text, wait_until
 from tests.support.dirs import world_dir
 from tests.support.env import require_root
 from tests.support.gitrepo import APP, commit_files
@@ -441,17 +443,10 @@ def test_ctrl_c_to_the_process_group_stops_everything_cleanly(xprocess, workspac
     # and each of its children. That is an orderly stop, not a burst of crashes.
     url = make_repo(workspace / "repo")
     site = open_site(xprocess, workspace, "ctrlc", [service("app", url, "/")])
-    state = workspace / "agent-ctrlc"
+    agent = Agent("agent-ctrlc", workspace / "agent-ctrlc", site.proxy_port)
     log_path = workspace / "agent-ctrlc.log"
     token = site.api("POST", f"/stacks/{site.stack_id}/install-tokens", expect=201)["token"]
-    argv = agent_argv(
-        state,
-        site.cp.url,
-        token,
-        proxy_port=site.proxy_port,
-        dns_port=free_port(),
-        internal_bind=f"127.0.0.1:{free_port()}",
-    )
+    argv = agent_argv_for(agent, site.cp.url, token)
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:

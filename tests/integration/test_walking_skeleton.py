@@ -9,6 +9,7 @@ import pytest
 from controlplane.demo import example_stack, make_example_repo, port_free
 from tests.support.berth import (
     Api,
+    agent_argv,
     replace_in_file,
     start_agent,
     start_controlplane,
@@ -53,11 +54,9 @@ def test_example_stack_deploys_and_follows_a_new_commit(xprocess, workspace):
         start_agent(
             xprocess,
             agent_name,
-            workspace / "agent",
-            cp.url,
-            token,
-            proxy_port=proxy_port,
-            dns_port=free_port(),
+            agent_argv(
+                workspace / "agent", cp.url, token, proxy_port=proxy_port, dns_port=free_port()
+            ),
         )
 
         def applied(version):

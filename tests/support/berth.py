@@ -63,26 +63,8 @@ def start_controlplane(xprocess: Any, name: str, workdir: Path, port: int) -> Co
     return ControlPlane(url, db, token, name)
 
 
-def start_agent(
-    xprocess: Any,
-    name: str,
-    state_dir: Path,
-    cp_url: str,
-    token: str,
-    *,
-    proxy_port: int,
-    dns_port: int,
-    internal_bind: str = "127.0.0.1:80",
-) -> None:
-    """run-all as root in a private mount namespace with its own /etc/hosts (hosts wiring)."""
-    argv = agent_argv(
-        state_dir,
-        cp_url,
-        token,
-        proxy_port=proxy_port,
-        dns_port=dns_port,
-        internal_bind=internal_bind,
-    )
+def start_agent(xprocess: Any, name: str, argv: list[str]) -> None:
+    """Start `argv` (an `agent_argv` command line) under xprocess, once it runs them all."""
 
     class Starter(ProcessStarter):  # type: ignore[misc]
         pattern = "started reconciler"
@@ -102,7 +84,8 @@ def agent_argv(
     dns_port: int,
     internal_bind: str = "127.0.0.1:80",
 ) -> list[str]:
-    """The command line of a test's `berth agent run-all` (creates its state directory)."""
+    """A test's `berth agent run-all` (creates its state directory): as root in a private
+    mount namespace with its own /etc/hosts (hosts wiring)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         *BERTH,
