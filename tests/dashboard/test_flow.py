@@ -12,7 +12,7 @@ from typing import Any
 
 from playwright.sync_api import expect
 
-from controlplane.demo import make_example_repo
+from controlplane.demo import make_example_repo, port_free
 from tests.dashboard.a11y import assert_accessible
 from tests.dashboard.conftest import Server, log_in, snap
 from tests.support.berth import agent_argv, replace_in_file, start_agent, stop
@@ -24,15 +24,6 @@ from tests.support.ports import free_port
 DEPLOY_TIMEOUT_MS = 240_000  # clone, build and health checks on a busy 2-core machine
 
 
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def fill(page: Any, i: int, **fields: str) -> None:
     for key, value in fields.items():
         page.locator(f"#f-services-{i}-{key.replace('.', '-')}").fill(value)
@@ -40,7 +31,9 @@ def fill(page: Any, i: int, **fields: str) -> None:
 
 def test_dashboard_with_a_real_agent(context: Any, xprocess: Any) -> None:
     require_root()
-    require(port_is_free(80), "127.0.0.1:80 is taken (the agent's internal proxy needs it)")
+    require(
+        port_free("127.0.0.1", 80), "127.0.0.1:80 is taken (the agent's internal proxy needs it)"
+    )
     with world_dir("berth-dash-") as workspace:
         repo = workspace / "example-repo"
         with ThreadPoolExecutor(1) as pool:  # git + sqlite setup off Playwright's loop thread
