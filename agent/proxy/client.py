@@ -172,14 +172,7 @@ class ClientConnection(asyncio.Protocol):
         self.current = ex
         if not self.write_paused:
             self.deadline = 0.0  # waiting for the backend: its own deadline applies
-        pool = server.pool
-        idle = pool.idle.get(target.port)  # type: ignore[arg-type]
-        if idle:
-            conn = idle.pop()
-            conn.reused = True
-            conn.attach(ex)
-        else:
-            pool.connect(ex, target.port)  # type: ignore[arg-type]
+        server.pool.send(ex)
         return True
 
     def _remember(self, data: bytes) -> None:
@@ -323,15 +316,7 @@ class ClientConnection(asyncio.Protocol):
             return
         self.current = ex
         if ex.failure is None and not target.paused:  # type: ignore[union-attr]
-            # the common case, without _start's detours (UpstreamPool.send, inlined)
-            pool = server.pool
-            idle = pool.idle.get(target.port)  # type: ignore[union-attr, arg-type]
-            if idle:
-                conn = idle.pop()
-                conn.reused = True
-                conn.attach(ex)
-            else:
-                pool.connect(ex, target.port)  # type: ignore[union-attr, arg-type]
+            server.pool.send(ex)  # the common case, without _start's detours
         else:
             self._start(ex)
 
