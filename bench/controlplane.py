@@ -52,10 +52,10 @@ sys.path.insert(0, str(REPO))
 
 from sqlalchemy import create_engine, insert  # noqa: E402
 
-from bench.procs import terminate  # noqa: E402
 from controlplane.dburl import parse_db_url  # noqa: E402
 from controlplane.models import Instance, utcnow  # noqa: E402
 from controlplane.testing import create_admin_token, migrate  # noqa: E402
+from tests.support.procs import terminate  # noqa: E402
 
 PERIOD_S = 10.0
 PG_BIN = Path("/usr/lib/postgresql/15/bin")

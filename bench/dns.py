@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agent.bus.messages import Route, RouteTable  # noqa: E402
-from bench.procs import terminate  # noqa: E402
+from tests.support.procs import terminate  # noqa: E402
 
 SERVICES = [f"svc{i}" for i in range(20)] + ["api", "web", "db", "worker"]
 

@@ -48,7 +48,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from agent.bus.messages import Route, RouteTable  # noqa: E402
-from bench.procs import terminate  # noqa: E402
+from tests.support.procs import terminate  # noqa: E402
 
 TARGETS = {"req/s": ">= 0.7x nginx, >= 3x Caddy", "p99": "<= 1.5x nginx", "RSS": "<= 40 MiB"}
 

@@ -39,10 +39,10 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.procs import terminate  # noqa: E402
 from controlplane.demo import private_hosts_prefix  # noqa: E402
 from controlplane.testing import create_admin_token, migrate  # noqa: E402
 from tests.support.gitrepo import APP, commit_files, init_repo  # noqa: E402
+from tests.support.procs import terminate  # noqa: E402
 
 BERTH = [sys.executable, "-m", "agent.cli"]
 KINDS = ("auto", "fixed")  # service names: agent-assigned port, fixed port
