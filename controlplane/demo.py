@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -263,6 +264,7 @@ def main(argv: list[str]) -> int:
                 "127.0.0.1:0",
             ]
         print("==> starting the agent (reconciler, proxies, DNS)", flush=True)
+        agent_started = datetime.now(UTC)
         procs.append(subprocess.Popen(agent_cmd))
 
         def applied() -> bool:
@@ -270,9 +272,14 @@ def main(argv: list[str]) -> int:
             items = (
                 instances.get("instances", instances) if isinstance(instances, dict) else instances
             )
+            # a re-run finds the previous run's last report ("applied") in the database:
+            # only a heartbeat from the agent just started counts
             return any(
-                i.get("applied_version") == stack["version"] and i.get("state") == "applied"
+                i.get("applied_version") == stack["version"]
+                and i.get("state") == "applied"
+                and datetime.fromisoformat(i["last_seen"]) >= agent_started
                 for i in items
+                if i.get("last_seen")
             )
 
         print("==> waiting for the stack to be built, started and healthy", flush=True)
