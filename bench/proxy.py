@@ -18,7 +18,7 @@ target alike), so each head is parsed, routed and rewritten in full: Berth's fig
 without its memos.
 
 Then the WebSocket echo round trip (one small message at a time) direct, through nginx
-and through Berth, in alternating runs, medians. `--profile` finally runs Berth in this process under cProfile while
+and through Berth, the three connections taking turns message by message, medians. `--profile` finally runs Berth in this process under cProfile while
 wrk loads it, and prints where the time goes.
 
 Needs wrk, nginx and caddy (Debian: `apt-get install wrk nginx-light caddy`).
@@ -117,10 +117,8 @@ class Procs:
         for i, proc in enumerate(self.procs):
             if proc.poll() is not None:
                 log = (self.tmp / f"proc-{i}.log").read_text(errors="replace")
-                print(
-                    f"{' '.join(proc.argv)[:120]} exited {proc.returncode}:\n{log[-2000:]}",
-                    file=sys.stderr,
-                )  # type: ignore[attr-defined]
+                argv = " ".join(proc.argv)  # type: ignore[attr-defined]
+                print(f"{argv[:120]} exited {proc.returncode}:\n{log[-2000:]}", file=sys.stderr)
 
     def stop_all(self) -> None:
         for proc in self.procs:
@@ -259,22 +257,40 @@ def run_wrk(port: int, args: argparse.Namespace, duration: float) -> str:
     return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
 
 
-def ws_rtt(port: int, path: str, n: int) -> tuple[float, float]:
+def ws_rtts(legs: list[tuple[int, str]], n: int) -> list[tuple[float, float]]:
+    """Median and p99 round trip (µs) of one small message on each leg's connection.
+
+    The legs take turns message by message (starting with a different leg each round),
+    so every leg sees the same machine: on a shared VM the wake-up latency that makes
+    up most of a round trip drifts by tens of µs between runs a few seconds apart,
+    which swamped the overhead being measured when each leg had its own run.
+    """
     from websockets.sync.client import connect
 
-    samples = []
-    with connect(f"ws://127.0.0.1:{port}{path}", compression=None) as ws:
+    samples: list[list[float]] = [[] for _ in legs]
+    with contextlib.ExitStack() as stack:
+        conns = [
+            stack.enter_context(connect(f"ws://127.0.0.1:{port}{path}", compression=None))
+            for port, path in legs
+        ]
         msg = "x" * 32
         for _ in range(200):  # warm up
-            ws.send(msg)
-            ws.recv()
-        for _ in range(n):
-            t0 = time.perf_counter_ns()
-            ws.send(msg)
-            ws.recv()
-            samples.append((time.perf_counter_ns() - t0) / 1000)
-    samples.sort()
-    return statistics.median(samples), samples[int(len(samples) * 0.99)]
+            for ws in conns:
+                ws.send(msg)
+                ws.recv()
+        for i in range(n):
+            for j in range(len(conns)):
+                k = (i + j) % len(conns)
+                ws = conns[k]
+                t0 = time.perf_counter_ns()
+                ws.send(msg)
+                ws.recv()
+                samples[k].append((time.perf_counter_ns() - t0) / 1000)
+    out = []
+    for s in samples:
+        s.sort()
+        out.append((statistics.median(s), s[int(len(s) * 0.99)]))
+    return out
 
 
 def berth_state(tmp: Path, backend: int, ws: int) -> Path:
@@ -489,14 +505,16 @@ def _bench(args: argparse.Namespace, tmp: Path, procs: Procs) -> int:
         )
 
     print(
-        f"\nWebSocket echo round trip, {args.ws_messages} sequential 32-byte messages per run,"
-        f" {args.runs} alternating runs, medians (µs)"
+        f"\nWebSocket echo round trip, {args.ws_messages} sequential 32-byte messages per leg"
+        f" and run, legs taking turns message by message, {args.runs} runs, medians (µs)"
     )
     legs = (("direct", ws, "/"), ("nginx", nginx_port, "/ws"), ("berth", berth_port, "/ws"))
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in legs}
-    for _ in range(args.runs):  # alternating, like the req/s runs: load drifts over time
-        for name, port, path in legs:
-            samples[name].append(ws_rtt(port, path, args.ws_messages))
+    for _ in range(args.runs):
+        for (name, _, _), rtt in zip(
+            legs, ws_rtts([(port, path) for _, port, path in legs], args.ws_messages), strict=True
+        ):
+            samples[name].append(rtt)
     direct, via_nginx, via_berth = (
         (
             statistics.median(m for m, _ in samples[name]),
