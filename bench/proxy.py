@@ -1,7 +1,7 @@
 """Benchmark: Berth's external proxy beside nginx and Caddy, in one run.
 
     .venv/bin/python bench/proxy.py [--duration 5] [--runs 3] [--connections 50]
-                                    [--threads 1] [--workers 2] [--vary] [--profile]
+                                    [--threads 1] [--workers 2] [--vary | --fresh] [--profile]
 
 One backend (nginx, one worker, a 12-byte fixed response) is measured directly and
 through: nginx as a reverse proxy (one worker, upstream keepalive >= the load's
@@ -13,9 +13,11 @@ processes, then the ratios Berth/nginx and Berth/Caddy against the issue's targe
 
 wrk repeats one request head byte for byte, which Berth's request and response memos
 (`agent/proxy/requestmemo.py`, `headers.ResponseHeadCache`) turn into lookups. With
-`--vary` every request carries a different query string (a wrk Lua script, for every
-target alike), so each head is parsed, routed and rewritten in full: Berth's figure
-without its memos.
+`--vary` every request carries a different query string under the same headers (a wrk
+Lua script, for every target alike), as a browser or an API client sends them: Berth
+checks and routes each request line and reuses the rewritten header block. With
+`--fresh` every request also carries a different header value, so each head is parsed,
+routed and rewritten in full: Berth's figure without its request memo.
 
 Then the WebSocket echo round trip (one small message at a time) direct, through nginx
 and through Berth, the three connections taking turns message by message, medians. `--profile` finally runs Berth in this process under cProfile while
@@ -242,6 +244,15 @@ request = function()
 end
 """
 
+# --fresh: a different request-target and header value for every request
+FRESH_SCRIPT = """
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, "/?n=" .. n, {["X-Request-Id"] = tostring(n)})
+end
+"""
+
 
 def run_wrk(port: int, args: argparse.Namespace, duration: float) -> str:
     cmd = [
@@ -350,8 +361,12 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workers", type=int, default=0, help="also measure N SO_REUSEPORT workers")
     ap.add_argument("--ws-messages", type=int, default=3000)
-    ap.add_argument(
-        "--vary", action="store_true", help="a different URL per request (no memo hits)"
+    shape = ap.add_mutually_exclusive_group()
+    shape.add_argument(
+        "--vary", action="store_true", help="a different URL per request, the same headers"
+    )
+    shape.add_argument(
+        "--fresh", action="store_true", help="a different URL and header value per request"
     )
     ap.add_argument("--profile", action="store_true", help="cProfile Berth's request path")
     args = ap.parse_args()
@@ -366,9 +381,9 @@ def main() -> int:
         ap.error("--runs must be at least 3 (medians)")
 
     tmp = Path(tempfile.mkdtemp(prefix="berth-bench-proxy-"))
-    if args.vary:
+    if args.vary or args.fresh:
         args.vary_script = str(tmp / "vary.lua")
-        Path(args.vary_script).write_text(VARY_SCRIPT)
+        Path(args.vary_script).write_text(FRESH_SCRIPT if args.fresh else VARY_SCRIPT)
     procs = Procs(tmp)
     try:
         return _bench(args, tmp, procs)
@@ -448,7 +463,13 @@ def _bench(args: argparse.Namespace, tmp: Path, procs: Procs) -> int:
     print(
         f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, {args.runs} alternating runs, "
         f"medians; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; "
-        + ("a different URL per request (--vary)" if args.vary else "one repeated request"),
+        + (
+            "a different URL and header value per request (--fresh)"
+            if args.fresh
+            else "a different URL per request (--vary)"
+            if args.vary
+            else "one repeated request"
+        ),
         flush=True,
     )
     for t in targets:  # warm-up: pools filled, code paths hot

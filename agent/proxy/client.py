@@ -35,7 +35,8 @@ from agent.proxy.errors import (
 )
 from agent.proxy.exchange import PENDING_LIMIT, Exchange
 from agent.proxy.headers import HeadError, rewrite_request
-from agent.proxy.requestmemo import Remembered
+from agent.proxy.requestmemo import VERSION, Remembered, plain_line
+from agent.proxy.routing import Target
 
 if TYPE_CHECKING:
     from agent.proxy.server import ProxyServer
@@ -75,7 +76,8 @@ class ClientConnection(asyncio.Protocol):
         "trusted",
         "config",
         "http11",
-        "memo",
+        "heads",
+        "blocks",
     )
 
     def __init__(self, server: "ProxyServer") -> None:
@@ -99,7 +101,9 @@ class ClientConnection(asyncio.Protocol):
         self.trusted = False
         self.config = server.config
         self.http11: bool | None = None  # a client's HTTP version, read once
-        self.memo: dict[bytes, Remembered] = {}  # the server's memo for this kind of peer
+        # the server's memo tables for this kind of peer
+        self.heads: dict[bytes, Remembered] = {}
+        self.blocks: dict[bytes, Remembered] = {}
 
     # -- transport callbacks -------------------------------------------------------
 
@@ -112,7 +116,8 @@ class ClientConnection(asyncio.Protocol):
         # a loopback peer is cloudflared or a local service: keep its X-Forwarded-*
         self.trusted = ip.startswith("127.") or ip == "::1"
         server = self.server
-        self.memo = server.requests.tables[self.trusted]
+        self.heads = server.requests.heads[self.trusted]
+        self.blocks = server.requests.blocks[self.trusted]
         server.clients.add(self)
         self.deadline = server.now + server.config.idle_timeout
         if server.draining:
@@ -128,9 +133,17 @@ class ClientConnection(asyncio.Protocol):
         if pstate == P_IDLE:
             if self.current is None:
                 fresh = True
-                hit = self.memo.get(data)
-                if hit is not None and self._replay(hit):
-                    return
+                hit = self.heads.get(data)
+                if hit is not None:
+                    if self._replay_head(hit):
+                        return
+                else:
+                    # a header block seen before (without a version line the one-byte
+                    # slice is no key)
+                    at = data.find(VERSION)
+                    hit = self.blocks.get(data[at:])
+                    if hit is not None and self._replay_block(data, at, hit):
+                        return
             # a request begins (a pipelined one may also begin inside a read: it is
             # then timed from the next read on)
             self.pstate = P_HEAD
@@ -156,17 +169,42 @@ class ClientConnection(asyncio.Protocol):
         elif fresh and self.pstate == P_IDLE:
             self._remember(data)
 
-    def _replay(self, hit: Remembered) -> bool:
-        """Start the request whose head `data` held, as remembered; False: parse it."""
+    def _replay_head(self, hit: Remembered) -> bool:
+        """Start the request whose head was remembered whole; False: parse it."""
         prefix, suffix, target, keep_alive, is_head = hit
-        server = self.server
         # (a remembered target is running and unpaused: the memo is emptied with every
         # new route table)
+        return self._start_remembered(prefix + self.client_ip + suffix, target, keep_alive, is_head)
+
+    def _replay_block(self, data: bytes, at: int, hit: Remembered) -> bool:
+        """Start the request in `data`, a remembered header block under a new request
+        line; False: parse it."""
+        plain = plain_line(data, 0, at)
+        if plain is None or len(data) > self.config.max_head_bytes:
+            return False
+        method, url = plain.groups()
+        prefix, suffix, target, keep_alive, _ = hit
+        server = self.server
+        if server.external:
+            match = server.paths.match(url)
+            if match is None:
+                return False  # the parser's path answers it with the 404 page
+            target, url = match
+            if target.paused or target.port is None:
+                return False
+        # (the internal proxy's target came with the Host header)
+        head = b"".join((method, b" ", url, prefix, self.client_ip, suffix))
+        return self._start_remembered(head, target, keep_alive, method == b"HEAD")
+
+    def _start_remembered(
+        self, head: bytes, target: Target, keep_alive: bool, is_head: bool
+    ) -> bool:
+        server = self.server
         if self.http11 is False or server.draining:
             return False
         self.http11 = True
         ex = Exchange(self, keep_alive, True, is_head, False)
-        ex.head = prefix + self.client_ip + suffix
+        ex.head = head
         ex.target = target
         ex.request_done = True
         self.current = ex
@@ -177,9 +215,16 @@ class ClientConnection(asyncio.Protocol):
 
     def _remember(self, data: bytes) -> None:
         """A request began and completed within `data` (the parser is idle again): remember
-        it if `data` is exactly its head, which then means it had no body."""
+        it, and its header block, if `data` is exactly its head, which then means it had
+        no body."""
+        at = data.find(b"\r\n") - 9
+        if at < 0 or not data.startswith(VERSION, at):
+            return  # not an HTTP/1.1 request line
         memo = self.server.requests
-        if not memo.seen_before(data):
+        again = memo.seen_before(data)
+        block = data[at:] if plain_line(data, 0, at) is not None else None
+        block_again = block is not None and memo.seen_before(block)
+        if not (again or block_again):
             return
         ex = self.current
         if (
@@ -188,14 +233,20 @@ class ClientConnection(asyncio.Protocol):
             or not self.http11  # answered as HTTP/1.0: not what a replay does
             or self.server.draining
             or data.find(b"\r\n\r\n") != len(data) - 4
-            or not data.startswith(b" HTTP/1.1", data.find(b"\r\n") - 9)  # request line
         ):
             return
         target = ex.target
         if target is None or target.paused or target.port is None:
             return
         memo.remember(
-            data, self.trusted, ex.head, self.client_ip, target, ex.keep_alive, ex.is_head
+            data if again else None,
+            block if block_again else None,
+            self.trusted,
+            ex.head,
+            self.client_ip,
+            target,
+            ex.keep_alive,
+            ex.is_head,
         )
 
     def eof_received(self) -> bool | None:

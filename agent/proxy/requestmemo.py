@@ -1,57 +1,77 @@
-"""A memo of request heads already parsed, routed and rewritten.
+"""A memo of request heads, and of their header blocks, already parsed and rewritten.
 
-Clients repeat request heads byte for byte: a browser polling an API, a health checker,
-a service fetching the same resource from another. What the proxy makes of a request
-head (the upstream head, the target, keep-alive, HEAD or not) is a pure function of its
-bytes, of whether the peer is a trusted forwarder, and of the route table; the client's
-address only goes into `X-Forwarded-For`, so the upstream head is stored as the two
-pieces around it. A read that holds exactly one remembered head, arriving on a
-connection with nothing in flight, skips the parser, the router and the rewrite.
+What the proxy makes of a request head is a pure function of its request line, its
+header block, whether the peer is a trusted forwarder, and the route table; the client's
+address only goes into `X-Forwarded-For`, so an upstream head is stored as the two
+pieces around it. Clients repeat themselves in two ways, and the memo has a table for
+each (per kind of peer: the X-Forwarded-* rewrite differs for trusted ones):
 
+* `heads`: a whole head byte for byte (a health checker, a poller, a service fetching
+  the same resource). A read that is exactly such a head skips the parser, the router
+  and the rewrite.
+* `blocks`: the same header block under a new request line (a browser fetching a page's
+  assets, one service calling another's API). When the line is plain (`plain_line`:
+  `GET|HEAD`, an origin-form target of plain characters, `HTTP/1.1`) it is cheap to
+  judge and its path cheap to route, so the read skips the parser and the header
+  rewrite: the block's key runs from the line's ` HTTP/1.1` to the end of the head, its
+  entry holds the rewritten block, and the upstream head is joined from five pieces.
+  The internal proxy's target follows from the Host header, so it is stored; the
+  external proxy routes each path.
+
+Either only on a connection with nothing in flight, for a read holding exactly one head.
 Only heads that llhttp accepted as one complete HTTP/1.1 request without a body or an
 upgrade, and that were routed to a running backend, are remembered, and only when they
-come a second time: a head seen once is merely noted (`first_sightings`), so traffic of
-ever-new heads costs a set insert, not a rewrite to store. The memo is emptied whenever
-the route table changes, and it is bounded (a full table is simply dropped), in entries
-and in the size of a head.
+(or their blocks) come a second time: a key seen once is merely noted
+(`first_sightings`), so traffic of ever-new heads costs a set insert, not a rewrite to
+store. The memo is emptied whenever the route table changes, and it is bounded (a full
+table is simply dropped), in entries and in the size of a key.
 """
+
+import re
 
 from agent.proxy.routing import Target
 
-# (upstream head before the client address, after it, target, keep-alive, HEAD request)
+# (upstream head up to the client address, what follows it, target, keep-alive, HEAD);
+# in `blocks` the first piece starts at " HTTP/1.1\r\n" and HEAD is read from the line
 Remembered = tuple[bytes, bytes, Target, bool, bool]
+Tables = tuple[dict[bytes, Remembered], dict[bytes, Remembered]]  # untrusted, trusted
 
-MAX_REMEMBERED_HEAD = 2048  # longer heads (big cookies) are parsed every time
+MAX_REMEMBERED = 2048  # longer heads and blocks (big cookies) are parsed every time
+VERSION = b" HTTP/1.1\r\n"
 _XFP_LINE = b"\r\nX-Forwarded-Proto: "
+
+# The method and target of a plain request line: single spaces, and a target written in
+# RFC 3986 unreserved and sub-delims characters, ":", "@", "/", "?" and "%", which mean
+# the same to llhttp, to the router and to any backend. Call as
+# `plain_line(data, 0, data.find(VERSION))`: a match's groups are (method, target).
+plain_line = re.compile(rb"(GET|HEAD) (/[-A-Za-z0-9._~!$&'()*+,;=:@/?%]*)").fullmatch
 
 
 class RequestMemo:
-    __slots__ = ("tables", "first_sightings", "max_entries")
+    __slots__ = ("heads", "blocks", "first_sightings", "max_entries")
 
     def __init__(self, max_entries: int = 256) -> None:
-        # one table for untrusted peers and one for trusted (loopback) ones: the
-        # X-Forwarded-* rewrite differs between them
-        self.tables: tuple[dict[bytes, Remembered], dict[bytes, Remembered]] = ({}, {})
+        self.heads: Tables = ({}, {})
+        self.blocks: Tables = ({}, {})
         self.first_sightings: set[bytes] = set()
         self.max_entries = max_entries
 
-    def lookup(self, raw: bytes, trusted: bool) -> Remembered | None:
-        return self.tables[trusted].get(raw)
-
-    def seen_before(self, raw: bytes) -> bool:
-        """Whether `raw` was seen before; the first time it is only noted."""
+    def seen_before(self, key: bytes) -> bool:
+        """Whether `key` (a head or a block) was seen before; the first time it is only
+        noted."""
         seen = self.first_sightings
-        if raw in seen:
+        if key in seen:
             return True
-        if len(raw) <= MAX_REMEMBERED_HEAD:
+        if len(key) <= MAX_REMEMBERED:
             if len(seen) >= self.max_entries:
                 seen.clear()
-            seen.add(raw)
+            seen.add(key)
         return False
 
     def remember(
         self,
-        raw: bytes,
+        head: bytes | None,
+        block: bytes | None,
         trusted: bool,
         upstream_head: bytes,
         client_ip: bytes,
@@ -59,25 +79,30 @@ class RequestMemo:
         keep_alive: bool,
         is_head: bool,
     ) -> None:
-        """Store what `raw` became; `upstream_head` was built for `client_ip`."""
-        if len(raw) > MAX_REMEMBERED_HEAD:
-            return
+        """Store what `head` became, and what its `block` (from " HTTP/1.1\\r\\n" on)
+        became; `upstream_head` was built for `client_ip`. Either may be None: not
+        remembered."""
         # rewrite_request writes the client address last in X-Forwarded-For, right
         # before the X-Forwarded-Proto line it adds after every forwarded header
         at = upstream_head.rindex(_XFP_LINE) - len(client_ip)
-        table = self.tables[trusted]
+        tail = (upstream_head[at + len(client_ip) :], target, keep_alive)
+        if head is not None:
+            self._put(self.heads[trusted], head, (upstream_head[:at], *tail, is_head))
+        if block is not None:
+            # the block's part of the upstream head: after the (plain) request target,
+            # which holds no space
+            start = upstream_head.index(VERSION)
+            self._put(self.blocks[trusted], block, (upstream_head[start:at], *tail, False))
+
+    def _put(self, table: dict[bytes, Remembered], key: bytes, entry: Remembered) -> None:
+        if len(key) > MAX_REMEMBERED:
+            return
         if len(table) >= self.max_entries:
             table.clear()
-        table[raw] = (
-            upstream_head[:at],
-            upstream_head[at + len(client_ip) :],
-            target,
-            keep_alive,
-            is_head,
-        )
+        table[key] = entry
 
     def clear(self) -> None:
         """Forget everything (in place: connections hold the tables)."""
-        for table in self.tables:
+        for table in (*self.heads, *self.blocks):
             table.clear()
         self.first_sightings.clear()

@@ -530,3 +530,71 @@ def test_a_head_answered_as_http10_is_not_replayed_to_http11_clients(routed: Pro
             while b"/nohost" not in data:
                 data += s.recv(65536)
     assert raw_exchange(routed.port, hostless).startswith(b"HTTP/1.1 400 ")
+
+
+def _read_response(s: socket.socket, buffered: bytes = b"") -> tuple[bytes, bytes, bytes]:
+    """One Content-Length response from a keep-alive connection: (head, body, left over)."""
+    data = buffered
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        assert chunk, f"connection closed mid-response: {data!r}"
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
+    while len(rest) < length:
+        chunk = s.recv(65536)
+        assert chunk, f"connection closed mid-body: {head!r}"
+        rest += chunk
+    return head, rest[:length], rest[length:]
+
+
+def test_a_header_block_seen_before_is_routed_by_each_requests_own_line(
+    bus: BusPublisher, proxy: ProxyProcess, backend_a: Backend, backend_b: Backend
+) -> None:
+    # one client repeating its header block while its paths change: from the second
+    # request on the block's rewrite comes from the memo, yet every request line is
+    # routed (and stripped) on its own, and a line the memo cannot judge is parsed
+    route_to(
+        bus,
+        proxy,
+        [Route("web", backend_a.port, "/web"), Route("api", backend_b.port, "/api", True)],
+        "/web",
+        "a",
+    )
+    block = b"\r\nHost: memo.test\r\nX-Forwarded-For: 198.51.100.7\r\n\r\n"
+    lines = [
+        (b"GET /web/1", "a", "/web/1"),
+        (b"GET /web/2", "a", "/web/2"),
+        (b"GET /api/x?y=1", "b", "/x?y=1"),
+        (b"GET /nowhere", None, "no route for path /nowhere"),
+        (b"GET /web/a%20b;c", "a", "/web/a%20b;c"),
+        (b"GET /api", "b", "/"),
+        (b'GET /web/"q"', "a", '/web/"q"'),  # not plain: the parser's path
+        (b"GET /webx", None, "no route for path /webx"),
+    ]
+    try:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as s:
+            left = b""
+            for line, backend, expected in lines:
+                s.sendall(line + b" HTTP/1.1" + block)
+                head, body, left = _read_response(s, left)
+                if backend is None:
+                    assert head.startswith(b"HTTP/1.1 404 ") and expected in body.decode()
+                    continue
+                assert head.startswith(b"HTTP/1.1 200 ")
+                info = json.loads(body)
+                headers = {n.lower(): v for n, v in info["headers"]}
+                assert (info["name"], info["path"]) == (backend, expected), line
+                assert headers["x-forwarded-for"] == "198.51.100.7, 127.0.0.1"
+                assert headers["host"] == "memo.test"
+    finally:
+        route_to(
+            bus,
+            proxy,
+            [
+                Route("web", backend_a.port, "/"),
+                Route("api", backend_a.port, "/api", strip_prefix=True),
+            ],
+            "/",
+            "a",
+        )

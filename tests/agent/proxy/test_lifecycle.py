@@ -56,6 +56,9 @@ def test_internal_proxy_routes_by_host(
         assert get(internal.port, host="WORKER.Svc.Internal").headers["X-Backend"] == "b"
         r = get(internal.port, "/x?y", host="web.svc.internal")
         assert r.json()["path"] == "/x?y"  # paths are never stripped internally
+        for path in ("/p1", "/p2?q", "/p3"):  # one header block, new paths (the memo's case)
+            r = get(internal.port, path, host="worker.svc.internal")
+            assert (r.headers["X-Backend"], r.json()["path"]) == ("b", path)
         r = get(internal.port, host="ghost.svc.internal")
         assert r.status_code == 404 and "ghost.svc.internal" in r.text
         r = get(internal.port, host="<b>evil</b>.svc.internal")
