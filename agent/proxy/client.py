@@ -129,21 +129,21 @@ class ClientConnection(asyncio.Protocol):
             tunnel.transport.write(data)  # type: ignore[union-attr]
             return
         pstate = self.pstate
-        fresh = False
+        block = None  # a read that may be one whole head: its header block, from ...
+        at = -1  # ... this offset, where " HTTP/1.1\r\n" first occurs
         if pstate == P_IDLE:
             if self.current is None:
-                fresh = True
                 hit = self.heads.get(data)
                 if hit is not None:
                     if self._replay_head(hit):
                         return
                 else:
-                    # a header block seen before (without a version line the one-byte
-                    # slice is no key)
                     at = data.find(VERSION)
-                    hit = self.blocks.get(data[at:])
-                    if hit is not None and self._replay_block(data, at, hit):
-                        return
+                    if at > 0:
+                        block = data[at:]
+                        hit = self.blocks.get(block)
+                        if hit is not None and self._replay_block(data, at, hit):
+                            return
             # a request begins (a pipelined one may also begin inside a read: it is
             # then timed from the next read on)
             self.pstate = P_HEAD
@@ -166,8 +166,8 @@ class ClientConnection(asyncio.Protocol):
             self.raw_head += len(data)
             if self.raw_head > self.server.config.max_head_bytes:
                 self._fail_fatal(HeadTooLarge("request head too large"))
-        elif fresh and self.pstate == P_IDLE:
-            self._remember(data)
+        elif block is not None and self.pstate == P_IDLE:
+            self._remember(data, at, block)
 
     def _replay_head(self, hit: Remembered) -> bool:
         """Start the request whose head was remembered whole; False: parse it."""
@@ -213,19 +213,13 @@ class ClientConnection(asyncio.Protocol):
         server.pool.send(ex)
         return True
 
-    def _remember(self, data: bytes) -> None:
+    def _remember(self, data: bytes, at: int, block: bytes) -> None:
         """A request began and completed within `data` (the parser is idle again): remember
-        it, and its header block, if `data` is exactly its head, which then means it had
-        no body."""
-        at = data.find(b"\r\n") - 9
-        if at < 0 or not data.startswith(VERSION, at):
-            return  # not an HTTP/1.1 request line
+        it, and its header block `data[at:]`, if `data` is exactly its head, which then
+        means it had no body."""
         memo = self.server.requests
-        again = memo.seen_before(data)
-        block = data[at:] if plain_line(data, 0, at) is not None else None
-        block_again = block is not None and memo.seen_before(block)
-        if not (again or block_again):
-            return
+        if not memo.seen_before(block):
+            return  # (ever-new heads stop here, at the cost of a set insert)
         ex = self.current
         if (
             ex is None
@@ -233,14 +227,17 @@ class ClientConnection(asyncio.Protocol):
             or not self.http11  # answered as HTTP/1.0: not what a replay does
             or self.server.draining
             or data.find(b"\r\n\r\n") != len(data) - 4
+            or data.find(b"\r\n", 0, at) != -1  # " HTTP/1.1" must end the request line
         ):
             return
         target = ex.target
         if target is None or target.paused or target.port is None:
             return
+        # The block is seen again: the head is likely to repeat too (a poller) and costs
+        # one entry; the block is replayed only under plain request lines.
         memo.remember(
-            data if again else None,
-            block if block_again else None,
+            data,
+            block if plain_line(data, 0, at) is not None else None,
             self.trusted,
             ex.head,
             self.client_ip,

@@ -20,8 +20,8 @@ each (per kind of peer: the X-Forwarded-* rewrite differs for trusted ones):
 
 Either only on a connection with nothing in flight, for a read holding exactly one head.
 Only heads that llhttp accepted as one complete HTTP/1.1 request without a body or an
-upgrade, and that were routed to a running backend, are remembered, and only when they
-(or their blocks) come a second time: a key seen once is merely noted
+upgrade, and that were routed to a running backend, are remembered (with their blocks),
+and only when their block comes a second time: a block seen once is merely noted
 (`first_sightings`), so traffic of ever-new heads costs a set insert, not a rewrite to
 store. The memo is emptied whenever the route table changes, and it is bounded (a full
 table is simply dropped), in entries and in the size of a key.
@@ -57,8 +57,7 @@ class RequestMemo:
         self.max_entries = max_entries
 
     def seen_before(self, key: bytes) -> bool:
-        """Whether `key` (a head or a block) was seen before; the first time it is only
-        noted."""
+        """Whether `key` was seen before; the first time it is only noted."""
         seen = self.first_sightings
         if key in seen:
             return True
