@@ -18,13 +18,13 @@ each (per kind of peer: the X-Forwarded-* rewrite differs for trusted ones):
   The internal proxy's target follows from the Host header, so it is stored; the
   external proxy routes each path.
 
-Either only on a connection with nothing in flight, for a read holding exactly one head.
-Only heads that llhttp accepted as one complete HTTP/1.1 request without a body or an
-upgrade, and that were routed to a running backend, are remembered (with their blocks),
-and only when their block comes a second time: a block seen once is merely noted
-(`first_sightings`), so traffic of ever-new heads costs a set insert, not a rewrite to
-store. The memo is emptied whenever the route table changes, and it is bounded (a full
-table is simply dropped), in entries and in the size of a key.
+Both apply only to a read holding exactly one head, on a connection with nothing in
+flight. Only heads that llhttp accepted as one complete HTTP/1.1 request without a body
+or an upgrade, and that were routed to a running backend, are remembered (with their
+blocks), and only when their block comes a second time: a block seen once is merely
+noted (`first_sightings`), so traffic of ever-new heads costs a set insert, not a
+rewrite to store. The memo is emptied whenever the route table changes, and it is
+bounded (a full table is simply dropped), in entries and in the size of a key.
 """
 
 import re
