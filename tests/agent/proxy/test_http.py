@@ -33,8 +33,9 @@ def raw_exchange(
         return data
 
 
-@pytest.fixture(scope="module")
-def routed(bus: BusPublisher, proxy: ProxyProcess, backend_a: Backend) -> ProxyProcess:
+def route_usual(bus: BusPublisher, proxy: ProxyProcess, backend_a: Backend) -> None:
+    """The table most tests here use (and the ones that change it restore): everything to
+    backend a, `/api` stripped."""
     route_to(
         bus,
         proxy,
@@ -45,6 +46,11 @@ def routed(bus: BusPublisher, proxy: ProxyProcess, backend_a: Backend) -> ProxyP
         "/",
         "a",
     )
+
+
+@pytest.fixture(scope="module")
+def routed(bus: BusPublisher, proxy: ProxyProcess, backend_a: Backend) -> ProxyProcess:
+    route_usual(bus, proxy, backend_a)
     return proxy
 
 
@@ -75,16 +81,7 @@ def test_no_route_is_404_page(bus: BusPublisher, proxy: ProxyProcess, backend_a:
         assert r.status_code == 404
         assert "no route for path /nothing/here" in r.text
     finally:
-        route_to(
-            bus,
-            proxy,
-            [
-                Route("web", backend_a.port, "/"),
-                Route("api", backend_a.port, "/api", strip_prefix=True),
-            ],
-            "/",
-            "a",
-        )
+        route_usual(bus, proxy, backend_a)
 
 
 def test_keep_alive_reuses_backend_connections(routed: ProxyProcess) -> None:
@@ -370,16 +367,7 @@ def test_route_swap_under_load_fails_nothing(
             t.join()
     assert failures == []
     assert {"a", "b"} <= set().union(*seen)
-    route_to(
-        bus,
-        proxy,
-        [
-            Route("web", backend_a.port, "/"),
-            Route("api", backend_a.port, "/api", strip_prefix=True),
-        ],
-        "/",
-        "a",
-    )
+    route_usual(bus, proxy, backend_a)
 
 
 def test_paused_service_holds_requests_until_unpaused(
@@ -403,16 +391,7 @@ def test_paused_service_holds_requests_until_unpaused(
     time.sleep(0.3)
     r = requests.get(url(proxy, "/held"), timeout=10)
     assert r.status_code == 503 and "redeployed" in r.text
-    route_to(
-        bus,
-        proxy,
-        [
-            Route("web", backend_a.port, "/"),
-            Route("api", backend_a.port, "/api", strip_prefix=True),
-        ],
-        "/",
-        "a",
-    )
+    route_usual(bus, proxy, backend_a)
 
 
 def test_client_half_close_still_gets_its_answer(routed: ProxyProcess) -> None:
@@ -557,7 +536,10 @@ def test_a_header_block_seen_before_is_routed_by_each_requests_own_line(
     route_to(
         bus,
         proxy,
-        [Route("web", backend_a.port, "/web"), Route("api", backend_b.port, "/api", True)],
+        [
+            Route("web", backend_a.port, "/web"),
+            Route("api", backend_b.port, "/api", strip_prefix=True),
+        ],
         "/web",
         "a",
     )
@@ -588,13 +570,4 @@ def test_a_header_block_seen_before_is_routed_by_each_requests_own_line(
                 assert headers["x-forwarded-for"] == "198.51.100.7, 127.0.0.1"
                 assert headers["host"] == "memo.test"
     finally:
-        route_to(
-            bus,
-            proxy,
-            [
-                Route("web", backend_a.port, "/"),
-                Route("api", backend_a.port, "/api", strip_prefix=True),
-            ],
-            "/",
-            "a",
-        )
+        route_usual(bus, proxy, backend_a)
