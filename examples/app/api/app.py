@@ -8,6 +8,7 @@ import json
 import os
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 GREETING = "Hello from the api service"
 BUILD = json.loads((Path(__file__).parent.parent / "build-info.json").read_text())
@@ -15,7 +16,7 @@ BUILD = json.loads((Path(__file__).parent.parent / "build-info.json").read_text(
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        path = self.path.removeprefix("/api") or "/"
+        path = urlsplit(self.path).path.removeprefix("/api") or "/"  # any query is ignored
         if path == "/healthz":
             self._send(200, {"ok": True})
         elif path in ("/", "/hello"):
