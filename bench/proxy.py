@@ -20,8 +20,9 @@ checks and routes each request line and reuses the rewritten header block. With
 routed and rewritten in full: Berth's figure without its request memo.
 
 Then the WebSocket echo round trip (one small message at a time) direct, through nginx
-and through Berth, the three connections taking turns message by message, medians. `--profile` finally runs Berth in this process under cProfile while
-wrk loads it, and prints where the time goes.
+and through Berth, the three connections taking turns message by message, medians.
+`--profile` finally runs Berth in this process under cProfile while wrk loads it, and
+prints where the time goes.
 
 Needs wrk, nginx and caddy (Debian: `apt-get install wrk nginx-light caddy`).
 Everything listens on 127.0.0.1 on ports chosen at run time; temp files are removed.
