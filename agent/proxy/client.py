@@ -35,7 +35,7 @@ from agent.proxy.errors import (
 )
 from agent.proxy.exchange import PENDING_LIMIT, Exchange
 from agent.proxy.headers import HeadError, rewrite_request
-from agent.proxy.requestmemo import VERSION, Remembered, plain_line
+from agent.proxy.requestmemo import MAX_LOOKED_UP, VERSION, Remembered, plain_line
 from agent.proxy.routing import Target
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ class ClientConnection(asyncio.Protocol):
         block = None  # a read that may be one whole head: its header block, from ...
         at = -1  # ... this offset, where " HTTP/1.1\r\n" first occurs
         if pstate == P_IDLE:
-            if self.current is None:
+            if self.current is None and len(data) <= MAX_LOOKED_UP:
                 hit = self.heads.get(data)
                 if hit is not None:
                     if self._replay_head(hit):

@@ -37,6 +37,9 @@ Remembered = tuple[bytes, bytes, Target, bool, bool]
 Tables = tuple[dict[bytes, Remembered], dict[bytes, Remembered]]  # untrusted, trusted
 
 MAX_REMEMBERED = 2048  # longer heads and blocks (big cookies) are parsed every time
+# Longer reads (an upload's first read, say) are not looked up: no remembered head is that
+# long, nor a remembered block after a request line of up to the same length.
+MAX_LOOKED_UP = 2 * MAX_REMEMBERED
 VERSION = b" HTTP/1.1\r\n"
 _XFP_LINE = b"\r\nX-Forwarded-Proto: "
 
