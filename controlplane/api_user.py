@@ -1,7 +1,8 @@
 """The user (admin) API under /api/v1: stacks, install tokens, status, history, tokens.
 
 Every route needs `Authorization: Bearer <admin token>` (checked once in `before_request`).
-Handlers only translate HTTP to calls into `stacks`, `enrollment` and `status`.
+Handlers only translate HTTP to calls into `stacks`, `enrollment` and `status`. Every
+document shown passes through `secrets.masked_document`: a secret's value never leaves.
 """
 
 from typing import Any
@@ -13,6 +14,7 @@ from controlplane.context import AppContext
 from controlplane.errors import NotFound, Unprocessable
 from controlplane.httpjson import json_object, read_json
 from controlplane.models import iso
+from controlplane.secrets import masked_document
 
 MIN_TTL_S, MAX_TTL_S = 60.0, 7 * 24 * 3600.0
 
@@ -41,7 +43,7 @@ def blueprint(ctx: AppContext) -> Blueprint:
     @bp.post("/stacks")
     async def create_stack() -> tuple[dict[str, Any], int, dict[str, str]]:
         prepared = await stacks.prepare(await read_json())
-        stack = await stacks.create(db, prepared)
+        stack = await stacks.create(db, prepared, ctx.keyring)
         return stacks.stack_json(stack), 201, {"Location": f"/api/v1/stacks/{stack.id}"}
 
     @bp.get("/stacks/<stack_id>")
@@ -52,7 +54,7 @@ def blueprint(ctx: AppContext) -> Blueprint:
     async def replace_stack(stack_id: str) -> dict[str, Any]:
         await stacks.get(db, stack_id)  # 404 before a slow git ls-remote
         prepared = await stacks.prepare(await read_json())
-        stack, changed = await stacks.publish(db, stack_id, prepared, "update")
+        stack, changed = await stacks.publish(db, stack_id, prepared, "update", ctx.keyring)
         if changed:
             ctx.stack_changed(stack_id, stack.doc_hash)
         return {**stacks.stack_json(stack), "changed": changed}
@@ -74,7 +76,7 @@ def blueprint(ctx: AppContext) -> Blueprint:
     @bp.get("/stacks/<stack_id>/desired-state")
     async def stack_desired_state(stack_id: str) -> Response:
         stack = await stacks.get(db, stack_id)
-        resp = jsonify(stack.document)
+        resp = jsonify(masked_document(stack.document))
         resp.headers["ETag"] = f'"{stack.doc_hash}"'
         return resp
 
@@ -108,7 +110,7 @@ def blueprint(ctx: AppContext) -> Blueprint:
 
     @bp.get("/stacks/<stack_id>/versions/<int:version>")
     async def get_version(stack_id: str, version: int) -> dict[str, Any]:
-        return await stacks.version_document(db, stack_id, version)
+        return masked_document(await stacks.version_document(db, stack_id, version))
 
     @bp.post("/stacks/<stack_id>/rollback")
     async def rollback(stack_id: str) -> dict[str, Any]:

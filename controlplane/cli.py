@@ -6,8 +6,12 @@
     token create --name NAME [--db URL]                         prints a new admin token (once)
     token list [--db URL] | token revoke ID_OR_NAME [--db URL]
     user create NAME [--reset] [--db URL]                      dashboard login; password on stdin
+    secrets rotate [--db URL] [--secret-key-file PATH]          re-seal secrets under a new key
 
 `--db` defaults to $BERTH_DB, else sqlite:///./berth-controlplane.sqlite3.
+`--secret-key-file` (serve, migrate, secrets) defaults to $BERTH_SECRET_KEY_FILE, else the
+SQLite database's path + ".secret-key" (./berth-controlplane.secret-key for PostgreSQL);
+`migrate` creates it (0600) when missing.
 """
 
 import argparse
@@ -15,11 +19,12 @@ import asyncio
 import logging
 import os
 import sys
+from pathlib import Path
 
 from agent.logs import setup_logging
 from controlplane import enrollment, migrate
 from controlplane.db import Database
-from controlplane.dburl import DEFAULT_DB_URL, parse_db_url
+from controlplane.dburl import DEFAULT_DB_URL, DatabaseURL, parse_db_url
 from controlplane.models import iso
 from controlplane.settings import DEFAULT_BIND, ServerSettings
 
@@ -34,6 +39,22 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
         help="sqlite:///path/file.db or postgresql+psycopg://user:pass@host/db "
         "(default: $BERTH_DB or %(default)s)",
     )
+
+
+def _add_key_file(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--secret-key-file",
+        default=os.environ.get("BERTH_SECRET_KEY_FILE"),
+        metavar="PATH",
+        help="the key that seals secret env values (default: $BERTH_SECRET_KEY_FILE, else "
+        "beside an SQLite database: <db file>.secret-key)",
+    )
+
+
+def _key_path(args: argparse.Namespace, db_url: DatabaseURL) -> Path:
+    from controlplane.secrets import default_key_file
+
+    return Path(args.secret_key_file) if args.secret_key_file else default_key_file(db_url)
 
 
 def _positive_int(raw: str) -> int:
@@ -67,8 +88,19 @@ def _parser() -> argparse.ArgumentParser:
                        help="serve agents' polls and heartbeats through the full app only "
                        "(for comparisons)")  # fmt: skip
 
+    _add_key_file(serve)
+
     mig = sub.add_parser("migrate", help="create or upgrade the database schema")
     _add_db(mig)
+    _add_key_file(mig)
+
+    secrets = sub.add_parser("secrets", help="the key that seals secret env values")
+    ssub = secrets.add_subparsers(dest="secrets_command", required=True)
+    rotate = ssub.add_parser(
+        "rotate", help="re-seal every secret under a new key, while servers keep serving"
+    )
+    _add_db(rotate)
+    _add_key_file(rotate)
 
     token = sub.add_parser("token", help="admin API tokens")
     tsub = token.add_subparsers(dest="token_command", required=True)
@@ -101,10 +133,20 @@ def main(argv: list[str]) -> int:
         print(f"berth controlplane: {exc}", file=sys.stderr)
         return 2
     if args.command == "migrate":
+        from controlplane.secrets import SecretKeyUnavailable, ensure_key_file
+
+        key_path = _key_path(args, db_url)
+        try:
+            made = ensure_key_file(key_path)
+        except (OSError, SecretKeyUnavailable) as exc:
+            print(f"berth controlplane migrate: secret key file {key_path}: {exc}", file=sys.stderr)
+            return 1
         before, after = migrate.upgrade(db_url)
         print(
             f"database {db_url.display()}: schema {before or '(empty)'} -> {after}", file=sys.stderr
         )
+        if made:
+            print(f"created the secret key file {key_path} (0600)", file=sys.stderr)
         return 0
     try:
         migrate.check_current(db_url)
@@ -115,7 +157,7 @@ def main(argv: list[str]) -> int:
         settings = ServerSettings(
             db_url=args.db, bind=args.bind, public_url=args.public_url,
             install_token_ttl_s=args.install_token_ttl, wheelhouse=args.wheelhouse,
-            fast_path=args.fast_path,
+            fast_path=args.fast_path, secret_key_file=str(_key_path(args, db_url)),
         )  # fmt: skip
         if args.workers > 1:
             from controlplane.workers import serve_workers
@@ -128,7 +170,30 @@ def main(argv: list[str]) -> int:
         from controlplane.dashboard.cli import user_command
 
         return user_command(args)
+    if args.command == "secrets":
+        return asyncio.run(_rotate_command(db_url, _key_path(args, db_url)))
     return asyncio.run(_token_command(args))
+
+
+async def _rotate_command(db_url: DatabaseURL, key_path: Path) -> int:
+    from controlplane.rotation import rotate
+    from controlplane.secrets import SecretKeyUnavailable
+
+    db = Database(db_url)
+    try:
+        done = await rotate(db, key_path)
+    except (OSError, SecretKeyUnavailable) as exc:
+        print(f"berth controlplane secrets rotate: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await db.close()
+    print(
+        f"re-sealed {done.resealed} item(s) under key {done.key_id} ({done.passes} pass(es)); "
+        f"{key_path} holds only the new key. The old key is in {done.previous_file} for "
+        "backups taken before now: delete it when none needs it.",
+        file=sys.stderr,
+    )
+    return 0
 
 
 async def _token_command(args: argparse.Namespace) -> int:

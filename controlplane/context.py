@@ -1,12 +1,14 @@
 """The one object every blueprint receives: settings, database, agent directory, long-poll
-watcher and heartbeat writer."""
+watcher, heartbeat writer and the secrets' keyring."""
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from controlplane.db import Database
 from controlplane.directory import AgentDirectory
 from controlplane.heartbeats import HeartbeatWriter
 from controlplane.longpoll import StackWatcher
+from controlplane.secrets import Keyring, default_key_file
 from controlplane.settings import ServerSettings
 
 
@@ -17,12 +19,16 @@ class AppContext:
     directory: AgentDirectory
     watcher: StackWatcher
     heartbeats: HeartbeatWriter
+    keyring: Keyring
 
     @classmethod
     def create(cls, settings: ServerSettings, db: Database) -> "AppContext":
-        directory = AgentDirectory(db)
+        keyring = Keyring(
+            Path(settings.secret_key_file) if settings.secret_key_file else default_key_file(db.url)
+        )
+        directory = AgentDirectory(db, keyring)
         watcher = StackWatcher(directory.refresh, settings.longpoll_interval_s)
-        return cls(settings, db, directory, watcher, HeartbeatWriter(db))
+        return cls(settings, db, directory, watcher, HeartbeatWriter(db), keyring)
 
     def stack_changed(self, stack_id: str, doc_hash: str | None) -> None:
         """After a committed save/delete here: update the directory, wake long polls."""

@@ -11,8 +11,9 @@ lets one process serve thousands of agents. `AgentDirectory` keeps
   live credentials are cached; `refresh()` evicts instances revoked since the last ticks
   (revocations through another node take effect within one tick, through this node at
   once), and an entry whose stack is gone is refused and evicted.
-- the current document per stack (serialised once), so a new version fetched by every
-  agent costs one database read, not one per agent.
+- the current document per stack (serialised once, secret values opened for the stack's
+  agents: `controlplane.secrets.agent_document`), so a new version fetched by every agent
+  costs one database read, not one per agent.
 """
 
 import json
@@ -25,6 +26,7 @@ from controlplane import tokens
 from controlplane.db import Database
 from controlplane.errors import Unauthorized
 from controlplane.models import Instance, Stack, iso, utcnow
+from controlplane.secrets import Keyring, agent_document
 
 # how far back each tick looks for revocations: generous, to cover clock skew between nodes
 REVOCATION_LOOKBACK = timedelta(seconds=30)
@@ -38,8 +40,9 @@ class AgentIdentity:
 
 
 class AgentDirectory:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, keyring: Keyring | None = None) -> None:
         self._db = db
+        self._keyring = keyring or Keyring(None)
         self.hashes: dict[str, str] = {}
         self._identities: dict[str, tuple[str, str]] = {}  # digest → (instance, stack)
         self._digests: dict[str, str] = {}  # instance → digest
@@ -125,7 +128,8 @@ class AgentDirectory:
             ).first()
         if row is None:
             return None
-        body = json.dumps(row.document, ensure_ascii=False, separators=(",", ":")).encode()
+        document = agent_document(row.document, stack_id, self._keyring)
+        body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
         self._documents[stack_id] = (row.doc_hash, body)
         self.hashes[stack_id] = row.doc_hash
         return row.doc_hash, body

@@ -87,6 +87,8 @@ class Stack(Base):
     webhook_secret: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # the stack's HMAC key for secret digests, sealed under the key file (controlplane/secrets.py)
+    secret_key: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class StackVersion(Base):

@@ -23,3 +23,6 @@ class ServerSettings:
     # answer agents' 304 polls and heartbeats before Quart (controlplane/fastpath.py);
     # off only to compare the two paths
     fast_path: bool = True
+    # the key that seals secret env values; None: beside an SQLite database, else ./
+    # (controlplane.secrets.default_key_file)
+    secret_key_file: str | None = None

@@ -7,6 +7,10 @@ A save runs in three steps so no database lock is held while git talks to a remo
    only if it differs, store version+1 (stack row and history row);
 3. the caller wakes long-polling agents.
 A rejected body raises before step 2, so the stored stack is never touched.
+
+Secret env values are sealed inside step 2's transaction (`controlplane.secrets`): an entry
+given a value is sealed under the key file's current key, one without keeps the value of the
+document it came from. Every view for people goes through `masked_document`.
 """
 
 import secrets
@@ -14,13 +18,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent.schema import StackSpec, ValidationError, parse_stack
 from agent.schema.document import build_document, content_hash, parse_document
 from controlplane import gitrefs
+from controlplane import secrets as sec
 from controlplane.db import Database
 from controlplane.errors import Conflict, NotFound, Unprocessable, from_validation
 from controlplane.models import Stack, StackVersion, iso, utcnow
@@ -32,6 +37,9 @@ READ_ONLY_KEYS = ("id", "version", "hash", "created_at", "updated_at")
 class Prepared:
     spec: StackSpec
     commits: dict[str, str]
+    # the stored document whose sealed values fill secrets given without a value;
+    # None: the stack's current document (an edit keeps what it does not replace)
+    secrets_from: dict[str, Any] | None = None
 
 
 def editable_body(body: Any) -> Any:
@@ -84,14 +92,14 @@ def stack_json(stack: Stack) -> dict[str, Any]:
         "poll_interval_s": doc["poll_interval_s"],
         "proxy": doc["proxy"],
         "dns": doc["dns"],
-        "services": doc["services"],
+        "services": sec.masked_document(doc)["services"],
     }
 
 
 def spec_of(document: dict[str, Any]) -> Prepared:
     """The spec and commits stored in a document (refresh and rollback start from it)."""
-    state = parse_document(document)
-    return Prepared(state.stack, {s.name: s.commit for s in state.services})
+    state = parse_document(sec.without_sealed(document))
+    return Prepared(state.stack, {s.name: s.commit for s in state.services}, document)
 
 
 async def _name_taken(session: AsyncSession, name: str, stack_id: str | None) -> None:
@@ -105,24 +113,60 @@ async def _name_taken(session: AsyncSession, name: str, stack_id: str | None) ->
         )
 
 
-async def create(db: Database, prepared: Prepared) -> Stack:
+async def _lock_for_sealing(session: AsyncSession) -> None:
+    """PostgreSQL: hold the lock a rotation pass waits for (`controlplane.rotation`) from
+    before reading the key file, so no value sealed under a retiring key commits after the
+    pass that re-seals. SQLite's BEGIN IMMEDIATE already serialises every write."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("LOCK TABLE stacks IN ROW EXCLUSIVE MODE"))
+
+
+def _stack_key(stack: Stack, spec: StackSpec, keyring: sec.Keyring) -> bytes | None:
+    """The stack's HMAC key, made (and stored sealed) when a secret value first needs it."""
+    if not sec.needs_stack_key(spec):
+        return None
+    if stack.secret_key:
+        return keyring.open(stack.secret_key, sec.stack_key_context(stack.id))
+    material, stack.secret_key = sec.new_stack_key(keyring, stack.id)
+    return material
+
+
+def _sealed_document(
+    stack: Stack, version: int, prepared: Prepared, keyring: sec.Keyring
+) -> tuple[str, dict[str, Any]]:
+    """(content hash, stored document) of `prepared` as the stack's `version`."""
+    source = prepared.secrets_from if prepared.secrets_from is not None else stack.document
+    sealed = sec.seal_spec(
+        prepared.spec,
+        stack.id,
+        _stack_key(stack, prepared.spec, keyring),
+        keyring,
+        sec.stored_entries(source),
+    )
+    doc = build_document(stack.id, version, sealed.spec, prepared.commits)
+    return content_hash(sealed.spec, prepared.commits), sec.attach_tokens(doc, sealed.tokens)
+
+
+async def create(db: Database, prepared: Prepared, keyring: sec.Keyring | None = None) -> Stack:
     now = utcnow()
     stack_id = str(uuid.uuid4())
-    doc = build_document(stack_id, 1, prepared.spec, prepared.commits)
     try:
         async with db.write() as session:
+            await _lock_for_sealing(session)
             await _name_taken(session, prepared.spec.name, None)
             stack = Stack(
                 id=stack_id,
                 name=prepared.spec.name,
                 version=1,
-                content_hash=content_hash(prepared.spec, prepared.commits),
-                doc_hash=doc["hash"],
-                document=doc,
+                document={},
                 webhook_secret=secrets.token_hex(32),
                 created_at=now,
                 updated_at=now,
             )
+            stack.content_hash, doc = _sealed_document(
+                stack, 1, prepared, keyring or sec.Keyring(None)
+            )
+            stack.doc_hash, stack.document = doc["hash"], doc
             session.add(stack)
             session.add(_version_row(stack, "create"))
     except IntegrityError as exc:  # a concurrent create with the same name won the race
@@ -135,23 +179,31 @@ async def create(db: Database, prepared: Prepared) -> Stack:
 
 
 async def publish(
-    db: Database, stack_id: str, prepared: Prepared, reason: str
+    db: Database,
+    stack_id: str,
+    prepared: Prepared,
+    reason: str,
+    keyring: sec.Keyring | None = None,
 ) -> tuple[Stack, bool]:
-    """Store `prepared` as the stack's next version if its content differs; (stack, changed)."""
-    new_content = content_hash(prepared.spec, prepared.commits)
+    """Store `prepared` as the stack's next version if its content differs; (stack, changed).
+
+    `keyring` is needed only when a secret is given a new value."""
     try:
         async with db.write() as session:
+            await _lock_for_sealing(session)
             stack = await session.scalar(
                 select(Stack).where(Stack.id == stack_id).with_for_update()
             )
             if stack is None:
                 raise NotFound(f"no stack with id {stack_id!r}; GET /api/v1/stacks lists them")
+            version = stack.version + 1
+            new_content, doc = _sealed_document(
+                stack, version, prepared, keyring or sec.Keyring(None)
+            )
             if new_content == stack.content_hash:
                 return stack, False
             if prepared.spec.name != stack.name:
                 await _name_taken(session, prepared.spec.name, stack_id)
-            version = stack.version + 1
-            doc = build_document(stack.id, version, prepared.spec, prepared.commits)
             stack.name = prepared.spec.name
             stack.version = version
             stack.content_hash = new_content
@@ -168,7 +220,8 @@ async def publish(
 
 
 async def refresh(db: Database, stack_id: str, reason: str = "refresh") -> tuple[Stack, bool]:
-    """Re-resolve every ref of the stored stack; a new version only if some commit moved."""
+    """Re-resolve every ref of the stored stack; a new version only if some commit moved.
+    Secrets keep the stack's values as they are when the new version is written."""
     current = spec_of((await get(db, stack_id)).document)
     commits = await resolve(current.spec)
     return await publish(db, stack_id, Prepared(current.spec, commits), reason)

@@ -34,7 +34,7 @@ def service_env(
 ) -> dict[str, str]:
     env = dict(base)
     env.update(urls)
-    env.update(svc.spec.env)
+    env.update(svc.spec.environment())  # plain entries and secret values
     env["PORT"] = str(port)
     return env
 
@@ -48,6 +48,8 @@ def config_hash(svc: DesiredService, urls: dict[str, str]) -> str:
 def build_key(svc: DesiredService) -> str:
     """Builds depend on the commit, the build command and the env, not on the port or path."""
     body = {"commit": svc.commit, "build": svc.spec.build, "env": svc.spec.env}
+    if svc.spec.secrets:  # a secret's digest, never its value: the key shows in file names
+        body["secrets"] = {k: s.digest for k, s in svc.spec.secrets.items()}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 

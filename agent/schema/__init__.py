@@ -10,6 +10,7 @@ from agent.schema.hashing import canonical_json, document_hash
 from agent.schema.stack import (
     SECURITY_MODES,
     HealthSpec,
+    SecretEnv,
     ServiceSpec,
     StackSpec,
     parse_stack,
@@ -18,6 +19,7 @@ from agent.schema.stack import (
 __all__ = [
     "SECURITY_MODES",
     "HealthSpec",
+    "SecretEnv",
     "ServiceSpec",
     "StackSpec",
     "ValidationError",

@@ -15,4 +15,29 @@ def canonical_json(value: Any) -> bytes:
 
 def document_hash(document: dict[str, Any]) -> str:
     body = {k: v for k, v in document.items() if k != "hash"}
-    return hashlib.sha256(canonical_json(body)).hexdigest()
+    return hashlib.sha256(canonical_json(without_secret_values(body))).hexdigest()
+
+
+def without_secret_values(document: dict[str, Any]) -> dict[str, Any]:
+    """`document` with each secret env entry reduced to ``{"secret", "digest"}``.
+
+    The hash covers a secret's keyed digest, not its value (nor the control plane's
+    ciphertext of it), so a changed secret changes the hash while the hash, which users
+    see, reveals nothing of the value. A document without secrets is returned as is.
+    """
+    services = document.get("services")
+    if not isinstance(services, list):
+        return document
+    out = []
+    for svc in services:
+        env = svc.get("env") if isinstance(svc, dict) else None
+        if isinstance(env, dict) and any(isinstance(v, dict) for v in env.values()):
+            env = {
+                k: {"secret": v.get("secret"), "digest": v.get("digest")}
+                if isinstance(v, dict)
+                else v
+                for k, v in env.items()
+            }
+            svc = {**svc, "env": env}
+        out.append(svc)
+    return {**document, "services": out}

@@ -52,6 +52,28 @@ class HealthSpec:
 
 
 @dataclass(frozen=True)
+class SecretEnv:
+    """An env entry whose value is secret (docs/security.md, docs/api.md "Secrets").
+
+    In a user's body `value` is a new value, or None to keep the stored one. In the agent's
+    document `value` is the value and `digest` its keyed hash (HMAC under the stack's key,
+    computed by the control plane): the document hash covers the digest, never the value.
+    A secret with neither is declared but not set: the service does not get the variable.
+    """
+
+    value: str | None = None
+    digest: str | None = None
+
+    @property
+    def is_set(self) -> bool:
+        return self.digest is not None or self.value is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry without its value: what may be hashed, compared or shown."""
+        return {"secret": True, "digest": self.digest}
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     name: str
     repo: str
@@ -63,6 +85,13 @@ class ServiceSpec:
     strip_prefix: bool = False
     env: dict[str, str] = field(default_factory=dict)
     health: HealthSpec | None = None
+    secrets: dict[str, SecretEnv] = field(default_factory=dict)  # secret env entries
+
+    def environment(self) -> dict[str, str]:
+        """What the service's process gets: plain entries and the values of set secrets."""
+        env = dict(self.env)
+        env.update({k: s.value for k, s in self.secrets.items() if s.value is not None})
+        return env
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -74,7 +103,7 @@ class ServiceSpec:
             "port": self.port,
             "path": self.path,
             "strip_prefix": self.strip_prefix,
-            "env": dict(self.env),
+            "env": {**self.env, **{k: s.to_dict() for k, s in self.secrets.items()}},
             "health": self.health.to_dict() if self.health else None,
         }
 
@@ -211,6 +240,47 @@ def _parse_env(value: Any, where: str) -> dict[str, str]:
     return env
 
 
+_SECRET_KEYS = {"secret", "value", "digest", "set", "fingerprint"}
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _split_env(value: Any) -> tuple[Any, dict[str, Any]]:
+    """(plain entries, secret entries): an entry given as an object is a secret."""
+    if not isinstance(value, dict):
+        return value, {}
+    plain = {k: v for k, v in value.items() if not isinstance(v, dict)}
+    return plain, {k: v for k, v in value.items() if isinstance(v, dict)}
+
+
+def _parse_secrets(value: dict[str, Any], where: str) -> dict[str, SecretEnv]:
+    """Secret entries: ``{"secret": true, "value": "..."}``; without `value` the stored one
+    is kept. `set` and `fingerprint` (what a GET shows) are accepted and ignored, so a
+    body read back round-trips. No error ever quotes a value."""
+    secrets: dict[str, SecretEnv] = {}
+    for name, raw in value.items():
+        at = f"{where}.{name}"
+        if not _ENV_NAME.match(name):
+            raise ValidationError(at, "name must match [A-Z_][A-Z0-9_]*")
+        if name == "PORT":
+            raise ValidationError(at, "is set by the agent; use the service's port field")
+        f = _Fields(raw, at, _SECRET_KEYS)
+        if raw.get("secret") is not True:
+            raise ValidationError(
+                f.path("secret"),
+                'must be true (write a plain variable as a string: NAME = "value")',
+            )
+        val = raw.get("value")
+        if val is not None and (not isinstance(val, str) or "\0" in val or len(val) > 65536):
+            raise ValidationError(
+                f.path("value"), "must be a string of at most 65536 characters without NUL"
+            )
+        digest = raw.get("digest")
+        if digest is not None and (not isinstance(digest, str) or not _DIGEST.match(digest)):
+            raise ValidationError(f.path("digest"), "must be 64 lowercase hex digits")
+        secrets[name] = SecretEnv(value=val, digest=digest)
+    return secrets
+
+
 _SERVICE_KEYS = {
     "name",
     "repo",
@@ -240,6 +310,7 @@ def _parse_service(value: Any, where: str) -> ServiceSpec:
     if not run.strip():
         raise ValidationError(f.path("run"), "must be a non-empty command")
     path = _check_path(f.string("path"), f.path("path")) if f.has("path") else None
+    plain_env, secret_env = _split_env(value.get("env"))
     return ServiceSpec(
         name=name,
         repo=check_repo_url(f.string("repo", max_len=2048), f.path("repo")),
@@ -249,8 +320,9 @@ def _parse_service(value: Any, where: str) -> ServiceSpec:
         port=f.integer("port", None, low=1024, high=65535),
         path=path,
         strip_prefix=f.boolean("strip_prefix", False),
-        env=_parse_env(value.get("env"), f.path("env")),
+        env=_parse_env(plain_env, f.path("env")),
         health=_parse_health(value.get("health"), f.path("health")),
+        secrets=_parse_secrets(secret_env, f.path("env")),
     )
 
 

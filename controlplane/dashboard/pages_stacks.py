@@ -121,10 +121,12 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
                 commits = await stacks.resolve(spec)
                 prepared = Prepared(spec, commits)
                 if stack is None:
-                    created = await stacks.create(db, prepared)
+                    created = await stacks.create(db, prepared, dash.ctx.keyring)
                     dash.ctx.stack_changed(created.id, created.doc_hash)
                     return redirect(f"/stacks/{created.id}?notice=created")
-                saved, changed = await stacks.publish(db, stack.id, prepared, "update")
+                saved, changed = await stacks.publish(
+                    db, stack.id, prepared, "update", dash.ctx.keyring
+                )
                 if changed:
                     dash.ctx.stack_changed(saved.id, saved.doc_hash)
                 notice = "saved" if changed else "unchanged"
