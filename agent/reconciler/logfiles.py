@@ -3,13 +3,16 @@
 Services write their log with O_APPEND straight to the file (so they keep logging while
 the reconciler is down); rotation therefore copies and truncates, which is safe with
 O_APPEND writers. `LogCursor` remembers how far each file was read, so the reconciler can
-ship only new output to the control plane and move on only once it was accepted.
+ship only new output to the control plane and move on only once it was accepted. What it
+returns has secret values redacted (`redact.Redactor`); the file itself is left as written.
 """
 
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from agent.reconciler.redact import Redactor
 
 MAX_LOG_BYTES = 10 * 1024 * 1024
 KEEP_ROTATED = 3
@@ -37,9 +40,10 @@ def rotate_if_large(path: Path, max_bytes: int = MAX_LOG_BYTES, keep: int = KEEP
 class LogCursor:
     offsets: dict[Path, int] = field(default_factory=dict)
 
-    def read_new(self, path: Path) -> tuple[str, int] | None:
-        """New text of `path` since the last `advance` (at most CHUNK_BYTES), and the offset
-        to advance to once it was delivered; None when nothing is new."""
+    def read_new(self, path: Path, redactor: Redactor | None = None) -> tuple[str, int] | None:
+        """New text of `path` since the last `advance` (at most CHUNK_BYTES), secrets
+        redacted, and the offset to advance to once it was delivered; None when nothing is
+        new (or only the possible start of a secret, held back for the next read)."""
         try:
             size = path.stat().st_size
         except FileNotFoundError:
@@ -56,6 +60,11 @@ class LogCursor:
         with open(path, "rb") as f:
             f.seek(offset)
             data = f.read(CHUNK_BYTES)
+        if redactor:
+            data = data[: redactor.safe_length(data)]
+            if not data:
+                return None
+            return redactor.redact(data).decode("utf-8", errors="replace"), offset + len(data)
         return data.decode("utf-8", errors="replace"), offset + len(data)
 
     def advance(self, path: Path, offset: int) -> None:

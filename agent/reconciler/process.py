@@ -8,6 +8,7 @@ running and logging even while the reconciler is down.
 """
 
 import asyncio
+import contextlib
 import os
 import pwd
 import signal
@@ -73,6 +74,10 @@ def spawn(
 ) -> subprocess.Popen[bytes]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab", buffering=0) as log:
+        # output may hold the service's secrets: its user only. Made 0600 when we create
+        # it (before the chown); later the services user owns it and keeps that mode
+        with contextlib.suppress(PermissionError):
+            os.fchmod(log.fileno(), 0o600)
         if run_as.uid is not None:
             os.chown(log_path, run_as.uid, run_as.gid or -1)
             if os.geteuid() != 0 and _ambient_capabilities():

@@ -33,6 +33,7 @@ from agent.reconciler.policy import (
     stack_state,
 )
 from agent.reconciler.process import RunAs
+from agent.reconciler.redact import Redactor
 from agent.reconciler.security import Security
 from agent.reconciler.store import ProcessRecord, Store
 from agent.reconciler.worker import ServiceWorker, Target, Timeouts
@@ -79,10 +80,20 @@ class Reconciler:
         self.security = Security(settings, self.event)
         self._security_task: asyncio.Task[None] | None = None
         self._log_cursor = LogCursor()
+        # every secret value this process has known: output of an old release may still
+        # hold a value that was changed since
+        self._secret_values: set[tuple[str, str]] = set()
+        self._redactor = Redactor()
         self._applied_version: int | None = None
 
     # --- WorkerContext -----------------------------------------------------------------
     def event(self, type_: str, message: str, service: str | None = None, **extra: Any) -> None:
+        if self._redactor:  # events are shipped: no secret value in them
+            message = self._redactor.redact_text(message)
+            extra = {
+                k: self._redactor.redact_text(v) if isinstance(v, str) else v
+                for k, v in extra.items()
+            }
         self.store.add_event(type_, message, service, **extra)
         self._events_pending.set()
 
@@ -220,6 +231,7 @@ class Reconciler:
     def apply(self, desired: DesiredState) -> None:
         previous = self.desired
         self.desired = desired
+        self._learn_secrets(desired)
         urls = service_urls(desired)
         for svc in desired.services:
             target = Target(
@@ -337,7 +349,12 @@ class Reconciler:
             "desired_version": self.desired.version if self.desired else None,
             "state": state,
             "reasons": reasons,
-            "services": [w.snapshot() for w in self.workers.values()],
+            "services": [
+                {**s, "last_error": self._redactor.redact_text(s["last_error"])}
+                if isinstance(s.get("last_error"), str)
+                else s
+                for s in (w.snapshot() for w in self.workers.values())
+            ],
             "security": self.security.status,
         }
 
@@ -370,6 +387,17 @@ class Reconciler:
             for path, offset in advances:
                 self._log_cursor.advance(path, offset)
 
+    def _learn_secrets(self, desired: DesiredState) -> None:
+        known = {
+            (name, s.value)
+            for svc in desired.services
+            for name, s in svc.spec.secrets.items()
+            if s.value is not None
+        }
+        if not known <= self._secret_values:
+            self._secret_values |= known
+            self._redactor = Redactor(sorted(self._secret_values))
+
     def _collect_logs(self) -> tuple[list[dict[str, Any]], list[tuple[Path, int]]]:
         chunks: list[dict[str, Any]] = []
         advances: list[tuple[Path, int]] = []
@@ -379,7 +407,7 @@ class Reconciler:
             if worker.last_build_log is not None:
                 sources.append(("build", worker.last_build_log))
             for stream, path in sources:
-                new = self._log_cursor.read_new(path)
+                new = self._log_cursor.read_new(path, self._redactor)
                 if new is not None:
                     chunks.append(
                         {"service": worker.name, "stream": stream, "commit": commit, "data": new[0]}

@@ -4,9 +4,13 @@ the processes it runs.
 Everything the agent must remember across a crash or reboot lives here, so a control-plane
 outage changes nothing on the server: the cached desired state is applied after a reboot
 and events wait in the outbox until the control plane acknowledges them.
+
+The file (and SQLite's -wal/-shm beside it, which take its mode) is 0600 from its first
+byte: it holds the credential and the desired state with its secret values.
 """
 
 import json
+import os
 import sqlite3
 import time
 import uuid
@@ -52,6 +56,10 @@ class ProcessRecord:
 class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        for part in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if part.exists():
+                part.chmod(0o600)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")

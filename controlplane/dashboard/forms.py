@@ -6,6 +6,12 @@ shared validator lands next to the input that caused it with no per-field mappin
 only exception is env: inputs are rows (``services[0].env[2].name`` / ``.value``) while the
 validator names the variable (``services[0].env.FOO``); `input_for_error` maps it back.
 
+A row can be marked secret (``.secret``): its value input is a password field that is
+always rendered empty, so a stored secret never reaches the browser. Left empty it keeps
+the stored value; typed into, it replaces it. A stack is shown through
+`controlplane.secrets.masked_document`, so the form only ever knows set / not set and a
+fingerprint.
+
 `parse_form` never raises: it returns the typed form (what the user typed, kept verbatim
 so a rejected save re-renders it intact), the body to validate, and the errors found while
 converting text to numbers. `apply_action` handles the add/remove buttons server-side, so
@@ -33,14 +39,16 @@ MAX_ENV_ROWS = 200
 BLANK_ENV_ROWS = 1  # an empty row to type into, after the existing ones
 
 _SERVICE_KEY = re.compile(r"^services\[(\d{1,3})\]\.")
-_ENV_KEY = re.compile(r"^services\[(\d{1,3})\]\.env\[(\d{1,3})\]\.(name|value)$")
+_ENV_KEY = re.compile(r"^services\[(\d{1,3})\]\.env\[(\d{1,3})\]\.(name|value|secret|fingerprint)$")
 _ENV_ERROR = re.compile(r"^(services\[\d+\]\.env)\.(.+)$")
 
 
 @dataclass
 class EnvRow:
     name: str = ""
-    value: str = ""
+    value: str = ""  # for a secret row: a new value typed in, never a stored one
+    secret: bool = False
+    fingerprint: str = ""  # a stored secret's fingerprint (display only); "" when not set
 
 
 @dataclass
@@ -92,8 +100,14 @@ def _num(value: float | int | None) -> str:
     return "" if value is None else f"{value:g}"
 
 
+def _env_row(name: str, value: Any) -> EnvRow:
+    if isinstance(value, dict):  # a secret: only whether it is set, never its value
+        return EnvRow(name, "", secret=True, fingerprint=value.get("fingerprint") or "")
+    return EnvRow(name, str(value))
+
+
 def from_stack(stack: Mapping[str, Any]) -> StackForm:
-    """The form showing a stored stack (`stacks.stack_json` or a document)."""
+    """The form showing a stored stack (`stacks.stack_json` or a masked document)."""
     services = []
     for s in stack.get("services", []):
         health = s.get("health")
@@ -106,7 +120,7 @@ def from_stack(stack: Mapping[str, Any]) -> StackForm:
             port=_num(s.get("port")),
             path=s.get("path") or "",
             strip_prefix=bool(s.get("strip_prefix")),
-            env=[EnvRow(k, v) for k, v in (s.get("env") or {}).items()],
+            env=[_env_row(k, v) for k, v in (s.get("env") or {}).items()],
             commit=s.get("commit"),
         )
         if health:
@@ -142,7 +156,10 @@ def read_form(data: Mapping[str, str]) -> StackForm:
             m = _ENV_KEY.match(key)
             if m and int(m.group(1)) == i:
                 row = rows.setdefault(int(m.group(2)), EnvRow())
-                setattr(row, m.group(3), str(value))
+                if m.group(3) == "secret":
+                    row.secret = True
+                else:
+                    setattr(row, m.group(3), str(value))
         env = [rows[k] for k in sorted(rows)][:MAX_ENV_ROWS]
         services.append(
             ServiceForm(
@@ -214,14 +231,17 @@ def to_body(form: StackForm) -> tuple[dict[str, Any], dict[str, str]]:
         if s.path:
             svc["path"] = s.path
         svc["strip_prefix"] = s.strip_prefix
-        env: dict[str, str] = {}
+        env: dict[str, Any] = {}
         for k, row in enumerate(s.env):
             name = row.name.strip()
             if not name:
                 conv.errors.setdefault(f"{p}.env[{k}].name", "give the variable a name")
             elif name in env:
                 conv.errors.setdefault(f"{p}.env[{k}].name", f"{name} is set twice")
-            env[name] = row.value
+            if row.secret:  # no value: keep the stored one
+                env[name] = {"secret": True, **({"value": row.value} if row.value else {})}
+            else:
+                env[name] = row.value
         svc["env"] = env
         if s.health_enabled:
             health: dict[str, Any] = {"path": s.health_path or "/"}

@@ -2,7 +2,7 @@
 rollback, and re-resolving refs. Saves go through `controlplane.stacks` exactly as the API
 does (validate, resolve refs, publish, wake agents), so both paths store identical
 documents; a rejected save re-renders the form with what the user typed and the error
-next to its field."""
+next to its field. Pages show documents through `masked_document`: never a secret's value."""
 
 from typing import Any
 
@@ -16,6 +16,7 @@ from controlplane.dashboard.common import Dashboard, load_stack, render
 from controlplane.dashboard.views import stack_picture
 from controlplane.errors import ApiError
 from controlplane.models import Instance, utcnow
+from controlplane.secrets import masked_document
 from controlplane.stacks import Prepared
 
 NOTICES = {
@@ -77,7 +78,7 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
         return await render(
             "dashboard/overview.html",
             stack=stack,
-            doc=stack.document,
+            doc=masked_document(stack.document),
             picture=picture,
             events=events["events"],
             hostnames={i.id: i.hostname for i in picture.instances},
@@ -99,7 +100,7 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
     @bp.get("/stacks/<stack_id>/edit")
     async def edit_stack(stack_id: str) -> tuple[str, int]:
         stack = await load_stack(dash, stack_id)
-        form = forms.from_stack(stack.document)
+        form = forms.from_stack(masked_document(stack.document))
         return await render(
             "dashboard/edit.html", stack=stack, **_stack_form_context(form, {}), tab="edit"
         )
@@ -168,7 +169,7 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
             "dashboard/overview.html",
             exc.status,
             stack=stack,
-            doc=stack.document,
+            doc=masked_document(stack.document),
             picture=picture,
             events=events["events"],
             hostnames={i.id: i.hostname for i in picture.instances},
