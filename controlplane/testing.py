@@ -1,6 +1,7 @@
 """Helpers for other engineers' integration tests and the demo (synchronous).
 
-migrate(db_url)                       bring a database to the newest schema
+migrate(db_url[, secret_key_file])    bring a database to the newest schema; create the secret
+                                      key file (for SQLite beside the database by default)
 create_admin_token(db_url, name)      a new admin token, as `token create` prints it
 """
 
@@ -12,8 +13,16 @@ from controlplane.db import Database
 from controlplane.dburl import parse_db_url
 
 
-def migrate(db_url: str) -> None:
-    _migrate.upgrade(parse_db_url(db_url))
+def migrate(db_url: str, secret_key_file: str | None = None) -> None:
+    """As `berth controlplane migrate` does (PostgreSQL: only with `secret_key_file`)."""
+    from pathlib import Path
+
+    from controlplane.secrets import default_key_file, ensure_key_file
+
+    url = parse_db_url(db_url)
+    if secret_key_file or url.is_sqlite:
+        ensure_key_file(Path(secret_key_file) if secret_key_file else default_key_file(url))
+    _migrate.upgrade(url)
 
 
 def create_admin_token(db_url: str, name: str) -> str:
