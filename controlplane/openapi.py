@@ -91,7 +91,29 @@ def document(server_url: str) -> dict[str, Any]:
                         "port": {"type": ["integer", "null"], "minimum": 1024, "maximum": 65535},
                         "path": {"type": ["string", "null"], "pattern": "^/"},
                         "strip_prefix": {"type": "boolean"},
-                        "env": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "env": {
+                            "type": "object",
+                            "description": "NAME: value; a secret is an object (docs/api.md, Secrets)",
+                            "additionalProperties": {
+                                "oneOf": [
+                                    {"type": "string"},
+                                    {
+                                        "type": "object",
+                                        "required": ["secret"],
+                                        "additionalProperties": False,
+                                        "properties": {
+                                            "secret": {"const": True},
+                                            "value": {"type": "string", "writeOnly": True},
+                                            "set": {"type": "boolean", "readOnly": True},
+                                            "fingerprint": {
+                                                "type": ["string", "null"],
+                                                "readOnly": True,
+                                            },
+                                        },
+                                    },
+                                ]
+                            },
+                        },
                         "health": {"type": ["object", "null"]},
                         "commit": {"type": "string", "readOnly": True},
                     },

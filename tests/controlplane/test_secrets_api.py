@@ -150,6 +150,11 @@ def test_a_secret_set_through_the_api_and_a_toml_file_never_shows(
     got["services"][0]["env"]["DB_URL"] = {"secret": True, "value": v3, "shade": 1}
     assert env.call("PUT", f"/stacks/{sid}", 422, json=got)["field"] == "services[0].env.DB_URL.shade"  # fmt: skip
     assert agent_env(agent)["DB_URL"] == v2  # nothing was stored
+    # a rollback restores the earlier version's value; it and refresh keep what they have
+    rolled = env.call("POST", f"/stacks/{sid}/rollback", json={"version": 1})
+    assert rolled["changed"] is True and agent_env(agent)["DB_URL"] == v1
+    env.call("POST", f"/stacks/{sid}/refresh")
+    assert agent_env(agent)["DB_URL"] == v1
 
     # the stack TOML through the CLI: set, shown masked by apply and get, kept when omitted
     name = f"toml-{uuid.uuid4().hex[:6]}"
