@@ -4,8 +4,11 @@ CLI output or database row, yet reach the stack's own agents; a database without
 file opens nothing; `secrets rotate` re-seals everything while serving and the old key
 file can then be deleted."""
 
+import itertools
 import re
 import stat
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -84,6 +87,16 @@ def agent_env(agent: Api, service: str = "web") -> dict[str, Any]:
     return svc.spec.environment()
 
 
+def reaches(agent: Api, value: str, timeout_s: float = 10) -> bool:
+    """Whether the agent's document carries `value` for DB_URL within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if agent_env(agent).get("DB_URL") == value:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def database_text(db_url: str, rows_only: bool = False) -> str:
     """Everything the database holds, as text: the SQLite files' bytes (free pages and
     the WAL included), or every row of every table."""
@@ -141,7 +154,7 @@ def test_a_secret_set_through_the_api_and_a_toml_file_never_shows(
     updated = env.call("PUT", f"/stacks/{sid}", json=got)
     assert updated["changed"] is True and updated["hash"] != created["hash"]
     assert updated["services"][0]["env"]["DB_URL"]["fingerprint"] != shown["DB_URL"]["fingerprint"]
-    assert agent_env(agent)["DB_URL"] == v2
+    assert reaches(agent, v2)
     # a rejected save says which field, never the value it was given
     got["services"][0]["env"]["DB_URL"] = {"secret": True, "value": v3}
     got["services"][0]["port"] = "x"
@@ -152,7 +165,7 @@ def test_a_secret_set_through_the_api_and_a_toml_file_never_shows(
     assert agent_env(agent)["DB_URL"] == v2  # nothing was stored
     # a rollback restores the earlier version's value; it and refresh keep what they have
     rolled = env.call("POST", f"/stacks/{sid}/rollback", json={"version": 1})
-    assert rolled["changed"] is True and agent_env(agent)["DB_URL"] == v1
+    assert rolled["changed"] is True and reaches(agent, v1)
     env.call("POST", f"/stacks/{sid}/refresh")
     assert agent_env(agent)["DB_URL"] == v1
 
@@ -223,9 +236,32 @@ def test_rotation_reseals_while_serving_and_the_old_key_file_can_go(
     old_copy = tmp_path / "old.key"
     sec.write_key_file(old_copy, old_key)
 
-    done = berth("controlplane", "secrets", "rotate", "--db", env.db_url,
-                 "--secret-key-file", str(env.key))  # fmt: skip
+    # saves with new values, and their agent reading each one, all through the rotation
+    stop, outcomes = threading.Event(), []
+
+    def save_and_read() -> None:
+        http = Api(env.cp.url, env.token)
+        for i in itertools.count():
+            value = f"{during}-{i}"
+            got = http.get(f"/stacks/{sid}").json()
+            got["services"][0]["env"]["DB_URL"] = {"secret": True, "value": value}
+            saved = http.put(f"/stacks/{sid}", json=got)
+            # the directory may serve the previous version for one refresh tick (a save
+            # racing its periodic re-read): wait for this value, boundedly
+            outcomes.append(saved.status_code == 200 and reaches(agent, value))
+            if stop.is_set() and i >= 2:
+                return
+
+    writer = threading.Thread(target=save_and_read, name="saves")
+    writer.start()
+    try:
+        done = berth("controlplane", "secrets", "rotate", "--db", env.db_url,
+                     "--secret-key-file", str(env.key))  # fmt: skip
+    finally:
+        stop.set()
+        writer.join(60)
     assert done.returncode == 0, done.stderr
+    assert len(outcomes) >= 3 and all(outcomes), outcomes
     [new_key] = sec.parse_key_file(env.key.read_text(), "new")
     assert new_key.id not in {k.id for k in old_key}
     assert stat.S_IMODE(env.key.stat().st_mode) == 0o600
@@ -235,7 +271,7 @@ def test_rotation_reseals_while_serving_and_the_old_key_file_can_go(
     got = env.call("GET", f"/stacks/{sid}")
     got["services"][0]["env"]["DB_URL"] = {"secret": True, "value": during}
     assert env.call("PUT", f"/stacks/{sid}", json=got)["changed"] is True
-    assert agent_env(agent)["DB_URL"] == during
+    assert reaches(agent, during)
     assert set(TOKEN_RE.findall(database_text(env.db_url, rows_only=True))) == {new_key.id}
 
     # the old key file can go: a restarted server (nothing cached) opens every secret

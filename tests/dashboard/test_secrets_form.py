@@ -10,6 +10,7 @@ from pathlib import Path
 from controlplane.dburl import parse_db_url
 from tests.dashboard.conftest import FakeAgent, Server
 from tests.dashboard.test_auth import csrf_of, logged_in
+from tests.support.berth import wait_until
 from tests.support.gitrepo import commit_files, init_repo
 
 
@@ -63,8 +64,9 @@ def test_a_secret_set_in_the_form_never_shows(server: Server, tmp_path: Path) ->
     keep = form(csrf, repo, name, "", **{"services[0].env[0].fingerprint": fingerprint})
     assert post(f"/stacks/{stack_id}/edit", keep)[2].endswith("notice=unchanged")
     assert post(f"/stacks/{stack_id}/edit", form(csrf, repo, name, v2))[2].endswith("notice=saved")
-    doc = agent.http.get(agent.base + "/desired-state", timeout=10).json()
-    assert doc["services"][0]["env"]["DB_URL"]["value"] == v2
+    # (the agent directory may serve the previous version until its next refresh tick)
+    wait_until("the agent to get the new value", lambda: agent.http.get(
+        agent.base + "/desired-state", timeout=10).json()["services"][0]["env"]["DB_URL"].get("value") == v2, 10)  # fmt: skip
 
     for path in ("/", f"/stacks/{stack_id}", f"/stacks/{stack_id}/edit",
                  f"/stacks/{stack_id}/versions", f"/stacks/{stack_id}/events"):  # fmt: skip
