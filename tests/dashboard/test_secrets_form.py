@@ -6,9 +6,13 @@ agent gets it."""
 import re
 import uuid
 from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import expect
 
 from controlplane.dburl import parse_db_url
-from tests.dashboard.conftest import FakeAgent, Server
+from tests.dashboard.a11y import assert_accessible
+from tests.dashboard.conftest import FakeAgent, Server, snap
 from tests.dashboard.test_auth import csrf_of, logged_in
 from tests.support.berth import wait_until
 from tests.support.gitrepo import commit_files, init_repo
@@ -85,3 +89,31 @@ def test_a_secret_set_in_the_form_never_shows(server: Server, tmp_path: Path) ->
         assert value.encode() not in stored
         for page in pages:
             assert value not in page
+
+
+def test_the_form_in_a_browser_marks_and_keeps_a_secret(page: Any, server: Server, tmp_path: Path) -> None:  # fmt: skip
+    repo = init_repo(tmp_path / "repo")
+    commit_files(repo, {"app.py": "print(1)\n"}, "v1")
+    value = f"browser-secret-{uuid.uuid4().hex}"
+    page.goto(server.url + "/stacks/new")
+    page.locator("#f-name").fill(f"browser-{uuid.uuid4().hex[:6]}")
+    page.locator("#f-security_mode").select_option("open")
+    for key, text in (("name", "web"), ("repo", f"file://{repo}"), ("ref", "main"),
+                      ("run", "python3 app.py"), ("path", "/")):  # fmt: skip
+        page.locator(f"#f-services-0-{key}").fill(text)
+    page.locator("#f-services-0-env-0-name").fill("API_KEY")
+    page.locator("#f-services-0-env-0-value").fill(value)
+    page.locator("#f-services-0-env-0-secret").check()
+    page.get_by_role("button", name="Create stack").click()
+    expect(page.locator(".notice")).to_contain_text("Stack created")
+    page.get_by_role("link", name="Edit").click()
+    secret = page.locator("#f-services-0-env-0-value")
+    expect(secret).to_have_attribute("type", "password")
+    expect(secret).to_have_value("")
+    expect(page.locator("#f-services-0-env-0-secret")).to_be_checked()
+    expect(page.locator("#f-services-0-env-0-value-hint")).to_contain_text("set · fingerprint")
+    assert value not in page.content()
+    assert_accessible(page)
+    snap(page, "stack-edit-secret")
+    page.get_by_role("button", name="Save").click()  # left empty: kept, nothing new
+    expect(page.locator(".notice")).to_contain_text("Nothing changed")
