@@ -236,7 +236,8 @@ def mask_entry(entry: Any) -> Any:
     ``{"secret": true, "set": bool, "fingerprint": str | None}``."""
     if not is_secret_entry(entry):
         return entry
-    return {"secret": True, "set": bool(entry.get("digest")), "fingerprint": fingerprint(entry.get("digest"))}  # fmt: skip
+    is_set = bool(entry.get("digest") or entry.get("sealed")) or entry.get("value") is not None
+    return {"secret": True, "set": is_set, "fingerprint": fingerprint(entry.get("digest"))}
 
 
 def masked_document(doc: dict[str, Any]) -> dict[str, Any]:

@@ -50,6 +50,8 @@ WORKER_RETRY_S = 5.0
 HOUSEKEEPING_INTERVAL_S = 10.0
 LOG_SHIP_INTERVAL_S = 1.0
 BASE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "TZ")
+REDACT_KEY = "redact_values"  # store key: [[name, value], ...], newest first
+REDACT_REMEMBERED = 200  # current values plus this many earlier ones stay redacted
 
 
 class Reconciler:
@@ -80,10 +82,10 @@ class Reconciler:
         self.security = Security(settings, self.event)
         self._security_task: asyncio.Task[None] | None = None
         self._log_cursor = LogCursor()
-        # every secret value this process has known: output of an old release may still
-        # hold a value that was changed since
-        self._secret_values: set[tuple[str, str]] = set()
-        self._redactor = Redactor()
+        # secret values known lately, kept in the (0600) store: output of an old release,
+        # shipped even after our restart, may still hold a value that was changed since
+        self._secret_values = {(str(n), str(v)) for n, v in self.store.get_json(REDACT_KEY) or []}
+        self._redactor = Redactor(sorted(self._secret_values))
         self._applied_version: int | None = None
 
     # --- WorkerContext -----------------------------------------------------------------
@@ -395,7 +397,10 @@ class Reconciler:
             if s.value is not None
         }
         if not known <= self._secret_values:
-            self._secret_values |= known
+            older = [p for p in self.store.get_json(REDACT_KEY) or [] if tuple(p) not in known]
+            remembered = [*sorted(known), *older][:REDACT_REMEMBERED]
+            self.store.put_json(REDACT_KEY, remembered)
+            self._secret_values = known | {(str(n), str(v)) for n, v in remembered}
             self._redactor = Redactor(sorted(self._secret_values))
 
     def _collect_logs(self) -> tuple[list[dict[str, Any]], list[tuple[Path, int]]]:

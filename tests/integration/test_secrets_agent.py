@@ -86,12 +86,10 @@ def test_a_secret_reaches_the_service_and_never_its_shipped_logs(xprocess, works
     token = api("POST", f"/stacks/{stack['id']}/install-tokens", expect=201)["token"]
     state = workspace / "agent"
     log = (workspace / "reconciler.log").open("wb")
-    agent = subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "agent", "reconciler", "--control-plane", cp.url,
-         "--token", token, "--state-dir", str(state), "--run-dir", str(workspace / "run"),
-         "--stop-services-on-exit"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+    argv = [sys.executable, "-m", "agent.cli", "agent", "reconciler", "--control-plane", cp.url,
+            "--token", token, "--state-dir", str(state), "--run-dir", str(workspace / "run"),
+            "--stop-services-on-exit"]  # fmt: skip
+    agent = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     db = Path(parse_db_url(cp.db).sync_url.database or "")
     try:
         env_of = lambda: requests.get(f"http://127.0.0.1:{port}/env", timeout=2).text  # noqa: E731
@@ -134,6 +132,15 @@ def test_a_secret_reaches_the_service_and_never_its_shipped_logs(xprocess, works
         wait_until("the service to restart with the new value", lambda: env_of() == v2, 180)
         wait_until("the new value's output shipped redacted",
                    lambda: shipped("run").count("plain [secret:DB_URL]") >= 2)  # fmt: skip
+
+        # a restarted agent ships the log's recent past again, old value included: it
+        # remembers the values it redacted (in its 0600 store)
+        terminate(agent, 30)
+        before = shipped("run").count("plain [secret:DB_URL]")
+        agent = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        wait_until("the log's backlog shipped again",
+                   lambda: shipped("run").count("plain [secret:DB_URL]") >= before + 2)  # fmt: skip
+        wait_until("the service to run again", lambda: env_of() == v2, 180)
 
         seen = [
             requests.get(f"{cp.url}/api/v1{path}", headers=api.http.headers, timeout=10).text
