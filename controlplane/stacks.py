@@ -221,7 +221,7 @@ async def publish(
 
 async def refresh(db: Database, stack_id: str, reason: str = "refresh") -> tuple[Stack, bool]:
     """Re-resolve every ref of the stored stack; a new version only if some commit moved.
-    Secrets keep the stack's values as they are when the new version is written."""
+    Secrets keep the sealed values of the document it started from."""
     current = spec_of((await get(db, stack_id)).document)
     commits = await resolve(current.spec)
     return await publish(db, stack_id, Prepared(current.spec, commits), reason)
