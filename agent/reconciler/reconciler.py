@@ -350,7 +350,7 @@ class Reconciler:
             "applied_version": int(applied) if applied else None,
             "desired_version": self.desired.version if self.desired else None,
             "state": state,
-            "reasons": reasons,
+            "reasons": [self._redactor.redact_text(r) for r in reasons],
             "services": [
                 {**s, "last_error": self._redactor.redact_text(s["last_error"])}
                 if isinstance(s.get("last_error"), str)
