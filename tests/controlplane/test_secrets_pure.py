@@ -121,3 +121,18 @@ def test_redactor_replaces_every_form_and_holds_back_a_split_value(tmp_path: Pat
         f.write(VALUE[10:].encode() + b" end\n")
     second = cursor.read_new(log, r)
     assert second is not None and second[0] == "[secret:DB] end\n"
+
+
+def test_the_agent_store_is_0600_from_its_first_byte(tmp_path: Path) -> None:
+    from agent.reconciler.store import Store
+
+    old = tmp_path / "old" / "agent.sqlite3"
+    old.parent.mkdir()
+    old.write_bytes(b"")
+    old.chmod(0o644)  # made by an earlier version
+    for path in (tmp_path / "new" / "agent.sqlite3", old):
+        store = Store(path)
+        store.put_json("desired", {"secret": VALUE})
+        store.close()
+        for part in path.parent.iterdir():
+            assert stat.S_IMODE(part.stat().st_mode) == 0o600, part
