@@ -5,6 +5,7 @@ behind their back.
 """
 
 import argparse
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from agent.bus.endpoints import BusEndpoints
 DEFAULT_STATE_DIR = Path("/var/lib/berth")
 DEFAULT_INTERNAL_BIND = "127.0.0.1:80"
 DEFAULT_DNS_BIND = "127.0.0.153:53"
+# The install token never travels on a command line (any local user can read argv): it
+# comes from this environment variable or from a 0600 file (--token-file).
+TOKEN_ENV = "BERTH_INSTALL_TOKEN"
 
 
 def parse_hostport(value: str, what: str) -> tuple[str, int]:
@@ -57,7 +61,17 @@ class AgentSettings:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--control-plane", metavar="URL", help="control plane base URL")
-    parser.add_argument("--token", help="install token (first registration only)")
+    parser.add_argument(
+        "--token",
+        help=f"refused: argv is visible to every local user; use {TOKEN_ENV} or --token-file",
+    )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="PATH",
+        help=f"install token (first registration only), in a file only root may read; "
+        f"or set {TOKEN_ENV}",
+    )
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     parser.add_argument("--run-dir", type=Path, help="bus sockets (default: STATE_DIR/run)")
     parser.add_argument("--proxy-bind", metavar="HOST:PORT", help="external proxy address override")
@@ -99,7 +113,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def read_token(token_file: Path | None, environ: dict[str, str] | os._Environ[str]) -> str | None:
+    """The install token from `token_file` (which must not be readable by others) or the
+    environment; None when neither gives one."""
+    if token_file is not None:
+        try:
+            st = token_file.stat()
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"--token-file: cannot read {token_file}: {exc.strerror}") from None
+        if st.st_mode & 0o077:
+            raise ValueError(
+                f"--token-file: {token_file} is readable by others "
+                f"(mode {st.st_mode & 0o777:o}); chmod 600 it"
+            )
+        return token or None
+    return environ.get(TOKEN_ENV) or None
+
+
 def from_args(args: argparse.Namespace) -> AgentSettings:
+    if args.token:
+        raise ValueError(
+            f"--token on the command line is visible to every local user (ps); "
+            f"set {TOKEN_ENV} or pass --token-file PATH (mode 600) instead"
+        )
     for name in ("proxy_bind", "internal_bind", "dns_bind"):
         value = getattr(args, name)
         if value:
@@ -114,7 +151,7 @@ def from_args(args: argparse.Namespace) -> AgentSettings:
         state_dir=state_dir,
         run_dir=(args.run_dir or state_dir / "run").resolve(),
         control_plane=args.control_plane.rstrip("/") if args.control_plane else None,
-        token=args.token,
+        token=read_token(args.token_file, os.environ),
         proxy_bind=args.proxy_bind,
         internal_bind=args.internal_bind,
         dns_bind=args.dns_bind,

@@ -137,12 +137,3 @@ def prune_worktrees(mirror: Path) -> None:
         except git.GitCommandError as exc:
             log.warning("worktree prune in %s failed: %s", mirror, exc)
 
-
-def chown_tree(root: Path, uid: int, gid: int) -> None:
-    for dirpath, dirnames, filenames in os.walk(root):
-        os.chown(dirpath, uid, gid)
-        for name in filenames + dirnames:
-            try:
-                os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
-            except FileNotFoundError:
-                pass
