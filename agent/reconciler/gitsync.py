@@ -7,7 +7,6 @@ checkout, not a clone. Clone and fetch report progress to the log.
 
 import hashlib
 import logging
-import os
 import shutil
 import threading
 import time
