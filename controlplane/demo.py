@@ -25,6 +25,8 @@ from typing import Any
 
 import requests
 
+from agent.settings import TOKEN_ENV
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_SRC = REPO_ROOT / "examples" / "app"
 STACK_NAME = "example"
@@ -239,8 +241,6 @@ def main(argv: list[str]) -> int:
             "run-all",
             "--control-plane",
             cp_url,
-            "--token",
-            token,
             "--state-dir",
             str(state / "agent"),
             "--proxy-bind",
@@ -265,7 +265,8 @@ def main(argv: list[str]) -> int:
             ]
         print("==> starting the agent (reconciler, proxies, DNS)", flush=True)
         agent_started = datetime.now(UTC)
-        procs.append(subprocess.Popen(agent_cmd))
+        # the token goes in the environment: a command line is visible to every local user
+        procs.append(subprocess.Popen(agent_cmd, env={**os.environ, TOKEN_ENV: token}))
 
         def applied() -> bool:
             instances = api.call("GET", f"/stacks/{stack['id']}/instances")

@@ -87,14 +87,17 @@ def agent_argv(
     """A test's `berth agent run-all` (creates its state directory): as root in a private
     mount namespace with its own /etc/hosts (hosts wiring)."""
     state_dir.mkdir(parents=True, exist_ok=True)
+    token_file = state_dir / "install-token"  # never on a command line (issue 15.6)
+    token_file.touch(mode=0o600)
+    token_file.write_text(token)
     argv = [
         *BERTH,
         "agent",
         "run-all",
         "--control-plane",
         cp_url,
-        "--token",
-        token,
+        "--token-file",
+        str(token_file),
         "--state-dir",
         str(state_dir),
         "--proxy-bind",
