@@ -50,6 +50,9 @@ class AgentSettings:
     ssh_port: int = 22
     ssh_cidrs: tuple[str, ...] = ()  # proxy-only allows SSH only from these
     tunnel_metrics: str | None = None  # cloudflared metrics HOST:PORT (its /ready endpoint)
+    # directories file:// repositories may be cloned from (the control plane has the same
+    # rule); none by default: the reconciler can read far more than the services should
+    file_repo_roots: tuple[str, ...] = ()
 
     @property
     def bus(self) -> BusEndpoints:
@@ -102,6 +105,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--consent-block-ssh",
         action="store_true",
         help="with --follow-security-mode: allow tunnel-only",
+    )
+    parser.add_argument(
+        "--allow-file-repos",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="allow file:// repositories under DIR (repeatable; default: none)",
     )
     parser.add_argument("--ssh-port", type=int, default=22, help="SSH port kept open in proxy-only")
     parser.add_argument(
@@ -168,4 +178,5 @@ def from_args(args: argparse.Namespace) -> AgentSettings:
         consent_block_ssh=args.consent_block_ssh,
         ssh_port=args.ssh_port,
         ssh_cidrs=tuple(args.ssh_cidr),
+        file_repo_roots=tuple(os.path.abspath(d) for d in args.allow_file_repos),
     )

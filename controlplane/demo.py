@@ -220,6 +220,8 @@ def main(argv: list[str]) -> int:
                     f"127.0.0.1:{args.control_plane_port}",
                     "--public-url",
                     cp_url,
+                    "--allow-file-repos",  # the demo's own example repository, nothing else
+                    str(state),
                 ]
             )
         )
@@ -246,6 +248,8 @@ def main(argv: list[str]) -> int:
             "--proxy-bind",
             f"127.0.0.1:{args.proxy_port}",
             "--stop-services-on-exit",
+            "--allow-file-repos",
+            str(state),
         ]
         if os.geteuid() == 0:
             agent_cmd = [*private_hosts_prefix(state), *agent_cmd, "--dns-wiring", "hosts"]

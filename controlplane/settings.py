@@ -23,3 +23,6 @@ class ServerSettings:
     # answer agents' 304 polls and heartbeats before Quart (controlplane/fastpath.py);
     # off only to compare the two paths
     fast_path: bool = True
+    # directories local file:// repositories may come from (--allow-file-repos); none by
+    # default: a file:// repo is read by the agent's own user, who can read far more
+    file_repo_roots: tuple[str, ...] = ()

@@ -135,4 +135,3 @@ def prune_worktrees(mirror: Path) -> None:
                 git.Repo(mirror).git.worktree("prune")
         except git.GitCommandError as exc:
             log.warning("worktree prune in %s failed: %s", mirror, exc)
-

@@ -34,7 +34,9 @@ from agent.reconciler.planner import ServiceView
 from agent.reconciler.policy import Backoff, ServiceStatus, service_env
 from agent.reconciler.process import RunAs
 from agent.reconciler.store import ProcessRecord, Store
+from agent.schema import ValidationError
 from agent.schema.document import DesiredService
+from agent.schema.stack import check_repo_source
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,7 @@ class Timeouts:
 class WorkerContext(Protocol):
     store: Store
     state_dir: Path
+    file_repo_roots: tuple[str, ...]
     run_as: RunAs
     base_env: dict[str, str]
     timeouts: Timeouts
@@ -352,6 +355,10 @@ class ServiceWorker:
         )
 
     def _prepare_release(self, t: Target) -> Path:
+        try:  # the control plane checked it too; a document that skipped it meets this
+            check_repo_source(t.svc.spec.repo, self.ctx.file_repo_roots, "repo")
+        except ValidationError as exc:
+            raise gitsync.GitError(f"refusing to clone {t.svc.spec.repo}: {exc}") from None
         git_dir = self.ctx.state_dir / "git"
         ownership.make_private_dir(git_dir)  # mirrors: the reconciler's alone
         mirror = gitsync.ensure_commit(git_dir, t.svc.spec.repo, t.svc.commit)

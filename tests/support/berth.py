@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,8 @@ def start_controlplane(xprocess: Any, name: str, workdir: Path, port: int) -> Co
             f"127.0.0.1:{port}",
             "--public-url",
             url,
+            "--allow-file-repos",  # the tests' repositories live under the temp directory
+            tempfile.gettempdir(),
         ]
         timeout = 60
         terminate_on_interrupt = True
@@ -109,6 +112,8 @@ def agent_argv(
         "--dns-wiring",
         "hosts",
         "--stop-services-on-exit",
+        "--allow-file-repos",
+        tempfile.gettempdir(),
     ]
     if os.geteuid() == 0:
         argv = [*private_hosts_prefix(state_dir), *argv]
