@@ -107,6 +107,7 @@ def run_all(settings: AgentSettings, options: list[str]) -> int:
             return 1
         if settings.services_user is None:
             options += ["--services-user", SERVICES_USER]
+        _share_cache_dir(settings)
     wiring_mode = _wiring_in_use(settings)
     children = [
         Child(
@@ -144,6 +145,19 @@ def run_all(settings: AgentSettings, options: list[str]) -> int:
     if wiring_mode is not None:
         _revert_dns_wiring(settings, wiring_mode)
     return 0
+
+
+def _share_cache_dir(settings: AgentSettings) -> None:
+    """The route caches' directory: writable by the components (group `berth`), which drop
+    root to their own users, and by nobody else (the services' user is not in `berth`)."""
+    import grp
+
+    from agent.identities import AGENT_GROUP
+
+    cache = settings.state_dir / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    os.chown(cache, -1, grp.getgrnam(AGENT_GROUP).gr_gid)
+    os.chmod(cache, 0o770)
 
 
 def _supervise(child: Child) -> None:
