@@ -6,6 +6,7 @@ behind their back.
 
 import argparse
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,7 +124,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def read_token(token_file: Path | None, environ: dict[str, str] | os._Environ[str]) -> str | None:
+def read_token(token_file: Path | None, environ: Mapping[str, str]) -> str | None:
     """The install token from `token_file` (which must not be readable by others) or the
     environment; None when neither gives one."""
     if token_file is not None:

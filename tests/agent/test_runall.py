@@ -96,3 +96,23 @@ def test_run_all_ignores_the_working_directory_and_keeps_a_foreign_dropin(trap_d
     assert not marker_before_stop, "a child imported the agent/ package of the working directory"
     assert dropin.exists(), "run-all removed a resolved drop-in it never applied"
     assert proc.returncode == 0, log.read_text()
+
+
+def test_the_token_is_refused_on_the_command_line_and_read_from_a_private_file(tmp_path):
+    import argparse
+
+    from agent import settings
+
+    parser = argparse.ArgumentParser()
+    settings.add_arguments(parser)
+    with pytest.raises(ValueError, match=TOKEN_ENV):
+        settings.from_args(parser.parse_args(["--token", "berth_ins_x"]))
+    token_file = tmp_path / "token"
+    token_file.write_text("berth_ins_file\n")
+    token_file.chmod(0o644)
+    with pytest.raises(ValueError, match="readable by others"):
+        settings.read_token(token_file, {})
+    token_file.chmod(0o600)
+    assert settings.read_token(token_file, {TOKEN_ENV: "env"}) == "berth_ins_file"
+    assert settings.read_token(None, {TOKEN_ENV: "berth_ins_env"}) == "berth_ins_env"
+    assert settings.read_token(None, {}) is None
