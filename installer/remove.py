@@ -79,6 +79,12 @@ def remove(layout: Layout, purge: bool) -> list[str]:
     if os.geteuid() != 0:
         raise StepError("run as root (sudo sh -s -- ...)")
     done = []
+    # the reconciler first (its KillMode=process leaves the services running): while it
+    # runs it would restart each service stop_services ends; the helper stays up for the
+    # firewall revert below
+    reconciler = "berth-reconciler.service"
+    if system.systemd_is_init() and (layout.unit_dir / reconciler).exists():
+        system.systemctl("stop", reconciler, check=False)
     stopped = stop_services(layout)
     done.append(f"stopped {stopped} service process(es)")
     done.append("firewall: " + revert_firewall(layout))

@@ -261,7 +261,9 @@ def test_one_line_install_to_uninstall(world: tuple[Server, ControlPlane, str]) 
 
     # --- uninstall: no units, users, rules or DNS changes left ----------------------------
     gone = sh(server, f"curl -fsSL {cp.url}/uninstall.sh | sh -s -- --purge", timeout=300)
-    assert gone.returncode == 0, f"{gone.stdout}\n{gone.stderr}"
+    assert gone.returncode == 0, (
+        f"{gone.stdout}\n{gone.stderr}\n" + server.exec("ps -eo pid,ppid,pgid,user,cmd").stdout
+    )
     assert server.exec("systemctl list-units --all --no-legend 'berth*'").stdout.strip() == ""
     assert server.exec("ls /etc/systemd/system | grep berth").stdout == ""
     for name in ("berth", "berth-svc"):
