@@ -268,7 +268,8 @@ def test_one_line_install_to_uninstall(world: tuple[Server, ControlPlane, str]) 
     assert server.exec("ls /etc/systemd/system | grep berth").stdout == ""
     for name in ("berth", "berth-svc"):
         assert server.exec(["getent", "passwd", name]).returncode != 0
-    assert server.exec(["getent", "group", "berth"]).returncode != 0
+    for group in ("berth", "berth-firewall"):
+        assert server.exec(["getent", "group", group]).returncode != 0
     assert server.exec(["nft", "-s", "list", "ruleset"], check=True).stdout == nft_before
     assert server.exec(["cat", "/etc/hosts"], check=True).stdout == hosts_before
     left = server.exec("ls -d /opt/berth /etc/berth /run/berth /var/lib/berth* "
