@@ -5,6 +5,14 @@ Each child is `berth agent <component>` with the same options. A child that dies
 restarted with backoff, as systemd's Restart=always would. SIGINT/SIGTERM stop the
 children (proxies last, so in-flight requests finish); services keep running unless
 `--stop-services-on-exit` is given, as a reconciler restart must not touch them.
+
+Children start from the absolute path of the `agent` package this process imported, in
+an isolated interpreter (`python -I`): neither the working directory nor PYTHONPATH can
+put a module of someone else's on their path (the firewall helper among them runs as
+root). As root, run-all first makes the accounts the components and the services run as
+(`agent.identities`), so services never share a uid with a Berth process. The install
+token reaches the reconciler alone, in its environment, never on a command line. On a
+graceful stop, run-all reverts only the resolver wiring this run applied.
 """
 
 import logging
@@ -15,18 +23,25 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from agent.settings import AgentSettings
+import agent
+from agent.settings import TOKEN_ENV, AgentSettings
 
 log = logging.getLogger(__name__)
 
 RESTART_CAP_S = 30.0
+# sys.path[0] from argv[1], then the usual `berth` entry point with the remaining arguments
+_BOOT = (
+    "import sys; sys.path.insert(0, sys.argv.pop(1)); from agent.cli import main; sys.exit(main())"
+)
 
 
 @dataclass
 class Child:
     component: str
     argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
     popen: subprocess.Popen[bytes] | None = None
     failures: int = 0
     started_at: float = 0.0
@@ -34,7 +49,7 @@ class Child:
     history: list[int] = field(default_factory=list)
 
     def start(self) -> None:
-        self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL)
+        self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, env=self.env)
         self.started_at = time.monotonic()
         self.restart_at = None
         log.info("started %s (pid %d)", self.component, self.popen.pid)
@@ -46,15 +61,60 @@ def components(settings: AgentSettings) -> list[str]:
     return names
 
 
+def child_command(component: str, options: list[str]) -> list[str]:
+    """`berth agent <component> OPTIONS`, from this installation's `agent` package only."""
+    root = str(Path(agent.__file__).resolve().parent.parent)
+    return [sys.executable, "-I", "-c", _BOOT, root, "agent", component, *options]
+
+
+def child_options(options: list[str]) -> list[str]:
+    """The command line's options as the children get them: without run-all's own and
+    without the token file (the token goes to the reconciler in its environment)."""
+    out: list[str] = []
+    skip = False
+    for o in options:
+        if skip:
+            skip = False
+        elif o == "--token-file":
+            skip = True
+        elif not (o.startswith("--token-file=") or o == "--stop-services-on-exit"):
+            out.append(o)
+    return out
+
+
+def child_env(component: str, token: str | None, base: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in base.items() if k != TOKEN_ENV}
+    if component == "reconciler" and token:
+        env[TOKEN_ENV] = token
+    return env
+
+
 def run_all(settings: AgentSettings, options: list[str]) -> int:
     stop_services = "--stop-services-on-exit" in options
-    options = [o for o in options if o != "--stop-services-on-exit"]
+    options = child_options(options)
     if os.geteuid() != 0:
         log.info(
-            "not root: the firewall helper is not started (security modes other than open need it)"
+            "not root: the firewall helper is not started (security modes other than open need "
+            "it), and services run as this same user (no separation: development only)"
         )
+    else:
+        from agent.identities import SERVICES_USER, IdentityError, ensure_run_all_accounts
+
+        try:
+            ensure_run_all_accounts()
+        except IdentityError as exc:
+            log.error("%s", exc)
+            return 1
+        if settings.services_user is None:
+            options += ["--services-user", SERVICES_USER]
+        _share_cache_dir(settings)
+    wiring_mode = _wiring_in_use(settings)
     children = [
-        Child(name, [sys.executable, "-m", "agent.cli", "agent", name, *options])
+        Child(
+            name,
+            child_command(name, options),
+            child_env(name, settings.token, dict(os.environ)),
+        )
         for name in components(settings)
     ]
     stopping = False
@@ -67,7 +127,7 @@ def run_all(settings: AgentSettings, options: list[str]) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     for child in children:
         child.start()
-    if os.geteuid() == 0 and settings.dns_wiring in ("auto", "hosts"):
+    if wiring_mode is not None:
         threading.Thread(
             target=_keep_hosts_wired, args=(settings,), name="hosts-wiring", daemon=True
         ).start()
@@ -82,8 +142,22 @@ def run_all(settings: AgentSettings, options: list[str]) -> int:
         from agent.reconciler.shutdown import stop_recorded_services
 
         stop_recorded_services(settings)
-    _revert_dns_wiring(settings)
+    if wiring_mode is not None:
+        _revert_dns_wiring(settings, wiring_mode)
     return 0
+
+
+def _share_cache_dir(settings: AgentSettings) -> None:
+    """The route caches' directory: writable by the components (group `berth`), which drop
+    root to their own users, and by nobody else (the services' user is not in `berth`)."""
+    import grp
+
+    from agent.identities import AGENT_GROUP
+
+    cache = settings.state_dir / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    os.chown(cache, -1, grp.getgrnam(AGENT_GROUP).gr_gid)
+    os.chmod(cache, 0o770)
 
 
 def _supervise(child: Child) -> None:
@@ -145,12 +219,40 @@ def _keep_hosts_wired(settings: AgentSettings) -> None:
     asyncio.run(follower.run())
 
 
-def _revert_dns_wiring(settings: AgentSettings) -> None:
+@dataclass(frozen=True)
+class WiringInUse:
+    """The resolver wiring this run applies, and whether its file was there before us."""
+
+    mode: str  # "hosts" or "resolved"
+    preexisting_dropin: bool = False
+
+
+def _wiring_in_use(settings: AgentSettings) -> WiringInUse | None:
+    """What the DNS responder (root before it drops) and the hosts thread will wire."""
+    if os.geteuid() != 0 or settings.dns_wiring == "none":
+        return None
+    from agent.dns import wiring
+
     try:
-        from agent.dns.wiring import revert_wiring
-    except ImportError:
-        return
+        mode = wiring.decide_mode(settings)
+    except wiring.WiringError:
+        return None  # the responder refuses to start on it and says why
+    if mode == wiring.MODE_RESOLVED:
+        return WiringInUse(mode, wiring.RESOLVED_DROPIN.exists())
+    return WiringInUse(mode) if mode == wiring.MODE_HOSTS else None
+
+
+def _revert_dns_wiring(settings: AgentSettings, applied: WiringInUse) -> None:
+    """Undo what this run wired, and nothing else: a resolved drop-in that was there before
+    it started belongs to someone else (another agent, an installed Berth)."""
+    from agent.dns import wiring
+
     try:
-        revert_wiring(settings)
+        if applied.mode == wiring.MODE_HOSTS:
+            wiring.revert_hosts(settings.hosts_file)
+        elif applied.preexisting_dropin:
+            log.info("leaving %s in place: it was there before this run", wiring.RESOLVED_DROPIN)
+        else:
+            wiring.revert_resolved()
     except OSError as exc:
         log.warning("could not revert DNS wiring: %s", exc)

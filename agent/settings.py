@@ -5,6 +5,8 @@ behind their back.
 """
 
 import argparse
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +15,9 @@ from agent.bus.endpoints import BusEndpoints
 DEFAULT_STATE_DIR = Path("/var/lib/berth")
 DEFAULT_INTERNAL_BIND = "127.0.0.1:80"
 DEFAULT_DNS_BIND = "127.0.0.153:53"
+# The install token never travels on a command line (any local user can read argv): it
+# comes from this environment variable or from a 0600 file (--token-file).
+TOKEN_ENV = "BERTH_INSTALL_TOKEN"
 
 
 def parse_hostport(value: str, what: str) -> tuple[str, int]:
@@ -46,6 +51,9 @@ class AgentSettings:
     ssh_port: int = 22
     ssh_cidrs: tuple[str, ...] = ()  # proxy-only allows SSH only from these
     tunnel_metrics: str | None = None  # cloudflared metrics HOST:PORT (its /ready endpoint)
+    # directories file:// repositories may be cloned from (the control plane has the same
+    # rule); none by default: the reconciler can read far more than the services should
+    file_repo_roots: tuple[str, ...] = ()
 
     @property
     def bus(self) -> BusEndpoints:
@@ -57,7 +65,17 @@ class AgentSettings:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--control-plane", metavar="URL", help="control plane base URL")
-    parser.add_argument("--token", help="install token (first registration only)")
+    parser.add_argument(
+        "--token",
+        help=f"refused: argv is visible to every local user; use {TOKEN_ENV} or --token-file",
+    )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="PATH",
+        help=f"install token (first registration only), in a file only root may read; "
+        f"or set {TOKEN_ENV}",
+    )
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     parser.add_argument("--run-dir", type=Path, help="bus sockets (default: STATE_DIR/run)")
     parser.add_argument("--proxy-bind", metavar="HOST:PORT", help="external proxy address override")
@@ -89,6 +107,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --follow-security-mode: allow tunnel-only",
     )
+    parser.add_argument(
+        "--allow-file-repos",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="allow file:// repositories under DIR (repeatable; default: none)",
+    )
     parser.add_argument("--ssh-port", type=int, default=22, help="SSH port kept open in proxy-only")
     parser.add_argument(
         "--ssh-cidr",
@@ -99,7 +124,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def read_token(token_file: Path | None, environ: Mapping[str, str]) -> str | None:
+    """The install token from `token_file` (which must not be readable by others) or the
+    environment; None when neither gives one."""
+    if token_file is not None:
+        try:
+            st = token_file.stat()
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"--token-file: cannot read {token_file}: {exc.strerror}") from None
+        if st.st_mode & 0o077:
+            raise ValueError(
+                f"--token-file: {token_file} is readable by others "
+                f"(mode {st.st_mode & 0o777:o}); chmod 600 it"
+            )
+        return token or None
+    return environ.get(TOKEN_ENV) or None
+
+
 def from_args(args: argparse.Namespace) -> AgentSettings:
+    if args.token:
+        raise ValueError(
+            f"--token on the command line is visible to every local user (ps); "
+            f"set {TOKEN_ENV} or pass --token-file PATH (mode 600) instead"
+        )
     for name in ("proxy_bind", "internal_bind", "dns_bind"):
         value = getattr(args, name)
         if value:
@@ -114,7 +162,7 @@ def from_args(args: argparse.Namespace) -> AgentSettings:
         state_dir=state_dir,
         run_dir=(args.run_dir or state_dir / "run").resolve(),
         control_plane=args.control_plane.rstrip("/") if args.control_plane else None,
-        token=args.token,
+        token=read_token(args.token_file, os.environ),
         proxy_bind=args.proxy_bind,
         internal_bind=args.internal_bind,
         dns_bind=args.dns_bind,
@@ -131,4 +179,5 @@ def from_args(args: argparse.Namespace) -> AgentSettings:
         consent_block_ssh=args.consent_block_ssh,
         ssh_port=args.ssh_port,
         ssh_cidrs=tuple(args.ssh_cidr),
+        file_repo_roots=tuple(os.path.abspath(d) for d in args.allow_file_repos),
     )

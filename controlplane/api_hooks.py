@@ -47,7 +47,9 @@ def blueprint(ctx: AppContext) -> Blueprint:
             )
         if request.headers.get("X-GitHub-Event") == "ping":
             return {"ok": True, "changed": False, "version": stack.version}
-        stack, changed = await stacks.refresh(ctx.db, stack_id, "webhook")
+        stack, changed = await stacks.refresh(
+            ctx.db, stack_id, "webhook", ctx.settings.file_repo_roots
+        )
         if changed:
             ctx.stack_changed(stack_id, stack.doc_hash)
         return {"ok": True, "changed": changed, "version": stack.version}

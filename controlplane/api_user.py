@@ -42,7 +42,7 @@ def blueprint(ctx: AppContext) -> Blueprint:
 
     @bp.post("/stacks")
     async def create_stack() -> tuple[dict[str, Any], int, dict[str, str]]:
-        prepared = await stacks.prepare(await read_json())
+        prepared = await stacks.prepare(await read_json(), ctx.settings.file_repo_roots)
         stack = await stacks.create(db, prepared, ctx.keyring)
         return stacks.stack_json(stack), 201, {"Location": f"/api/v1/stacks/{stack.id}"}
 
@@ -53,7 +53,7 @@ def blueprint(ctx: AppContext) -> Blueprint:
     @bp.put("/stacks/<stack_id>")
     async def replace_stack(stack_id: str) -> dict[str, Any]:
         await stacks.get(db, stack_id)  # 404 before a slow git ls-remote
-        prepared = await stacks.prepare(await read_json())
+        prepared = await stacks.prepare(await read_json(), ctx.settings.file_repo_roots)
         stack, changed = await stacks.publish(db, stack_id, prepared, "update", ctx.keyring)
         if changed:
             ctx.stack_changed(stack_id, stack.doc_hash)
@@ -68,7 +68,7 @@ def blueprint(ctx: AppContext) -> Blueprint:
     @bp.post("/stacks/<stack_id>/refresh")
     async def refresh_stack(stack_id: str) -> dict[str, Any]:
         """Re-resolve every ref; a new version only if some commit moved."""
-        stack, changed = await stacks.refresh(db, stack_id)
+        stack, changed = await stacks.refresh(db, stack_id, file_roots=ctx.settings.file_repo_roots)
         if changed:
             ctx.stack_changed(stack_id, stack.doc_hash)
         return {**stacks.stack_json(stack), "changed": changed}

@@ -84,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=_positive_int, default=1, metavar="N",
                        help="server processes sharing the address (default %(default)s; "
                        "about one per core for large fleets)")  # fmt: skip
+    serve.add_argument("--allow-file-repos", action="append", default=[], metavar="DIR",
+                       help="allow file:// repositories under DIR (repeatable; default: none)")  # fmt: skip
     serve.add_argument("--no-fast-path", dest="fast_path", action="store_false",
                        help="serve agents' polls and heartbeats through the full app only "
                        "(for comparisons)")  # fmt: skip
@@ -158,6 +160,7 @@ def main(argv: list[str]) -> int:
             db_url=args.db, bind=args.bind, public_url=args.public_url,
             install_token_ttl_s=args.install_token_ttl, wheelhouse=args.wheelhouse,
             fast_path=args.fast_path, secret_key_file=str(_key_path(args, db_url)),
+            file_repo_roots=tuple(os.path.abspath(d) for d in args.allow_file_repos),
         )  # fmt: skip
         if args.workers > 1:
             from controlplane.workers import serve_workers

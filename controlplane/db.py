@@ -14,6 +14,7 @@ locks, `SELECT ... FOR UPDATE`, do the job).
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -24,6 +25,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from agent.privatefiles import private_sqlite
 from controlplane.dburl import DatabaseURL
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -33,6 +35,8 @@ def sqlite_pragmas(engine: Engine) -> None:
     """Set WAL, busy_timeout and foreign_keys=ON on every new connection of a SQLite engine."""
     if engine.dialect.name != "sqlite":
         return
+    if engine.url.database:  # webhook secrets and env values: the owner's eyes only
+        private_sqlite(Path(engine.url.database))
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:

@@ -25,6 +25,8 @@ from typing import Any
 
 import requests
 
+from agent.settings import TOKEN_ENV
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_SRC = REPO_ROOT / "examples" / "app"
 STACK_NAME = "example"
@@ -218,6 +220,8 @@ def main(argv: list[str]) -> int:
                     f"127.0.0.1:{args.control_plane_port}",
                     "--public-url",
                     cp_url,
+                    "--allow-file-repos",  # the demo's own example repository, nothing else
+                    str(state),
                 ]
             )
         )
@@ -239,13 +243,13 @@ def main(argv: list[str]) -> int:
             "run-all",
             "--control-plane",
             cp_url,
-            "--token",
-            token,
             "--state-dir",
             str(state / "agent"),
             "--proxy-bind",
             f"127.0.0.1:{args.proxy_port}",
             "--stop-services-on-exit",
+            "--allow-file-repos",
+            str(state),
         ]
         if os.geteuid() == 0:
             agent_cmd = [*private_hosts_prefix(state), *agent_cmd, "--dns-wiring", "hosts"]
@@ -265,7 +269,8 @@ def main(argv: list[str]) -> int:
             ]
         print("==> starting the agent (reconciler, proxies, DNS)", flush=True)
         agent_started = datetime.now(UTC)
-        procs.append(subprocess.Popen(agent_cmd))
+        # the token goes in the environment: a command line is visible to every local user
+        procs.append(subprocess.Popen(agent_cmd, env={**os.environ, TOKEN_ENV: token}))
 
         def applied() -> bool:
             instances = api.call("GET", f"/stacks/{stack['id']}/instances")

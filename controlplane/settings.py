@@ -26,3 +26,6 @@ class ServerSettings:
     # the key that seals secret env values; None: beside an SQLite database, else ./
     # (controlplane.secrets.default_key_file)
     secret_key_file: str | None = None
+    # directories local file:// repositories may come from (--allow-file-repos); none by
+    # default: a file:// repo is read by the agent's own user, who can read far more
+    file_repo_roots: tuple[str, ...] = ()

@@ -15,6 +15,7 @@ document it came from. Every view for people goes through `masked_document`.
 
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent.schema import StackSpec, ValidationError, parse_stack
 from agent.schema.document import build_document, content_hash, parse_document
+from agent.schema.stack import check_repo_sources
 from controlplane import gitrefs
 from controlplane import secrets as sec
 from controlplane.db import Database
@@ -56,9 +58,12 @@ def editable_body(body: Any) -> Any:
     return out
 
 
-def validate(body: Any) -> StackSpec:
+def validate(body: Any, file_roots: Sequence[str] = ()) -> StackSpec:
+    """The stack in `body`; its file:// repos only from `file_roots` (the operator's list)."""
     try:
-        return parse_stack(editable_body(body))
+        spec = parse_stack(editable_body(body))
+        check_repo_sources(spec, file_roots)
+        return spec
     except ValidationError as exc:
         raise from_validation(exc) from exc
 
@@ -73,8 +78,8 @@ async def resolve(spec: StackSpec) -> dict[str, str]:
         ) from exc
 
 
-async def prepare(body: Any) -> Prepared:
-    spec = validate(body)
+async def prepare(body: Any, file_roots: Sequence[str] = ()) -> Prepared:
+    spec = validate(body, file_roots)
     return Prepared(spec, await resolve(spec))
 
 
@@ -219,10 +224,17 @@ async def publish(
     return stack, True
 
 
-async def refresh(db: Database, stack_id: str, reason: str = "refresh") -> tuple[Stack, bool]:
+async def refresh(
+    db: Database, stack_id: str, reason: str = "refresh", file_roots: Sequence[str] = ()
+) -> tuple[Stack, bool]:
     """Re-resolve every ref of the stored stack; a new version only if some commit moved.
+    Its repos are checked again: the operator may have narrowed `file_roots` since.
     Secrets keep the sealed values of the document it started from."""
     current = spec_of((await get(db, stack_id)).document)
+    try:
+        check_repo_sources(current.spec, file_roots)
+    except ValidationError as exc:
+        raise from_validation(exc) from exc
     commits = await resolve(current.spec)
     return await publish(db, stack_id, Prepared(current.spec, commits), reason)
 

@@ -10,9 +10,11 @@ options, 3 setup stopped before changing anything (install.sh then removes the v
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+from agent.settings import TOKEN_ENV
 from installer import plan
 from installer.layout import Layout
 from installer.system import EarlyStop, StepError
@@ -25,7 +27,8 @@ def _setup_parser() -> argparse.ArgumentParser:
         prog="berth installer setup", description="Install the Berth agent."
     )
     p.add_argument("--control-plane", required=True, metavar="URL")
-    p.add_argument("--token", help="install token (first install only)")
+    p.add_argument("--token", help="install token (first install only); better in the "
+                   "BERTH_INSTALL_TOKEN environment variable, which `ps` does not show")  # fmt: skip
     p.add_argument("--security-mode", choices=plan.MODES,
                    help="firewall mode to apply (default: the stack's security_mode)")  # fmt: skip
     p.add_argument("--ssh-cidr", action="append", default=[], metavar="CIDR",
@@ -54,7 +57,8 @@ def _setup(argv: list[str]) -> int:
     parser = _setup_parser()
     args = parser.parse_args(argv)
     opts = plan.InstallOptions(
-        control_plane=args.control_plane, token=args.token, security_mode=args.security_mode,
+        control_plane=args.control_plane, token=args.token or os.environ.get(TOKEN_ENV),
+        security_mode=args.security_mode,
         ssh_cidrs=tuple(args.ssh_cidr), ssh_port=args.ssh_port,
         consent_block_ssh=args.consent_block_ssh, allow_ssh_lockout=args.allow_ssh_lockout,
         confirm_timeout_s=args.confirm_timeout, dns_wiring=args.dns_wiring,

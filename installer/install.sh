@@ -18,7 +18,8 @@ EARLY_STOP=3  # `berth installer setup`: stopped before changing the system
 say() { printf 'berth-install: %s\n' "$*" >&2; }
 die() { printf 'berth-install: ERROR: %s\n' "$*" >&2; exit 1; }
 
-# Take --control-plane for ourselves; pass every other argument on unchanged.
+# Take --control-plane for ourselves, and --token to hand over in the environment (a
+# command line is visible to every local user); pass every other argument on unchanged.
 n=$#
 while [ "$n" -gt 0 ]; do
   a=$1; shift; n=$((n - 1))
@@ -27,6 +28,10 @@ while [ "$n" -gt 0 ]; do
       [ "$n" -gt 0 ] || die "--control-plane needs a URL"
       CP_URL=$1; shift; n=$((n - 1)) ;;
     --control-plane=*) CP_URL=${a#*=} ;;
+    --token)
+      [ "$n" -gt 0 ] || die "--token needs the install token"
+      BERTH_INSTALL_TOKEN=$1; export BERTH_INSTALL_TOKEN; shift; n=$((n - 1)) ;;
+    --token=*) BERTH_INSTALL_TOKEN=${a#*=}; export BERTH_INSTALL_TOKEN ;;
     -h|--help)
       sed -n '2,10p' "$0" 2>/dev/null || true
       echo "options: --token T --security-mode M --ssh-cidr CIDR --ssh-port N --consent-block-ssh"

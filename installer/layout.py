@@ -25,6 +25,7 @@ RECONCILER_USER = "berth"  # its group `berth` may use the bus sockets
 SERVICES_USER = "berth-svc"
 STATIC_USERS = (RECONCILER_USER, SERVICES_USER)
 AGENT_GROUP = "berth"
+FIREWALL_GROUP = "berth-firewall"  # may open the firewall helper's socket: the reconciler only
 # DynamicUser= state directories (/var/lib/<name> -> /var/lib/private/<name>)
 DYNAMIC_STATE = ("berth-proxy", "berth-internal-proxy", "berth-dns")
 

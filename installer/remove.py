@@ -27,6 +27,7 @@ from installer.layout import (
     AGENT_GROUP,
     AGENT_UNITS,
     CONTROLPLANE_UNIT,
+    FIREWALL_GROUP,
     HELPER_UNITS,
     STATIC_USERS,
     TARGET,
@@ -78,6 +79,12 @@ def remove(layout: Layout, purge: bool) -> list[str]:
     if os.geteuid() != 0:
         raise StepError("run as root (sudo sh -s -- ...)")
     done = []
+    # the reconciler first (its KillMode=process leaves the services running): while it
+    # runs it would restart each service stop_services ends; the helper stays up for the
+    # firewall revert below
+    reconciler = "berth-reconciler.service"
+    if system.systemd_is_init() and (layout.unit_dir / reconciler).exists():
+        system.systemctl("stop", reconciler, check=False)
     stopped = stop_services(layout)
     done.append(f"stopped {stopped} service process(es)")
     done.append("firewall: " + revert_firewall(layout))
@@ -109,8 +116,9 @@ def remove(layout: Layout, purge: bool) -> list[str]:
     removed += [str(p) for p in paths if system.remove_path(p)]
     done.append("removed " + (", ".join(removed) or "nothing"))
     users = [u for u in STATIC_USERS if system.remove_user(u)]
-    if system.remove_group(AGENT_GROUP):
-        users.append(f"group {AGENT_GROUP}")
+    for group in (AGENT_GROUP, FIREWALL_GROUP):
+        if system.remove_group(group):
+            users.append(f"group {group}")
     done.append("users: " + (", ".join(users) or "none left"))
     if not purge and layout.state_dir.exists():
         done.append(f"kept the data in {layout.state_dir} (--purge removes it)")

@@ -39,6 +39,7 @@ from installer import plan, system
 from installer.layout import (
     AGENT_GROUP,
     AGENT_UNITS,
+    FIREWALL_GROUP,
     HELPER_UNITS,
     RECONCILER_USER,
     TARGET,
@@ -132,8 +133,9 @@ def install_accounts_and_dirs(layout: Layout, units_src: Path) -> None:
     layout.state_dir.mkdir(parents=True, exist_ok=True)
     layout.state_dir.chmod(0o755)  # the services user must reach its releases below it
     shutil.chown(layout.state_dir, RECONCILER_USER, RECONCILER_USER)
-    if not system.group_exists(AGENT_GROUP):
-        raise StepError(f"create users: group {AGENT_GROUP!r} is missing after systemd-sysusers")
+    for group in (AGENT_GROUP, FIREWALL_GROUP):
+        if not system.group_exists(group):
+            raise StepError(f"create users: group {group!r} is missing after systemd-sysusers")
 
 
 def store_registration(layout: Layout, reg: Registration) -> str:

@@ -21,16 +21,16 @@ AGENT_GROUP = "berth"
 def share_socket(address: str) -> None:
     """Let the other agent processes (own users, group `berth`) connect to an ipc socket.
 
-    Connecting to a unix socket needs write permission on its file. With the `berth`
-    group (made by the installer) the socket is 0660 root:berth; without it (development,
-    the demo) components that dropped root run as `nobody`, so it is 0666 under a run dir
-    that only the agent writes to. Route tables hold no secrets.
+    Connecting to a unix socket needs write permission on its file, so the socket is
+    0660 with group `berth` (made by the installer, or by `run-all` as root): the proxies
+    and the DNS responder are in it, the services' user is not. Without that group every
+    component runs as one user (development), and the socket is that user's alone (0600).
     """
     path = Path(address.removeprefix("ipc://"))
     try:
         gid = grp.getgrnam(AGENT_GROUP).gr_gid
     except KeyError:
-        os.chmod(path, 0o666)
+        os.chmod(path, 0o600)
         return
     os.chown(path, -1, gid)
     os.chmod(path, 0o660)
@@ -50,10 +50,14 @@ class Publisher:
         self._endpoints.run_dir.mkdir(parents=True, exist_ok=True)
         self._pub = self._ctx.socket(zmq.PUB)
         self._pub.setsockopt(zmq.LINGER, 0)
-        self._pub.bind(self._endpoints.pub)
         self._router = self._ctx.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.LINGER, 0)
-        self._router.bind(self._endpoints.snapshot)
+        old = os.umask(0o177)  # born 0600: no moment in which anyone else may connect
+        try:
+            self._pub.bind(self._endpoints.pub)
+            self._router.bind(self._endpoints.snapshot)
+        finally:
+            os.umask(old)
         share_socket(self._endpoints.pub)
         share_socket(self._endpoints.snapshot)
         self._tasks = [

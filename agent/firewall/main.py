@@ -1,8 +1,12 @@
 """The firewall helper process (`berth agent firewall`): the only Berth process as root.
 
 One REP socket at ``settings.bus.firewall``, created under umask 0117 so the socket file
-is born 0660 (then given the ``berth`` group when it exists): only root and the agent's
-group can connect. One request at a time, in one thread, so no two firewall changes
+is born 0660, then given the ``berth-firewall`` group (its own: the reconciler's user is
+its only member; the proxies and the DNS responder are not). Every request is also checked
+against the peer's credentials (SO_PEERCRED, which ZeroMQ reports as the message's
+``Peer-Address``, ``<host>:<uid>:<gid>:<pid>``): only root and the users in
+`HelperOptions.clients` are answered, so a process that somehow reaches the socket still
+cannot drive the firewall. One request at a time, in one thread, so no two firewall changes
 ever interleave. The poll timeout is the sooner of the watchdog interval and the pending
 apply's confirm deadline; at the deadline an unconfirmed apply is reverted.
 
@@ -13,6 +17,7 @@ error reply naming the field and a log line, and changes nothing.
 import grp
 import logging
 import os
+import pwd
 import signal
 import time
 from dataclasses import dataclass
@@ -29,7 +34,8 @@ from agent.settings import AgentSettings, parse_hostport
 
 log = logging.getLogger(__name__)
 
-AGENT_GROUP = "berth"
+FIREWALL_GROUP = "berth-firewall"
+RECONCILER_USER = "berth"  # under systemd; under `run-all` the reconciler is root
 SOCKET_MODE = 0o660
 
 
@@ -39,7 +45,8 @@ class HelperOptions:
 
     backend: str = "auto"
     tunnel_metrics: tuple[str, int] = DEFAULT_METRICS
-    group: str = AGENT_GROUP
+    group: str = FIREWALL_GROUP
+    clients: tuple[str, ...] = (RECONCILER_USER,)  # besides root
 
     @classmethod
     def from_settings(cls, settings: AgentSettings) -> "HelperOptions":
@@ -76,7 +83,30 @@ def bind_socket(ctx: zmq.Context, endpoint: str, path: Path, group: str) -> zmq.
         os.chown(path, -1, grp.getgrnam(group).gr_gid)
     except KeyError:
         log.info("group %s does not exist; %s stays root-only (0660 root:root)", group, path)
+    except OSError as exc:
+        log.warning("cannot give %s to group %s (%s); it stays root-only", path, group, exc)
     return sock
+
+
+def allowed_uids(clients: tuple[str, ...]) -> frozenset[int]:
+    """Root and the uids of those `clients` users that exist."""
+    uids = {0}
+    for name in clients:
+        try:
+            uids.add(pwd.getpwnam(name).pw_uid)
+        except KeyError:
+            pass
+    return frozenset(uids)
+
+
+def peer_uid(peer_address: str | None) -> int | None:
+    """The uid in ZeroMQ's ``Peer-Address`` of an ipc connection (``host:uid:gid:pid``)."""
+    if not peer_address:
+        return None
+    parts = peer_address.rsplit(":", 3)
+    if len(parts) != 4 or not parts[1].isdigit():
+        return None
+    return int(parts[1])
 
 
 def answer(engine: Firewall, frames: list[bytes]) -> FirewallReply:
@@ -97,7 +127,21 @@ def answer(engine: Firewall, frames: list[bytes]) -> FirewallReply:
         return FirewallReply(ok=False, command=req.command, status=engine.status(), error=str(exc))
 
 
-def serve(engine: Firewall, sock: zmq.Socket, notifier: Notifier, wakeup: int) -> None:
+def refuse(engine: Firewall, uid: int | None) -> FirewallReply:
+    log.warning("refused a request from uid %s: only root and the reconciler may ask", uid)
+    return FirewallReply(
+        ok=False, command="invalid", status=engine.status(), field="peer",
+        error=f"uid {uid} may not use the firewall helper (only root and the reconciler)",
+    )  # fmt: skip
+
+
+def serve(
+    engine: Firewall,
+    sock: zmq.Socket,
+    notifier: Notifier,
+    wakeup: int,
+    allowed: frozenset[int] = frozenset({0}),
+) -> None:
     """Answer requests until a byte arrives on `wakeup` (the signal wakeup fd).
 
     The wakeup fd is polled with the socket because a signal may land on one of
@@ -119,8 +163,12 @@ def serve(engine: Firewall, sock: zmq.Socket, notifier: Notifier, wakeup: int) -
         if wakeup in events:
             return
         if sock in events:
-            frames = sock.recv_multipart()
-            reply = answer(engine, frames)
+            parts = sock.recv_multipart(copy=False)
+            uid = peer_uid(str(parts[0].get("Peer-Address") or ""))
+            if uid is None or uid not in allowed:
+                reply = refuse(engine, uid)
+            else:
+                reply = answer(engine, [p.bytes for p in parts])
             sock.send(reply.to_json())
         if deadline and time.time() >= deadline:
             try:
@@ -148,7 +196,7 @@ def main(settings: AgentSettings, options: HelperOptions | None = None) -> int:
     notifier.ready(f"firewall helper on {endpoints.firewall}")
     log.info("firewall helper listening on %s (state in %s)", endpoints.firewall, engine.store.dir)
     try:
-        serve(engine, sock, notifier, wake_r)
+        serve(engine, sock, notifier, wake_r, allowed_uids(opts.clients))
         log.info("stopping")
     finally:
         signal.set_wakeup_fd(-1)

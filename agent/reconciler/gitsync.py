@@ -7,7 +7,6 @@ checkout, not a clone. Clone and fetch report progress to the log.
 
 import hashlib
 import logging
-import os
 import shutil
 import threading
 import time
@@ -136,13 +135,3 @@ def prune_worktrees(mirror: Path) -> None:
                 git.Repo(mirror).git.worktree("prune")
         except git.GitCommandError as exc:
             log.warning("worktree prune in %s failed: %s", mirror, exc)
-
-
-def chown_tree(root: Path, uid: int, gid: int) -> None:
-    for dirpath, dirnames, filenames in os.walk(root):
-        os.chown(dirpath, uid, gid)
-        for name in filenames + dirnames:
-            try:
-                os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
-            except FileNotFoundError:
-                pass

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.identities import SERVICES_USER, IdentityError, check_services_user, ensure_user
+
 
 @dataclass(frozen=True)
 class RunAs:
@@ -28,12 +30,19 @@ class RunAs:
 
     @classmethod
     def for_agent(cls, configured: str | None) -> "RunAs":
-        """Never root: the configured user whenever one is set (under systemd the
-        unprivileged reconciler switches to it with CAP_SETUID/CAP_SETGID); as root
-        without one, `nobody`; otherwise the agent's own user."""
+        """Never root, never a uid of Berth's own processes: the configured user whenever
+        one is set (under systemd the unprivileged reconciler switches to it with
+        CAP_SETUID/CAP_SETGID); as root without one, `berth-svc` (made if missing);
+        otherwise (development, not root) the agent's own user."""
         if configured is None and os.geteuid() != 0:
             return cls()
-        entry = pwd.getpwnam(configured or "nobody")
+        try:
+            entry = pwd.getpwnam(configured) if configured else ensure_user(SERVICES_USER)
+            check_services_user(entry)
+        except KeyError:
+            raise SystemExit(f"--services-user {configured!r}: no such user") from None
+        except IdentityError as exc:
+            raise SystemExit(str(exc)) from None
         return cls(entry.pw_uid, entry.pw_gid, entry.pw_name)
 
 

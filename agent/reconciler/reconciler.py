@@ -60,6 +60,7 @@ class Reconciler:
         self.state_dir = settings.state_dir
         self.store = Store(settings.state_dir / "agent.sqlite3")
         self.run_as = RunAs.for_agent(settings.services_user)
+        self.file_repo_roots = settings.file_repo_roots
         self.base_env = {k: os.environ[k] for k in BASE_ENV_KEYS if k in os.environ}
         self.base_env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
         self.timeouts = timeouts or Timeouts(

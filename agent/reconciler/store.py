@@ -10,13 +10,14 @@ byte: it holds the credential and the desired state with its secret values.
 """
 
 import json
-import os
 import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from agent.privatefiles import private_sqlite
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -55,11 +56,7 @@ class ProcessRecord:
 
 class Store:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-        for part in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-            if part.exists():
-                part.chmod(0o600)
+        private_sqlite(path)  # before SQLite writes: its -wal/-shm inherit the 0600
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")

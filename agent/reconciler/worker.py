@@ -29,12 +29,14 @@ from subprocess import Popen
 from typing import Any, Protocol
 
 from agent.bus.messages import Route
-from agent.reconciler import gitsync, health, planner, process
+from agent.reconciler import gitsync, health, ownership, planner, process
 from agent.reconciler.planner import ServiceView
 from agent.reconciler.policy import Backoff, ServiceStatus, service_env
 from agent.reconciler.process import RunAs
 from agent.reconciler.store import ProcessRecord, Store
+from agent.schema import ValidationError
 from agent.schema.document import DesiredService
+from agent.schema.stack import check_repo_source
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,7 @@ class Timeouts:
 class WorkerContext(Protocol):
     store: Store
     state_dir: Path
+    file_repo_roots: tuple[str, ...]
     run_as: RunAs
     base_env: dict[str, str]
     timeouts: Timeouts
@@ -352,11 +355,19 @@ class ServiceWorker:
         )
 
     def _prepare_release(self, t: Target) -> Path:
-        mirror = gitsync.ensure_commit(self.ctx.state_dir / "git", t.svc.spec.repo, t.svc.commit)
+        try:  # the control plane checked it too; a document that skipped it meets this
+            check_repo_source(t.svc.spec.repo, self.ctx.file_repo_roots, "repo")
+        except ValidationError as exc:
+            raise gitsync.GitError(f"refusing to clone {t.svc.spec.repo}: {exc}") from None
+        git_dir = self.ctx.state_dir / "git"
+        ownership.make_private_dir(git_dir)  # mirrors: the reconciler's alone
+        mirror = gitsync.ensure_commit(git_dir, t.svc.spec.repo, t.svc.commit)
         release = self._release_dir(t)
+        if not (release / ".git").exists():  # checked out afresh: never built
+            ownership.forget_builds(self.ctx.state_dir, self.name, t.svc.commit)
         gitsync.checkout_release(mirror, t.svc.commit, release)
         if self.ctx.run_as.uid is not None:
-            gitsync.chown_tree(release, self.ctx.run_as.uid, self.ctx.run_as.gid or 0)
+            ownership.chown_tree(release, self.ctx.run_as.uid, self.ctx.run_as.gid or 0)
         os.utime(release)  # most recently used: kept longest
         return release
 
@@ -372,8 +383,8 @@ class ServiceWorker:
         return env
 
     async def _build(self, t: Target, release: Path) -> tuple[bool, str]:
-        marker = release / f".berth-built-{t.build_key}"
-        if not t.svc.spec.build.strip() or marker.exists():
+        built = ownership.is_built(self.ctx.state_dir, self.name, t.svc.commit, t.build_key)
+        if not t.svc.spec.build.strip() or built:
             return True, "no build needed"
         self.ctx.event("build", f"build started for {t.svc.commit[:12]}", self.name)
         env = service_env(self.ctx.base_env, t.urls, t.svc, 0)
@@ -386,7 +397,7 @@ class ServiceWorker:
             t.svc.spec.build, release, env, build_log, self.ctx.run_as, self.ctx.timeouts.build_s
         )
         if ok:
-            marker.touch()
+            ownership.mark_built(self.ctx.state_dir, self.name, t.svc.commit, t.build_key)
             self.ctx.event(
                 "build", f"build succeeded in {time.monotonic() - started:.1f} s", self.name
             )
@@ -565,6 +576,7 @@ class ServiceWorker:
         for d in dirs[self.ctx.keep_releases :]:
             if d.name not in keep:
                 shutil.rmtree(d, ignore_errors=True)
+                ownership.forget_builds(self.ctx.state_dir, self.name, d.name)
                 removed = True
         if removed and self.target is not None:
             gitsync.prune_worktrees(

@@ -5,7 +5,9 @@ once, here, at the boundary. Each error names the field (``services[0].port``) a
 what would be valid. Unknown keys are refused so that a typo never silently does nothing.
 """
 
+import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -200,6 +202,39 @@ def check_repo_url(url: str, where: str) -> str:
         where,
         "must be a git URL using https://, http://, ssh://, git://, file:// or git@host:path",
     )
+
+
+def check_repo_source(url: str, file_roots: Sequence[str], where: str) -> str:
+    """`check_repo_url`, plus this server's rule for local repositories: a ``file://`` URL
+    must name a directory under one of `file_roots` (the operator's list), after symlinks
+    are resolved. Both the control plane (on save and refresh) and the agent (before each
+    clone) apply it, so a document that skipped one still meets the other."""
+    url = check_repo_url(url, where)
+    if not url.startswith("file://"):
+        return url
+    if not url.startswith("file:///") or any(c in url for c in "%?#\\"):
+        raise ValidationError(where, "a file:// URL must be file:///absolute/path, unescaped")
+    path = os.path.realpath(url.removeprefix("file://"))
+    for root in file_roots:
+        top = os.path.realpath(root)
+        if path == top or path.startswith(top.rstrip("/") + "/"):
+            return url
+    if not file_roots:
+        raise ValidationError(
+            where,
+            "local file:// repositories are not allowed on this server; the operator can allow "
+            "directories with --allow-file-repos DIR",
+        )
+    raise ValidationError(
+        where, f"{path} is outside the directories allowed for file:// repositories "
+        f"({', '.join(file_roots)})",
+    )  # fmt: skip
+
+
+def check_repo_sources(spec: "StackSpec", file_roots: Sequence[str]) -> None:
+    """`check_repo_source` for every service of `spec` (the error names the service)."""
+    for i, svc in enumerate(spec.services):
+        check_repo_source(svc.repo, file_roots, f"services[{i}].repo")
 
 
 def _check_path(raw: str, where: str) -> str:

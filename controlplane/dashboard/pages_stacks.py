@@ -118,7 +118,7 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
         errors = dict(parsed.errors)
         if not errors:
             try:
-                spec = stacks.validate(parsed.body)
+                spec = stacks.validate(parsed.body, dash.ctx.settings.file_repo_roots)
                 commits = await stacks.resolve(spec)
                 prepared = Prepared(spec, commits)
                 if stack is None:
@@ -154,7 +154,9 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
     async def refresh_stack(stack_id: str) -> ResponseReturnValue:
         await load_stack(dash, stack_id)
         try:
-            stack, changed = await stacks.refresh(db, stack_id, "refresh")
+            stack, changed = await stacks.refresh(
+                db, stack_id, "refresh", dash.ctx.settings.file_repo_roots
+            )
         except ApiError as exc:
             return await _overview_error(stack_id, exc)
         if changed:

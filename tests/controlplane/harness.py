@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,8 @@ class ControlPlane:
         self._log = self.log_path.open("ab")  # a restart on the same port keeps the old log
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agent.cli", "controlplane", "serve",
-             "--db", db_url, "--bind", f"127.0.0.1:{self.port}", *extra],
+             "--db", db_url, "--bind", f"127.0.0.1:{self.port}",
+             "--allow-file-repos", tempfile.gettempdir(), *extra],
             cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         self._wait_ready()

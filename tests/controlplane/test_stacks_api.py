@@ -251,3 +251,21 @@ def test_git_push_webhook_verified_by_hmac(
     # an unknown stack looks the same as a bad signature
     resp = requests.post(f"{server_url}/api/v1/hooks/git/nope", data=body, headers=good, timeout=30)
     assert resp.status_code == 401
+
+
+def test_file_repos_only_from_the_operators_directories(api: Api, repo: Path, unique: str) -> None:
+    """Issue 15.4: a file:// repo outside --allow-file-repos (here the temp directory) is
+    refused, even with a 40-hex ref that skips `git ls-remote`; escapes by `..`, escapes
+    and symlinks are resolved first."""
+    head = git(repo, "rev-parse", "HEAD")
+    link = repo.parent / f"link-{unique}"
+    link.symlink_to("/root")
+    for url in ("file:///root/secret-repo", f"file://{repo}" + "/.." * 12 + "/root/secret",
+                f"file://{link}/secret", f"file://{repo}%2f..%2f..%2froot"):  # fmt: skip
+        body = stack_body(f"fr-{unique}", repo)
+        body["services"][0].update(repo=url, ref=head)
+        resp = api.post("/stacks", json=body)
+        assert resp.status_code == 422, (url, resp.text)
+        assert resp.json()["field"] == "services[0].repo"
+    created = create(api, stack_body(f"fr-{unique}", repo))  # the temp directory is allowed
+    assert created["version"] == 1

@@ -35,6 +35,12 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 SERVICES = [u for u in AGENT_UNITS if u.endswith(".service")]
 UNPRIVILEGED = ("berth-proxy.service", "berth-internal-proxy.service", "berth-dns.service")
 PROXY_PORT = 8080
+ASK_FIREWALL = (
+    "from pathlib import Path; from agent.bus import BusEndpoints; "
+    "from agent.bus.firewall import FirewallClient, StatusRequest; "
+    "r = FirewallClient(BusEndpoints(Path('/run/berth'))).request(StatusRequest(), 10); "
+    "print(r.ok, r.field)"
+)
 API_TEXT = "Hello from the api service"
 
 
@@ -183,6 +189,25 @@ def test_one_line_install_to_uninstall(world: tuple[Server, ControlPlane, str]) 
         assert int(proc_status(server, main_pid(server, unit))["CapEff"], 16) & ~(1 << 10) == 0
     cred = server.exec(["stat", "-c", "%a %U", "/var/lib/berth/agent.sqlite3"], check=True)
     assert cred.stdout.split() == ["600", "berth"]
+    for side in ("-wal", "-shm"):  # issue 15.2: the credential is in the WAL too
+        mode = server.exec(["stat", "-c", "%a", f"/var/lib/berth/agent.sqlite3{side}"])
+        assert mode.stdout.strip() in ("", "600"), (side, mode.stdout)
+    # issue 15.5: the helper's socket has a group of its own, with the reconciler only, and
+    # a process as the external proxy's user, handed that group anyway, is refused
+    sock = server.exec(["stat", "-c", "%a %G", "/run/berth/firewall.sock"], check=True)
+    assert sock.stdout.split() == ["660", "berth-firewall"]
+    assert "berth-firewall" in server.exec(["id", "-nG", "berth"], check=True).stdout.split()
+    assert (
+        "berth-firewall"
+        not in proc_status(server, main_pid(server, "berth-proxy.service"))["Groups"]
+    )
+    proxy_uid = proc_status(server, main_pid(server, "berth-proxy.service"))["Uid"].split()[0]
+    gids = [server.exec(["getent", "group", g], check=True).stdout.split(":")[2]
+            for g in ("berth", "berth-firewall")]  # fmt: skip
+    asked = server.exec(["setpriv", f"--reuid={proxy_uid}", f"--regid={gids[0]}",
+                         f"--groups={','.join(gids)}", "/opt/berth/venv/bin/python", "-c",
+                         ASK_FIREWALL])  # fmt: skip
+    assert asked.stdout.split() == ["False", "peer"], f"{asked.stdout}\n{asked.stderr}"
 
     wait_until("the stack served from outside", lambda: serving(server), 120)
     services = service_pids(server)
@@ -236,12 +261,15 @@ def test_one_line_install_to_uninstall(world: tuple[Server, ControlPlane, str]) 
 
     # --- uninstall: no units, users, rules or DNS changes left ----------------------------
     gone = sh(server, f"curl -fsSL {cp.url}/uninstall.sh | sh -s -- --purge", timeout=300)
-    assert gone.returncode == 0, f"{gone.stdout}\n{gone.stderr}"
+    assert gone.returncode == 0, (
+        f"{gone.stdout}\n{gone.stderr}\n" + server.exec("ps -eo pid,ppid,pgid,user,cmd").stdout
+    )
     assert server.exec("systemctl list-units --all --no-legend 'berth*'").stdout.strip() == ""
     assert server.exec("ls /etc/systemd/system | grep berth").stdout == ""
     for name in ("berth", "berth-svc"):
         assert server.exec(["getent", "passwd", name]).returncode != 0
-    assert server.exec(["getent", "group", "berth"]).returncode != 0
+    for group in ("berth", "berth-firewall"):
+        assert server.exec(["getent", "group", group]).returncode != 0
     assert server.exec(["nft", "-s", "list", "ruleset"], check=True).stdout == nft_before
     assert server.exec(["cat", "/etc/hosts"], check=True).stdout == hosts_before
     left = server.exec("ls -d /opt/berth /etc/berth /run/berth /var/lib/berth* "

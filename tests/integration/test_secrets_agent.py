@@ -87,9 +87,10 @@ def test_a_secret_reaches_the_service_and_never_its_shipped_logs(xprocess, works
     state = workspace / "agent"
     log = (workspace / "reconciler.log").open("wb")
     argv = [sys.executable, "-m", "agent.cli", "agent", "reconciler", "--control-plane", cp.url,
-            "--token", token, "--state-dir", str(state), "--run-dir", str(workspace / "run"),
-            "--stop-services-on-exit"]  # fmt: skip
-    agent = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            "--state-dir", str(state), "--run-dir", str(workspace / "run"),
+            "--allow-file-repos", str(workspace), "--stop-services-on-exit"]  # fmt: skip
+    env = {**os.environ, "BERTH_INSTALL_TOKEN": token}  # never on argv
+    agent = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)  # fmt: skip
     db = Path(parse_db_url(cp.db).sync_url.database or "")
     try:
         env_of = lambda: requests.get(f"http://127.0.0.1:{port}/env", timeout=2).text  # noqa: E731
@@ -121,7 +122,7 @@ def test_a_secret_reaches_the_service_and_never_its_shipped_logs(xprocess, works
         if os.geteuid() == 0:
             import pwd
 
-            assert st.st_uid == pwd.getpwnam("nobody").pw_uid
+            assert st.st_uid == pwd.getpwnam("berth-svc").pw_uid
         assert stat.S_IMODE((state / "agent.sqlite3").stat().st_mode) == 0o600
 
         # a changed secret redeploys the service that uses it
@@ -137,7 +138,7 @@ def test_a_secret_reaches_the_service_and_never_its_shipped_logs(xprocess, works
         # remembers the values it redacted (in its 0600 store)
         terminate(agent, 30)
         before = shipped("run").count("plain [secret:DB_URL]")
-        agent = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        agent = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)  # fmt: skip
         wait_until("the log's backlog shipped again",
                    lambda: shipped("run").count("plain [secret:DB_URL]") >= before + 2)  # fmt: skip
         wait_until("the service to run again", lambda: env_of() == v2, 180)

@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,8 @@ def start_controlplane(xprocess: Any, name: str, workdir: Path, port: int) -> Co
             f"127.0.0.1:{port}",
             "--public-url",
             url,
+            "--allow-file-repos",  # the tests' repositories live under the temp directory
+            tempfile.gettempdir(),
         ]
         timeout = 60
         terminate_on_interrupt = True
@@ -87,14 +90,17 @@ def agent_argv(
     """A test's `berth agent run-all` (creates its state directory): as root in a private
     mount namespace with its own /etc/hosts (hosts wiring)."""
     state_dir.mkdir(parents=True, exist_ok=True)
+    token_file = state_dir / "install-token"  # never on a command line (issue 15.6)
+    token_file.touch(mode=0o600)
+    token_file.write_text(token)
     argv = [
         *BERTH,
         "agent",
         "run-all",
         "--control-plane",
         cp_url,
-        "--token",
-        token,
+        "--token-file",
+        str(token_file),
         "--state-dir",
         str(state_dir),
         "--proxy-bind",
@@ -106,6 +112,8 @@ def agent_argv(
         "--dns-wiring",
         "hosts",
         "--stop-services-on-exit",
+        "--allow-file-repos",
+        tempfile.gettempdir(),
     ]
     if os.geteuid() == 0:
         argv = [*private_hosts_prefix(state_dir), *argv]

@@ -13,6 +13,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
+from agent.dns.privileges import target_user
 from tests.agent.dns.helpers import Responder, ThreadPublisher
 
 NOERROR, NXDOMAIN, REFUSED, FORMERR = (
@@ -154,7 +155,8 @@ def test_drops_root_after_binding(responder: Responder) -> None:
         pytest.skip("only a root-started responder drops privileges")
     status = Path(f"/proc/{responder.proc.pid}/status").read_text()
     uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
-    assert uids == ["65534"] * 4  # berth-dns does not exist here: nobody; no way back
+    # berth-dns (made by the installer or by `run-all` as root), else nobody; no way back
+    assert uids == [str(target_user().pw_uid)] * 4 and uids[0] != "0"
     groups = next(line for line in status.splitlines() if line.startswith("Groups:")).split()[1:]
     assert groups == []
 

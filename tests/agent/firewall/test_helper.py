@@ -81,3 +81,73 @@ def test_tunnel_state_from_the_metrics_ready_endpoint(fw):  # type: ignore[no-un
     assert (
         json.loads(FirewallReply(True, "status", status).to_json())["status"]["exposure"] == "none"
     )
+
+
+# a client that drops root to another identity first (the interpreter, under /root, is
+# not readable by other users: switch after loading it, as the proxies do)
+ASK_STATUS = """
+import json, os, sys
+from agent.bus import BusEndpoints
+from agent.bus.firewall import FirewallClient, FirewallUnavailable, StatusRequest
+uid, gid, groups = int(sys.argv[2]), int(sys.argv[3]), [int(g) for g in sys.argv[4:]]
+os.setgroups(groups)
+os.setgid(gid)
+os.setuid(uid)
+try:
+    reply = FirewallClient(BusEndpoints(__import__("pathlib").Path(sys.argv[1]))).request(
+        StatusRequest(), 2.0)
+    print(json.dumps({"ok": reply.ok, "field": reply.field, "error": reply.error}))
+except FirewallUnavailable as exc:
+    print(json.dumps({"unavailable": str(exc)}))
+"""
+
+
+def test_only_root_and_the_reconciler_may_drive_the_helper(fw):  # type: ignore[no-untyped-def]
+    """Issue 15.5: the socket's group is the helper's own (the proxies' group `berth` cannot
+    even connect), and a process in the proxies' identity that is given that group anyway
+    is refused by its peer credentials."""
+    import grp
+    import pwd
+    import subprocess
+    import sys
+    import time
+
+    from agent.bus import BusEndpoints
+    from agent.bus.firewall import FirewallClient
+    from agent.identities import ensure_run_all_accounts
+    from tests.agent.firewall.conftest import REPO
+    from tests.support.dirs import world_dir
+
+    ensure_run_all_accounts()
+    proxy = pwd.getpwnam("berth-proxy")
+    fw_gid = grp.getgrnam("berth-firewall").gr_gid
+    with world_dir("berth-fw-") as d:
+        run = d / "run"
+        argv = [sys.executable, "-m", "agent.firewall", "--state-dir", str(d / "state"),
+                "--run-dir", str(run)]  # fmt: skip
+        with (d / "helper.log").open("wb") as log:
+            proc = fw.net.popen(fw.net.srv, argv, stderr=log, cwd=REPO)
+        sock = run / "firewall.sock"
+        deadline = time.monotonic() + 15
+        while not sock.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                d / "helper.log"
+            ).read_text()
+            time.sleep(0.05)
+        assert sock.stat().st_gid == fw_gid and stat.S_IMODE(sock.stat().st_mode) == 0o660
+
+        def ask(extra_groups: list[int]) -> dict:  # type: ignore[type-arg]
+            ids = [str(i) for i in (proxy.pw_uid, proxy.pw_gid, *extra_groups)]
+            out = subprocess.run(
+                [sys.executable, "-c", ASK_STATUS, str(run), *ids], cwd=REPO,
+                capture_output=True, text=True, timeout=30, check=True,
+            )  # fmt: skip
+            return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+        assert "unavailable" in ask([])  # group `berth` only: the socket stays shut
+        refused = ask([fw_gid])
+        assert refused["ok"] is False and refused["field"] == "peer", refused
+        assert f"uid {proxy.pw_uid}" in refused["error"]
+        root = FirewallClient(BusEndpoints(run)).request(StatusRequest(), 5.0)
+        assert root.ok
+        fw.net.stop(proc)

@@ -3,6 +3,7 @@ documents are handed to it directly, as the poll loop would)."""
 
 import asyncio
 import os
+import shutil
 import signal
 import time
 import urllib.request
@@ -18,6 +19,7 @@ from agent.schema.document import build_document
 from agent.settings import AgentSettings
 from tests.support.dirs import world_dir
 from tests.support.gitrepo import APP, commit_files, init_repo
+from tests.support.ports import free_port
 
 
 @pytest.fixture
@@ -69,7 +71,9 @@ async def until(cond, timeout=20.0):
 
 
 def make(workspace):
-    settings = AgentSettings(state_dir=workspace / "state", run_dir=workspace / "run")
+    settings = AgentSettings(
+        state_dir=workspace / "state", run_dir=workspace / "run", file_repo_roots=(str(workspace),)
+    )
     return Reconciler(
         settings, timeouts=Timeouts(deploy_s=8, build_s=20, drain_s=2, stop_grace_s=3)
     )
@@ -239,3 +243,68 @@ def test_a_newer_commit_supersedes_a_running_build(workspace):
         await r.publisher.close()
 
     asyncio.run(scenario())
+
+
+def test_build_symlinks_touch_nothing_of_roots_and_mirrors_stay_private(workspace):
+    """Issues 15.3 and 15.4, as root: a build plants symlinks where the build marker used to
+    be and elsewhere in its tree; the reconciler creates and chowns nothing through them
+    (also when it reuses the release). Mirrors are the reconciler's alone, and a document
+    naming a file:// repo outside the allowed directories is refused by the agent itself."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: builds run as another user")
+    from agent.reconciler.policy import build_key
+    from agent.schema.document import parse_document
+
+    repo = init_repo(workspace / "repo")
+    c1 = commit_files(repo, {"app.py": APP, "version.txt": "v1"})
+    root_only = workspace / "root-only"
+    root_only.mkdir(mode=0o700)
+    victim = root_only / "created-by-root"  # must never come to exist
+    root_file = workspace / "root-file"
+    root_file.write_text("root's")
+    root_file.chmod(0o600)
+    name_file = workspace / "marker-name"
+    build = (
+        f'ln -s {victim} "$(cat {name_file})" && ln -s {root_file} link && '
+        f"mkdir sub && ln -s {root_only} sub/dirlink"
+    )
+    doc1 = document(repo, c1, 1, build=build)
+    key = build_key(parse_document(doc1).services[0])
+    name_file.write_text(f".berth-built-{key}")  # where the marker used to be touched
+    name_file.chmod(0o644)
+    elsewhere = init_repo(Path(str(workspace) + "-elsewhere"))  # outside the allowed dirs
+    try:
+        c_other = commit_files(elsewhere, {"app.py": APP, "version.txt": "other"})
+
+        async def scenario():
+            r = make(workspace)
+            task = asyncio.create_task(r.run())
+            await asyncio.sleep(0.1)
+            r.accept_document(doc1)
+            await until(lambda: r.stack_status()[0] == "applied")
+            w = r.workers["app"]
+            release = Path(w.current.rec.release_dir)
+            # a new config on the same commit reuses (and re-chowns) the built release
+            port2 = free_port()
+            r.accept_document(document(repo, c1, 2, build=build, port=port2))
+            await until(lambda: r.stack_status()[0] == "applied" and w.current.rec.port == port2)
+            assert Path(w.current.rec.release_dir) == release
+            r.accept_document(document(elsewhere, c_other, 3))
+            await until(lambda: r.stack_status()[0] == "degraded")
+            reasons = r.stack_status()[1]
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await r.publisher.close()
+            return r.run_as, release, reasons
+
+        run_as, release, reasons = asyncio.run(scenario())
+    finally:
+        shutil.rmtree(elsewhere.parent / elsewhere.name, ignore_errors=True)
+    assert not victim.exists()
+    assert root_file.stat().st_uid == 0 and root_only.stat().st_uid == 0
+    assert (release / "link").lstat().st_uid == run_as.uid  # the link itself, not its target
+    assert (workspace / "state" / "build-markers" / "app" / c1 / key).is_file()
+    assert not list(release.glob(".berth-built-*"))[0].exists()  # our symlink, never followed
+    git_dir = workspace / "state" / "git"
+    assert git_dir.stat().st_mode & 0o077 == 0 and git_dir.stat().st_uid == 0
+    assert any("outside the directories allowed" in reason for reason in reasons), reasons
