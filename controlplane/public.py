@@ -23,7 +23,7 @@ from controlplane.context import AppContext
 from controlplane.errors import NotFound
 
 URL_PLACEHOLDER = "@BERTH_CONTROL_PLANE@"
-_DIST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_DIST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 _DIST_TYPES = {".whl": "application/zip", ".gz": "application/gzip"}
 
 
@@ -38,7 +38,7 @@ def dist_files(wheelhouse: Path) -> list[str]:
     """The servable file names of the wheelhouse, sorted."""
     try:
         return sorted(
-            p.name for p in wheelhouse.iterdir() if p.is_file() and _DIST_NAME.match(p.name)
+            p.name for p in wheelhouse.iterdir() if p.is_file() and _DIST_NAME.fullmatch(p.name)
         )
     except FileNotFoundError:
         return []
@@ -90,7 +90,7 @@ def blueprint(ctx: AppContext) -> Blueprint:
     @bp.get("/dist/<name>")
     async def dist_file(name: str) -> Response:
         root = wheelhouse()
-        if not _DIST_NAME.match(name) or name not in dist_files(root):
+        if not _DIST_NAME.fullmatch(name) or name not in dist_files(root):
             raise NotFound(f"no package {name!r} here; the list is at /dist/")
         kind = _DIST_TYPES.get(Path(name).suffix, "application/octet-stream")
         return await send_file(root / name, mimetype=kind, as_attachment=False)

@@ -128,6 +128,11 @@ BAD_INPUTS = [
     ("services.0.run", _DELETE, 422, "services[0].run"),
     ("security_mode", "wide-open", 422, "security_mode"),
     ("poll_interval_s", -1, 422, "poll_interval_s"),
+    # NUL bytes (the agent looped on "embedded null byte") and trailing newlines
+    ("services.0.env", {"GREETING": "hi\x00"}, 422, "services[0].env.GREETING"),
+    ("services.0.run", "python3 app.py\x00", 422, "services[0].run"),
+    ("services.0.name", "api\n", 422, "services[0].name"),
+    ("services.0.path", "/x\n", 422, "services[0].path"),
     ("proxy.port", 22, 422, "proxy.port"),
 ]
 
