@@ -37,9 +37,17 @@ def _secure() -> bool:
     return request.scheme == "https" or request.headers.get("X-Forwarded-Proto") == "https"
 
 
-def _safe_next(raw: str | None) -> str:
-    """Only a local path: never send a fresh login to another site."""
-    if not raw or not raw.startswith("/") or raw.startswith("//") or "\\" in raw:
+def safe_next(raw: str | None) -> str:
+    """Only a local path, judged after parsing: never send a fresh login to another site.
+
+    Browsers drop tabs and newlines from a Location and read a backslash as a slash, so
+    `/\t/host` or `/\\host` would become `//host`. Anything but printable ASCII (no
+    space, no backslash), or a value that parses with a scheme or host, falls back to "/".
+    """
+    if not raw or any(not "!" <= c <= "~" or c == "\\" for c in raw):
+        return "/"
+    parts = urlsplit(raw)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/") or raw.startswith("//"):
         return "/"
     return raw
 
@@ -96,7 +104,7 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
             status,
             error=error,
             name=name,
-            next=_safe_next(request.args.get("next")),
+            next=safe_next(request.args.get("next")),
         )
         resp = Response(html, status=code, content_type="text/html; charset=utf-8")
         resp.set_cookie(
@@ -108,7 +116,7 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
     @bp.get("/login")
     async def login() -> Response:
         if await users.lookup_session(db, request.cookies.get(SESSION_COOKIE)):
-            return redirect(_safe_next(request.args.get("next")))  # type: ignore[return-value]
+            return redirect(safe_next(request.args.get("next")))  # type: ignore[return-value]
         return await login_page()
 
     @bp.post("/login")
@@ -131,7 +139,7 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
             return await login_page("Wrong user name or password.", name, 401)
         await dash.throttle.success(*keys)
         token, session = await users.open_session(db, user)
-        resp = redirect(_safe_next(form.get("next")))
+        resp = redirect(safe_next(form.get("next")))
         resp.set_cookie(
             SESSION_COOKIE, token, max_age=int(users.SESSION_TTL.total_seconds()),
             httponly=True, samesite="Lax", secure=_secure(), path="/",
