@@ -25,7 +25,9 @@ DEFAULT_HEALTH_START_PERIOD_S = 0.0
 # Patterns are applied with `fullmatch`: `$` would also match before a final newline
 # ("api\n"), and a newline in a name or path must never pass.
 _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-_DNS_SUFFIX = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
+_DNS_SUFFIX = re.compile(
+    r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
+)
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 _SCP_LIKE = re.compile(r"[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+")  # git@host:path
 _URL_SCHEMES = ("https://", "http://", "ssh://", "git://", "file://")

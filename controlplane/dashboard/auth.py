@@ -5,9 +5,11 @@
 - CSRF: every POST carries `csrf_token`, compared in constant time with the session's.
   The login form, which has no session yet, uses a double-submit cookie instead. A POST
   whose Origin header names another site is refused as well.
-- Throttling: failures count per user name and per client address, in the database so
-  every control-plane process shares the count (`login_failures`); once
-  throttled, the form answers 429 with the wait, without checking the password at all.
+- Throttling: attempts count per (user name, client address), per address and per user
+  over all addresses (a ceiling), in the database so every control-plane process shares
+  the count (`login_failures`, `throttle`). An attempt is counted before its password is
+  checked, atomically; once throttled, the form answers 429 with the wait, without
+  checking the password at all.
 """
 
 import hmac
@@ -18,6 +20,7 @@ from quart import Blueprint, Response, abort, g, redirect, request
 
 from controlplane.dashboard import users
 from controlplane.dashboard.common import Dashboard, render
+from controlplane.dashboard.throttle import login_keys
 
 SESSION_COOKIE = "berth_session"
 LOGIN_CSRF_COOKIE = "berth_login_csrf"
@@ -127,15 +130,14 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
         cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
         if not cookie or not hmac.compare_digest(form.get("csrf_token", ""), cookie):
             return await login_page("The form expired; please try again.", name, 400)
-        keys = (f"user:{name.lower()}", f"addr:{request.remote_addr}")
-        wait = await dash.throttle.retry_after(*keys)
+        keys = login_keys(name.lower(), request.remote_addr or "-")
+        wait = await dash.throttle.begin(*keys)  # counts this attempt, or refuses it
         if wait > 0:
             return await login_page(
                 f"Too many failed attempts. Try again in {int(wait) + 1} s.", name, 429
             )
         user = await users.authenticate(db, name, password)
         if user is None:
-            await dash.throttle.failure(*keys)
             return await login_page("Wrong user name or password.", name, 401)
         await dash.throttle.success(*keys)
         token, session = await users.open_session(db, user)

@@ -33,9 +33,9 @@ def test_brackets_inside_strings_do_not_count() -> None:
                                   "/agent/heartbeat", "/stacks"])  # fmt: skip
 def test_deep_json_is_400_without_traceback(
     server: ControlPlane,
-    enrolled: dict[str, Any],
+    enrolled: dict[str, Any],  # noqa: F811
     admin_token: str,
-    path: str,  # noqa: F811
+    path: str,
 ) -> None:
     token = admin_token if path == "/stacks" else enrolled["credential"]
     resp = Api(server.url, token).post(
