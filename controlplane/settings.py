@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from controlplane.deliveries import DEFAULT_WEBHOOKS_PER_MINUTE
 from controlplane.enrollment import DEFAULT_INSTALL_TOKEN_TTL_S
 from controlplane.longpoll import DEFAULT_INTERVAL_S
 
@@ -23,3 +24,5 @@ class ServerSettings:
     # answer agents' 304 polls and heartbeats before Quart (controlplane/fastpath.py);
     # off only to compare the two paths
     fast_path: bool = True
+    # abuse limits and retention (issue 15; docs/api.md "Limits")
+    webhooks_per_minute: int = DEFAULT_WEBHOOKS_PER_MINUTE  # per stack
