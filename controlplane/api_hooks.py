@@ -32,7 +32,7 @@ def verify_signature(secret: str, body: bytes, header: str | None) -> bool:
 
 def blueprint(ctx: AppContext) -> Blueprint:
     bp = Blueprint("api_hooks", __name__)
-    guard = DeliveryGuard(ctx.db, ctx.settings.webhooks_per_minute)
+    guard = DeliveryGuard(ctx.db, ctx.settings.limits.webhooks_per_minute)
 
     @bp.post("/git/<stack_id>")
     async def git_push(stack_id: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import os
 import sys
 
 from agent.logs import setup_logging
-from controlplane import enrollment, migrate
+from controlplane import enrollment, limits, migrate
 from controlplane.db import Database
 from controlplane.dburl import DEFAULT_DB_URL, parse_db_url
 from controlplane.models import iso
@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="serve agents' polls and heartbeats through the full app only "
                        "(for comparisons)")  # fmt: skip
 
+    limits.add_arguments(serve)
+
     mig = sub.add_parser("migrate", help="create or upgrade the database schema")
     _add_db(mig)
 
@@ -115,7 +117,7 @@ def main(argv: list[str]) -> int:
         settings = ServerSettings(
             db_url=args.db, bind=args.bind, public_url=args.public_url,
             install_token_ttl_s=args.install_token_ttl, wheelhouse=args.wheelhouse,
-            fast_path=args.fast_path,
+            fast_path=args.fast_path, limits=limits.from_args(args),
         )  # fmt: skip
         if args.workers > 1:
             from controlplane.workers import serve_workers

@@ -22,9 +22,9 @@ from sqlalchemy.exc import IntegrityError
 
 from controlplane.db import Database
 from controlplane.errors import TooManyRequests
+from controlplane.limits import DEFAULT_WEBHOOKS_PER_MINUTE
 from controlplane.models import WebhookDelivery
 
-DEFAULT_WEBHOOKS_PER_MINUTE = 20
 DEDUP_TTL_S = 7 * 24 * 3600.0  # git hosts redeliver by hand for days; replays are no use
 WINDOW_S = 60.0
 DELIVERY_HEADERS = ("X-GitHub-Delivery", "X-Gitea-Delivery", "X-Gitlab-Event-UUID")

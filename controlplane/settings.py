@@ -2,8 +2,8 @@
 
 from dataclasses import dataclass
 
-from controlplane.deliveries import DEFAULT_WEBHOOKS_PER_MINUTE
 from controlplane.enrollment import DEFAULT_INSTALL_TOKEN_TTL_S
+from controlplane.limits import Limits
 from controlplane.longpoll import DEFAULT_INTERVAL_S
 
 DEFAULT_BIND = "127.0.0.1:8000"
@@ -25,4 +25,4 @@ class ServerSettings:
     # off only to compare the two paths
     fast_path: bool = True
     # abuse limits and retention (issue 15; docs/api.md "Limits")
-    webhooks_per_minute: int = DEFAULT_WEBHOOKS_PER_MINUTE  # per stack
+    limits: Limits = Limits()
