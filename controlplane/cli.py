@@ -54,7 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_db(serve)
     serve.add_argument("--bind", default=DEFAULT_BIND, metavar="HOST:PORT")
     serve.add_argument(
-        "--public-url", metavar="URL", help="URL agents use (default: from the request)"
+        "--public-url",
+        metavar="URL",
+        help="URL agents use (default: from the request; /install.sh needs it set)",
     )
     serve.add_argument("--install-token-ttl", type=float, default=enrollment.DEFAULT_INSTALL_TOKEN_TTL_S,
                        metavar="SECONDS", help="install token lifetime (default %(default)g)")  # fmt: skip
