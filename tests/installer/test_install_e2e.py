@@ -220,7 +220,10 @@ def test_one_line_install_to_uninstall(world: tuple[Server, ControlPlane, str]) 
     # --- each component SIGKILLed (its whole cgroup): restarted by systemd, serving again --
     for unit in SERVICES:
         before = main_pid(server, unit)
-        server.exec(["systemctl", "kill", "-s", "KILL", unit], check=True)
+        killed = server.exec(["systemctl", "kill", "-s", "KILL", unit])
+        # systemd (252) sometimes reports EIO for the rest of the cgroup after killing the
+        # main process (a race in its cgroup walk): the restart below is what matters
+        assert killed.returncode == 0 or "auxiliary processes" in killed.stderr, killed.stderr
         wait_until(f"{unit} restarted", lambda u=unit, b=before: main_pid(server, u) not in (0, b)
                    and server.exec(["systemctl", "is-active", u]).stdout.strip() == "active", 60)  # fmt: skip
         wait_until(f"serving after killing {unit}", lambda: serving(server), 90)
