@@ -83,10 +83,6 @@ class LoginThrottle:
             await self._count_failure(keys)
         await self._prune()
 
-    async def clear(self, *keys: str) -> None:
-        async with self.db.write() as session:
-            await session.execute(delete(LoginFailure).where(LoginFailure.key.in_(keys)))
-
     async def _count_failure(
         self, keys: tuple[str, ...], *, only_if_allowed: bool = False
     ) -> float:
