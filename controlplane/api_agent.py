@@ -3,7 +3,8 @@ events.
 
 Every route but `register` authenticates the agent's credential; an agent can read only
 its own stack's document and write only its own instance's status, because the instance
-and stack come from the credential, never from the request.
+and stack come from the credential, never from the request. Events are bounded per
+instance per minute and kept only for the stack's own services (`ingest`).
 """
 
 import asyncio
@@ -11,7 +12,7 @@ from typing import Any
 
 from quart import Blueprint, Response, request
 
-from controlplane import enrollment, status, tokens
+from controlplane import enrollment, ingest, status, tokens
 from controlplane.context import AppContext
 from controlplane.directory import AgentIdentity
 from controlplane.errors import BadRequest, Unprocessable
@@ -21,6 +22,8 @@ from controlplane.httpjson import etag_matches, json_object, parse_wait, read_js
 def blueprint(ctx: AppContext) -> Blueprint:
     bp = Blueprint("api_agent", __name__)
     db = ctx.db
+    meter = ingest.IngestMeter(db, ctx.settings.limits)
+    retention = ingest.Retention(db, ctx.settings.limits)
 
     async def identify() -> AgentIdentity:
         return await ctx.directory.authenticate(tokens.bearer(request.headers.get("Authorization")))
@@ -75,8 +78,21 @@ def blueprint(ctx: AppContext) -> Blueprint:
     async def events() -> dict[str, Any]:
         ident = await identify()
         batch = status.parse_events(await read_json())
-        accepted = await status.record_events(db, ident.instance_id, ident.stack_id, batch)
-        return {"accepted": accepted}
+        await meter.charge(ident.instance_id, events=len(batch))
+        known = await ingest.known_services(ctx.directory, ident.stack_id)
+        refused = [
+            {"id": e.id, "field": f"events[{i}].service", "detail": "not a service of this stack"}
+            for i, e in enumerate(batch)
+            if ingest.unknown_service(e.service, known)
+        ]
+        kept = [e for e in batch if not ingest.unknown_service(e.service, known)]
+        await status.record_events(db, ident.instance_id, ident.stack_id, kept)
+        await retention.prune()
+        # every id may be forgotten by the agent: stored, or refused for good
+        answer: dict[str, Any] = {"accepted": list(dict.fromkeys(e.id for e in batch))}
+        if refused:
+            answer["refused"] = refused
+        return answer
 
     return bp
 

@@ -3,7 +3,9 @@
 The git host signs the raw body with the stack's secret (HMAC-SHA256, GitHub's
 ``X-Hub-Signature-256: sha256=<hex>``); an unsigned or wrongly signed call is 401 and
 does nothing. The payload itself is not trusted or needed: a push only tells us to look,
-and `git ls-remote` says what the refs are now. `verify_signature` is pure.
+and `git ls-remote` says what the refs are now. `verify_signature` is pure. A signed
+delivery is acted on once per delivery id and at most so often per stack
+(`deliveries.DeliveryGuard`): a replayed one answers `"duplicate": true`, a flood 429.
 """
 
 import hashlib
@@ -14,6 +16,7 @@ from quart import Blueprint, request
 
 from controlplane import stacks
 from controlplane.context import AppContext
+from controlplane.deliveries import DELIVERY_HEADERS, DeliveryGuard
 from controlplane.errors import NotFound, Unauthorized
 
 
@@ -29,6 +32,7 @@ def verify_signature(secret: str, body: bytes, header: str | None) -> bool:
 
 def blueprint(ctx: AppContext) -> Blueprint:
     bp = Blueprint("api_hooks", __name__)
+    guard = DeliveryGuard(ctx.db, ctx.settings.limits.webhooks_per_minute)
 
     @bp.post("/git/<stack_id>")
     async def git_push(stack_id: str) -> dict[str, Any]:
@@ -47,6 +51,9 @@ def blueprint(ctx: AppContext) -> Blueprint:
             )
         if request.headers.get("X-GitHub-Event") == "ping":
             return {"ok": True, "changed": False, "version": stack.version}
+        delivery_id = next(filter(None, map(request.headers.get, DELIVERY_HEADERS)), None)
+        if (await guard.admit(stack_id, delivery_id)).duplicate:
+            return {"ok": True, "changed": False, "version": stack.version, "duplicate": True}
         stack, changed = await stacks.refresh(
             ctx.db, stack_id, "webhook", ctx.settings.file_repo_roots
         )

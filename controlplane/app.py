@@ -6,6 +6,7 @@ Hypercorn and under Quart's test client.
 """
 
 import logging
+import math
 
 from quart import Quart, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -14,7 +15,7 @@ from controlplane import api_agent, api_hooks, api_user, dashboard, public
 from controlplane.context import AppContext
 from controlplane.db import Database
 from controlplane.dburl import parse_db_url
-from controlplane.errors import ApiError
+from controlplane.errors import ApiError, TooManyRequests
 from controlplane.settings import MAX_BODY_BYTES, ServerSettings
 
 log = logging.getLogger("controlplane")
@@ -45,7 +46,10 @@ def create_app(settings: ServerSettings) -> Quart:
 
     @app.errorhandler(ApiError)
     async def _api_error(exc: ApiError) -> tuple[Response, int]:
-        return jsonify(exc.as_dict()), exc.status
+        resp = jsonify(exc.as_dict())
+        if isinstance(exc, TooManyRequests):
+            resp.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+        return resp, exc.status
 
     @app.errorhandler(HTTPException)
     async def _http_error(exc: HTTPException) -> Response | tuple[Response, int]:

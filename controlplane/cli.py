@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from agent.logs import setup_logging
-from controlplane import enrollment, migrate
+from controlplane import enrollment, limits, migrate
 from controlplane.db import Database
 from controlplane.dburl import DEFAULT_DB_URL, DatabaseURL, parse_db_url
 from controlplane.models import iso
@@ -75,7 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_db(serve)
     serve.add_argument("--bind", default=DEFAULT_BIND, metavar="HOST:PORT")
     serve.add_argument(
-        "--public-url", metavar="URL", help="URL agents use (default: from the request)"
+        "--public-url",
+        metavar="URL",
+        help="URL agents use (default: from the request; /install.sh needs it set)",
     )
     serve.add_argument("--install-token-ttl", type=float, default=enrollment.DEFAULT_INSTALL_TOKEN_TTL_S,
                        metavar="SECONDS", help="install token lifetime (default %(default)g)")  # fmt: skip
@@ -91,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
                        "(for comparisons)")  # fmt: skip
 
     _add_key_file(serve)
+    limits.add_arguments(serve)
 
     mig = sub.add_parser("migrate", help="create or upgrade the database schema")
     _add_db(mig)
@@ -161,6 +164,7 @@ def main(argv: list[str]) -> int:
             install_token_ttl_s=args.install_token_ttl, wheelhouse=args.wheelhouse,
             fast_path=args.fast_path, secret_key_file=str(_key_path(args, db_url)),
             file_repo_roots=tuple(os.path.abspath(d) for d in args.allow_file_repos),
+            limits=limits.from_args(args),
         )  # fmt: skip
         if args.workers > 1:
             from controlplane.workers import serve_workers

@@ -51,5 +51,15 @@ class Unprocessable(ApiError):
     status, code = 422, "invalid_field"
 
 
+class TooManyRequests(ApiError):
+    """Over a rate limit: answered 429 with a Retry-After header (`app._api_error`)."""
+
+    status, code = 429, "rate_limited"
+
+    def __init__(self, detail: str, retry_after_s: float, *, field: str | None = None) -> None:
+        super().__init__(detail, field=field)
+        self.retry_after_s = retry_after_s
+
+
 def from_validation(exc: ValidationError) -> Unprocessable:
     return Unprocessable(exc.detail, field=exc.field, code="invalid_field")

@@ -4,6 +4,8 @@
 """
 
 import json
+import re
+from itertools import accumulate
 from typing import Any
 
 from quart import request
@@ -17,12 +19,31 @@ async def read_json(*, allow_empty: bool = False) -> Any:
     return parse_json_body(raw if isinstance(raw, bytes) else raw.encode(), allow_empty=allow_empty)
 
 
+# No body Berth accepts nests deeper than a few levels; a bound far below the parser's
+# recursion limit keeps 1 MB of "[[[[" (no credential needed for /agent/register) a 400.
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_NESTING = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def json_depth_within(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether `raw`'s arrays and objects nest at most `limit` deep (brackets inside
+    strings do not count). Cheap when there are few brackets, which is nearly always."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return True
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    return all(depth <= limit for depth in accumulate(_NESTING[b] for b in brackets))
+
+
 def parse_json_body(raw: bytes, *, allow_empty: bool = False) -> Any:
     """`raw` as JSON, or a 400 `BadRequest` that says what is wrong and where."""
     if not raw.strip():
         if allow_empty:
             return {}
         raise BadRequest("request body is empty; send a JSON object", code="malformed_json")
+    if not json_depth_within(raw):
+        raise BadRequest(f"JSON nested more than {MAX_JSON_DEPTH} levels deep", code="too_deep")
     try:
         return json.loads(raw)
     except UnicodeDecodeError:

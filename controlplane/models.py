@@ -214,3 +214,38 @@ class LogChunk(Base):
     data: Mapped[str] = mapped_column(Text)
     size: Mapped[int] = mapped_column(Integer)
     received_at: Mapped[datetime]
+
+
+# abuse limits (issue 15) ---------------------------------------------------------------
+
+
+class WebhookDelivery(Base):
+    """A git webhook delivery already acted on, by its delivery id's digest (``id:...``;
+    ``anon:...`` when it had none). Rows of the last minute are the stack's webhook rate."""
+
+    __tablename__ = "webhook_deliveries"
+
+    stack_id: Mapped[str] = mapped_column(
+        ForeignKey("stacks.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    received_at: Mapped[float] = mapped_column(Float, index=True)  # wall-clock seconds
+
+
+class IngestWindow(Base):
+    """What one instance posted in its current one-minute window (events, log bytes),
+    shared by every control-plane process."""
+
+    __tablename__ = "ingest_windows"
+
+    instance_id: Mapped[str] = mapped_column(
+        ForeignKey("instances.id", ondelete="CASCADE"), primary_key=True
+    )
+    window_start: Mapped[float] = mapped_column(Float)
+    events: Mapped[int] = mapped_column(Integer)
+    log_bytes: Mapped[int] = mapped_column(Integer)
+
+
+# retention (`controlplane/retention.py`) deletes by arrival time
+Index("ix_events_received_at", Event.received_at)
+Index("ix_log_chunks_received_at", LogChunk.received_at)

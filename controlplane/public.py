@@ -1,15 +1,20 @@
 """Unauthenticated endpoints: the OpenAPI document, a health check, the installer and the
 package it installs.
 
-* `/install.sh` is `installer/install.sh` with this control plane's URL filled in (the
-  public URL, else the URL the request came to), so `curl -fsSL <cp>/install.sh | sudo sh
-  -s -- --token T` needs nothing else; `/uninstall.sh` is served as it is.
+* `/install.sh` is `installer/install.sh` with this control plane's public URL and the
+  SHA-256 of every file of the wheelhouse filled in, so `curl -fsSL <cp>/install.sh | sudo
+  sh -s -- --token T` needs nothing else and installs only files that match; served with
+  `Cache-Control: no-store`. Without `--public-url` (or `--wheelhouse`) it is refused: a
+  URL taken from the request's Host header is whatever the client claims.
+  `/uninstall.sh` is served as it is.
 * `/dist/` serves the wheelhouse (`--wheelhouse DIR`, filled by `berth installer
   wheelhouse DIR`): an HTML page of links that `pip install --no-index --find-links
   <cp>/dist/` reads, and the files themselves. Only plain file names that exist in that
   one directory are served: no subdirectories, no dot files, no path tricks.
 """
 
+import asyncio
+import hashlib
 import html
 import re
 from importlib import resources
@@ -23,7 +28,8 @@ from controlplane.context import AppContext
 from controlplane.errors import NotFound
 
 URL_PLACEHOLDER = "@BERTH_CONTROL_PLANE@"
-_DIST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+SHA256_PLACEHOLDER = "@BERTH_DIST_SHA256@"
+_DIST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 _DIST_TYPES = {".whl": "application/zip", ".gz": "application/gzip"}
 
 
@@ -38,10 +44,28 @@ def dist_files(wheelhouse: Path) -> list[str]:
     """The servable file names of the wheelhouse, sorted."""
     try:
         return sorted(
-            p.name for p in wheelhouse.iterdir() if p.is_file() and _DIST_NAME.match(p.name)
+            p.name for p in wheelhouse.iterdir() if p.is_file() and _DIST_NAME.fullmatch(p.name)
         )
     except FileNotFoundError:
         return []
+
+
+_digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256 hex
+
+
+def dist_manifest(wheelhouse: Path) -> str:
+    """``<sha256>  <name>`` lines (sha256sum's format) for every servable file; a file's
+    digest is computed once per (size, mtime)."""
+    lines = []
+    for name in dist_files(wheelhouse):
+        path = wheelhouse / name
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        if key not in _digests:
+            with path.open("rb") as f:
+                _digests[key] = hashlib.file_digest(f, "sha256").hexdigest()
+        lines.append(f"{_digests[key]}  {name}")
+    return "\n".join(lines)
 
 
 def dist_index(names: list[str]) -> str:
@@ -51,9 +75,6 @@ def dist_index(names: list[str]) -> str:
 
 def blueprint(ctx: AppContext) -> Blueprint:
     bp = Blueprint("public", __name__)
-
-    def base_url() -> str:
-        return (ctx.settings.public_url or request.host_url).rstrip("/")
 
     def wheelhouse() -> Path:
         where = ctx.settings.wheelhouse
@@ -74,12 +95,31 @@ def blueprint(ctx: AppContext) -> Blueprint:
 
     @bp.get("/install.sh")
     async def install_sh() -> Response:
-        script = _script("install.sh").replace(URL_PLACEHOLDER, base_url())
-        return Response(script, content_type="text/x-shellscript; charset=utf-8")
+        if not ctx.settings.public_url:
+            raise NotFound(
+                "install.sh is served only by a control plane started with --public-url URL: "
+                "the script embeds that URL, and one taken from this request's Host header "
+                "could send servers anywhere"
+            )
+        manifest = await asyncio.to_thread(dist_manifest, wheelhouse())
+        script = (
+            _script("install.sh")
+            .replace(URL_PLACEHOLDER, ctx.settings.public_url.rstrip("/"))
+            .replace(SHA256_PLACEHOLDER, manifest)
+        )
+        return Response(
+            script,
+            content_type="text/x-shellscript; charset=utf-8",
+            headers={"Cache-Control": "no-store"},
+        )
 
     @bp.get("/uninstall.sh")
     async def uninstall_sh() -> Response:
-        return Response(_script("uninstall.sh"), content_type="text/x-shellscript; charset=utf-8")
+        return Response(
+            _script("uninstall.sh"),
+            content_type="text/x-shellscript; charset=utf-8",
+            headers={"Cache-Control": "no-store"},
+        )
 
     @bp.get("/dist/")
     async def dist_listing() -> Response:
@@ -90,7 +130,7 @@ def blueprint(ctx: AppContext) -> Blueprint:
     @bp.get("/dist/<name>")
     async def dist_file(name: str) -> Response:
         root = wheelhouse()
-        if not _DIST_NAME.match(name) or name not in dist_files(root):
+        if not _DIST_NAME.fullmatch(name) or name not in dist_files(root):
             raise NotFound(f"no package {name!r} here; the list is at /dist/")
         kind = _DIST_TYPES.get(Path(name).suffix, "application/octet-stream")
         return await send_file(root / name, mimetype=kind, as_attachment=False)

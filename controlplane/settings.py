@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 from controlplane.enrollment import DEFAULT_INSTALL_TOKEN_TTL_S
+from controlplane.limits import Limits
 from controlplane.longpoll import DEFAULT_INTERVAL_S
 
 DEFAULT_BIND = "127.0.0.1:8000"
@@ -29,3 +30,5 @@ class ServerSettings:
     # directories local file:// repositories may come from (--allow-file-repos); none by
     # default: a file:// repo is read by the agent's own user, who can read far more
     file_repo_roots: tuple[str, ...] = ()
+    # abuse limits and retention (issue 15; docs/api.md "Limits")
+    limits: Limits = Limits()

@@ -100,7 +100,7 @@ def worker_argv(settings: ServerSettings, fd: int) -> list[str]:
         argv += ["--wheelhouse", settings.wheelhouse]
     if not settings.fast_path:
         argv += ["--no-fast-path"]
-    return argv
+    return argv + settings.limits.argv()
 
 
 def serve_workers(settings: ServerSettings, count: int) -> int:

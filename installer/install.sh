@@ -9,9 +9,15 @@
 # other source), unpacks the systemd units, then hands over to `berth installer setup`
 # (registration, users, config, units, security mode). Safe to run again. A bad token, an
 # unreachable control plane or an unsupported OS stop it before anything is left behind.
+# Every file fetched from /dist/ must match the SHA-256 the control plane embedded below,
+# and plain http is refused unless the control plane is on a loopback or private address
+# (or --insecure-http is given).
 set -eu
 
 CP_URL='@BERTH_CONTROL_PLANE@'
+# "sha256  file" for every file of the control plane's /dist/, filled in when served
+DIST_SHA256='@BERTH_DIST_SHA256@'
+INSECURE_HTTP=no
 PREFIX=/opt/berth
 EARLY_STOP=3  # `berth installer setup`: stopped before changing the system
 
@@ -32,21 +38,51 @@ while [ "$n" -gt 0 ]; do
       [ "$n" -gt 0 ] || die "--token needs the install token"
       BERTH_INSTALL_TOKEN=$1; export BERTH_INSTALL_TOKEN; shift; n=$((n - 1)) ;;
     --token=*) BERTH_INSTALL_TOKEN=${a#*=}; export BERTH_INSTALL_TOKEN ;;
+    --insecure-http) INSECURE_HTTP=yes ;;
     -h|--help)
       sed -n '2,10p' "$0" 2>/dev/null || true
       echo "options: --token T --security-mode M --ssh-cidr CIDR --ssh-port N --consent-block-ssh"
       echo "         --allow-ssh-lockout --confirm-timeout S --dns-wiring auto|resolved|hosts|none"
-      echo "         --control-plane URL (when not run from the control plane's /install.sh)"
+      echo "         --control-plane URL (to reach the control plane at another address)"
+      echo "         --insecure-http (allow http:// to a public address: anyone on the path could"
+      echo "                          change what is installed; use https:// instead)"
       exit 0 ;;
     *) set -- "$@" "$a" ;;
   esac
 done
+
+# Plain http only to a loopback or private IP literal (or localhost), unless $2 is yes:
+# on any other path, whoever is in between could serve their own script and packages.
+check_http_url() {
+  case $1 in http://*) ;; *) return 0 ;; esac
+  [ "$2" = yes ] && return 0
+  host=${1#http://}; host=${host%%/*}; host=${host##*@}
+  case $host in
+    \[*) host=${host#\[}; host=${host%%]*} ;;  # [v6]:port
+    *) host=${host%:*} ;;
+  esac
+  host=$(printf '%s' "$host" | tr 'A-Z' 'a-z')
+  case $host in
+    localhost) return 0 ;;
+    *[!0-9.]*) ;;  # not an IPv4 literal: a name can resolve anywhere
+    127.*|10.*|192.168.*|169.254.*|172.1[6-9].*|172.2[0-9].*|172.3[01].*) return 0 ;;
+  esac
+  case $host in
+    *[!0-9a-f:]*) ;;  # not an IPv6 literal
+    ::1|fc*:*|fd*:*|fe80:*) return 0 ;;
+  esac
+  die "refusing plain http to $host (not a loopback or private address): serve the control plane over https://, or pass --insecure-http to accept that anyone on the way can change what is installed"
+}
 
 [ "$(id -u)" = 0 ] || die "run as root: curl -fsSL <control-plane>/install.sh | sudo sh -s -- --token <T>"
 case $CP_URL in
   @*@|'') die "no control plane URL: download the script from the control plane, or pass --control-plane URL" ;;
   http://*|https://*) CP_URL=${CP_URL%/} ;;
   *) die "--control-plane must be an http(s):// URL, got '$CP_URL'" ;;
+esac
+check_http_url "$CP_URL" "$INSECURE_HTTP"
+case $DIST_SHA256 in
+  @*@|'') die "no package checksums in this script: download it from the control plane's /install.sh" ;;
 esac
 
 # --- the OS ------------------------------------------------------------------------------
@@ -75,29 +111,38 @@ if [ -n "$need" ]; then
     die "python3 is older than 3.11: Berth needs Debian 12+ or Ubuntu 22.04+"
 fi
 
-# --- Berth into its own venv, from the control plane -------------------------------------
+# --- the packages, fetched and checked against this script's SHA-256 list -------------
+# Nothing is installed from the network directly: pip reads only the checked copies.
+dist=$(mktemp -d /tmp/berth-dist.XXXXXX)
+trap 'rm -rf "$dist"' EXIT
+printf '%s\n' "$DIST_SHA256" >"$dist/SHA256SUMS"
+say "fetching Berth's packages from $CP_URL/dist/"
+while read -r sum name; do
+  curl -fsS --max-time 120 -o "$dist/$name" "$CP_URL/dist/$name" ||
+    die "could not fetch $CP_URL/dist/$name"
+done <"$dist/SHA256SUMS"
+(cd "$dist" && sha256sum --strict --quiet -c SHA256SUMS) >&2 ||
+  die "checksum mismatch on the packages from $CP_URL/dist/ (see above): they are not what the control plane's install.sh listed; nothing was installed"
+[ -f "$dist/berth-systemd.tar.gz" ] || die "the control plane lists no berth-systemd.tar.gz"
+
+# --- Berth into its own venv, from the checked packages ----------------------------------
 fresh=no
 [ -e "$PREFIX" ] || fresh=yes
 cleanup() {
   if [ "$fresh" = yes ]; then rm -rf "$PREFIX"; say "removed $PREFIX: nothing is left installed"; fi
 }
-say "installing Berth into $PREFIX/venv from $CP_URL/dist/"
+say "installing Berth into $PREFIX/venv"
 if ! [ -x "$PREFIX/venv/bin/python" ]; then
   python3 -m venv "$PREFIX/venv" || { cleanup; die "python3 -m venv failed (is python3-venv installed?)"; }
 fi
 # --isolated: no PIP_* environment or pip.conf of this host steers where Berth comes from.
-# A plain-http control plane is the operator's choice of URL: trust it for this install.
 pip="$PREFIX/venv/bin/pip --quiet --disable-pip-version-check --isolated"
-case $CP_URL in
-  http://*) cp_host=${CP_URL#http://}; cp_host=${cp_host%%/*}; cp_host=${cp_host%:*}
-            pip="$pip --trusted-host $cp_host" ;;
-esac
-{ $pip install --no-index --find-links "$CP_URL/dist/" --upgrade berth &&
-  $pip install --no-index --find-links "$CP_URL/dist/" --force-reinstall --no-deps berth; } ||
-  { cleanup; die "pip could not install Berth from $CP_URL/dist/ (see above)"; }
+{ $pip install --no-index --find-links "$dist" --upgrade berth &&
+  $pip install --no-index --find-links "$dist" --force-reinstall --no-deps berth; } ||
+  { cleanup; die "pip could not install Berth from the packages of $CP_URL/dist/ (see above)"; }
 rm -rf "$PREFIX/systemd.new" && mkdir -p "$PREFIX/systemd.new"
-curl -fsSL --max-time 60 "$CP_URL/dist/berth-systemd.tar.gz" | tar -xzf - -C "$PREFIX/systemd.new" ||
-  { cleanup; die "could not fetch the systemd units from $CP_URL/dist/berth-systemd.tar.gz"; }
+tar -xzf "$dist/berth-systemd.tar.gz" -C "$PREFIX/systemd.new" ||
+  { cleanup; die "could not unpack the systemd units (berth-systemd.tar.gz)"; }
 rm -rf "$PREFIX/systemd" && mv "$PREFIX/systemd.new" "$PREFIX/systemd"
 
 # --- registration, users, config, units, security mode -----------------------------------

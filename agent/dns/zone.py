@@ -14,7 +14,7 @@ DEFAULT_SUFFIX = "svc.internal"
 DEFAULT_TTL_S = 5
 DEFAULT_ADDRESS = "127.0.0.1"  # where the internal proxy listens
 
-_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 class ZoneError(ValueError):
@@ -22,7 +22,7 @@ class ZoneError(ValueError):
 
 
 def valid_label(label: str) -> bool:
-    return bool(_LABEL.match(label))
+    return bool(_LABEL.fullmatch(label))
 
 
 def normalize_suffix(suffix: str) -> str:

@@ -21,7 +21,7 @@ from agent.firewall.render import render_ufw
 from agent.firewall.run import ToolError, run_tool
 
 # files `ufw reset` leaves behind: user.rules.20240101_120000
-_BACKUP = re.compile(r".+\.\d{8}_\d{6}$")
+_BACKUP = re.compile(r".+\.\d{8}_\d{6}")
 _FAMILIES = (("ip", "iptables"), ("ip6", "ip6tables"))
 
 
@@ -90,7 +90,7 @@ class UfwBackend:
                 write_atomic(path, data, mode=entry["mode"])
                 changes.append(f"ufw: restored {path}")
         for path in self.paths.etc.iterdir():
-            if path.is_file() and path.name not in files and _BACKUP.match(path.name):
+            if path.is_file() and path.name not in files and _BACKUP.fullmatch(path.name):
                 path.unlink()
                 changes.append(f"ufw: removed backup {path}")
         default = snapshot.get("default")

@@ -2,7 +2,8 @@
 
 The agent always calls out (never listens), so a server with zero inbound ports works.
 Transient failures raise `Unreachable` (retry with backoff); a refused credential raises
-`Rejected` (permanent until an operator re-enrolls the server).
+`Rejected` (permanent until an operator re-enrolls the server). A 429 raises `Throttled`,
+an `Unreachable` that says how long to wait (Retry-After): keep what was sent, send later.
 """
 
 import socket
@@ -16,6 +17,23 @@ AGENT_VERSION = "0.1.0"
 
 class Unreachable(Exception):
     """The control plane could not be reached or answered 5xx: retry later."""
+
+
+class Throttled(Unreachable):
+    """429: the control plane asks us to wait `retry_after_s` before sending more."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def retry_after_s(header: str | None, default: float = 60.0) -> float:
+    """Retry-After in seconds (the delta form; Berth sends no dates), within 1..600."""
+    try:
+        value = float(header) if header is not None else default
+    except ValueError:
+        value = default
+    return min(600.0, max(1.0, value)) if value == value else default
 
 
 class Rejected(Exception):
@@ -65,6 +83,9 @@ class ControlPlaneClient:
             )
         except requests.RequestException as exc:
             raise Unreachable(f"{method} {path}: {exc.__class__.__name__}: {exc}") from exc
+        if resp.status_code == 429:
+            wait = retry_after_s(resp.headers.get("Retry-After"))
+            raise Throttled(f"{method} {path}: HTTP 429, retry in {wait:g} s", wait)
         if resp.status_code >= 500:
             raise Unreachable(f"{method} {path}: HTTP {resp.status_code}")
         if resp.status_code >= 400:

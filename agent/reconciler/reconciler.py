@@ -22,7 +22,13 @@ from agent.bus.messages import ROUTES_TOPIC
 from agent.bus.publisher import Publisher
 from agent.notify import Notifier
 from agent.reconciler import health, process
-from agent.reconciler.cpclient import AGENT_VERSION, ControlPlaneClient, Rejected, Unreachable
+from agent.reconciler.cpclient import (
+    AGENT_VERSION,
+    ControlPlaneClient,
+    Rejected,
+    Throttled,
+    Unreachable,
+)
 from agent.reconciler.logfiles import LogCursor, rotate_if_large
 from agent.reconciler.policy import (
     Backoff,
@@ -88,6 +94,7 @@ class Reconciler:
         self._secret_values = {(str(n), str(v)) for n, v in self.store.get_json(REDACT_KEY) or []}
         self._redactor = Redactor(sorted(self._secret_values))
         self._applied_version: int | None = None
+        self._events_resume_at = 0.0  # monotonic: the control plane asked us to wait
 
     # --- WorkerContext -----------------------------------------------------------------
     def event(self, type_: str, message: str, service: str | None = None, **extra: Any) -> None:
@@ -385,6 +392,10 @@ class Reconciler:
                     return
                 log.warning("log shipping refused: %s", exc)
                 continue
+            except Throttled as exc:  # offsets unchanged: sent again after the wait
+                log.warning("log shipping throttled: %s", exc)
+                await asyncio.sleep(exc.retry_after_s)
+                continue
             except Unreachable:
                 continue  # offsets unchanged: sent again next time
             for path, offset in advances:
@@ -508,11 +519,17 @@ class Reconciler:
             self._events_pending.clear()
 
     async def _flush_events(self, client: ControlPlaneClient) -> None:
-        while True:
+        """Send the outbox; on 429 keep it and wait as asked (heartbeats go on meanwhile)."""
+        while time.monotonic() >= self._events_resume_at:
             batch = self.store.pending_events()
             if not batch:
                 return
-            accepted = await asyncio.to_thread(client.send_events, batch)
+            try:
+                accepted = await asyncio.to_thread(client.send_events, batch)
+            except Throttled as exc:
+                log.warning("events throttled, keeping them: %s", exc)
+                self._events_resume_at = time.monotonic() + exc.retry_after_s
+                return
             self.store.ack_events(accepted)
             if len(accepted) < len(batch):
                 return

@@ -24,15 +24,18 @@ DEFAULT_HEALTH_TIMEOUT_S = 2.0
 DEFAULT_HEALTH_RETRIES = 3
 DEFAULT_HEALTH_START_PERIOD_S = 0.0
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# Patterns are applied with `fullmatch`: `$` would also match before a final newline
+# ("api\n"), and a newline in a name or path must never pass.
+_DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _DNS_SUFFIX = re.compile(
-    r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+    r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
 )
-_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
-_SCP_LIKE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+$")  # git@host:path
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+_SCP_LIKE = re.compile(r"[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+")  # git@host:path
 _URL_SCHEMES = ("https://", "http://", "ssh://", "git://", "file://")
-_SHA = re.compile(r"^[0-9a-f]{40}$")
-_PATH = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
+_SHA = re.compile(r"[0-9a-f]{40}")
+_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,7 @@ class _Fields:
             raise ValidationError(self.path(key), "must be a string")
         if len(raw) > max_len:
             raise ValidationError(self.path(key), f"must be at most {max_len} characters")
+        _check_no_nul(raw, self.path(key))
         return raw
 
     def number(self, key: str, default: float, *, low: float, high: float) -> float:
@@ -192,11 +196,20 @@ def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
 
+def _check_no_nul(value: str, where: str) -> None:
+    """No NUL byte: no command line, environment or file name can carry one, and the
+    agent could never start what it was sent."""
+    if "\x00" in value:
+        raise ValidationError(where, "must not contain a NUL byte (\\0)")
+
+
 def check_repo_url(url: str, where: str) -> str:
     """Only transports that cannot run commands: refuse ``ext::`` and friends."""
+    if _CONTROL.search(url):
+        raise ValidationError(where, "must not contain control characters (newline, NUL, ...)")
     if url.startswith(_URL_SCHEMES) and len(url) > url.index("://") + 3:
         return url
-    if _SCP_LIKE.match(url) and "::" not in url:
+    if _SCP_LIKE.fullmatch(url) and "::" not in url:
         return url
     raise ValidationError(
         where,
@@ -238,7 +251,7 @@ def check_repo_sources(spec: "StackSpec", file_roots: Sequence[str]) -> None:
 
 
 def _check_path(raw: str, where: str) -> str:
-    if not _PATH.match(raw):
+    if not _PATH.fullmatch(raw):
         raise ValidationError(where, "must start with / and contain only URL path characters")
     return raw.rstrip("/") or "/"
 
@@ -263,7 +276,7 @@ def _parse_env(value: Any, where: str) -> dict[str, str]:
         raise ValidationError(where, "must be an object of NAME: value strings")
     env: dict[str, str] = {}
     for name, val in value.items():
-        if not _ENV_NAME.match(name):
+        if not _ENV_NAME.fullmatch(name):
             raise ValidationError(f"{where}.{name}", "name must match [A-Z_][A-Z0-9_]*")
         if name == "PORT":
             raise ValidationError(
@@ -271,6 +284,7 @@ def _parse_env(value: Any, where: str) -> dict[str, str]:
             )
         if not isinstance(val, str):
             raise ValidationError(f"{where}.{name}", "value must be a string")
+        _check_no_nul(val, f"{where}.{name}")
         env[name] = val
     return env
 
@@ -333,13 +347,13 @@ _SERVICE_KEYS = {
 def _parse_service(value: Any, where: str) -> ServiceSpec:
     f = _Fields(value, where, _SERVICE_KEYS)
     name = f.string("name", max_len=63)
-    if not _DNS_LABEL.match(name):
+    if not _DNS_LABEL.fullmatch(name):
         raise ValidationError(
             f.path("name"),
             "must be a DNS label: lowercase letters, digits and '-', 1-63 characters",
         )
     ref = f.string("ref", DEFAULT_REF, max_len=255).strip()
-    if not ref or ref.startswith("-") or any(c in ref for c in " ~^:?*[\\"):
+    if not ref or ref.startswith("-") or any(c in ref for c in " ~^:?*[\\") or _CONTROL.search(ref):
         raise ValidationError(f.path("ref"), "must be a branch, tag or commit SHA")
     run = f.string("run")
     if not run.strip():
@@ -373,7 +387,7 @@ def parse_stack(body: Any) -> StackSpec:
     proxy = _Fields(body.get("proxy") or {}, "proxy", {"port"})
     dns = _Fields(body.get("dns") or {}, "dns", {"suffix"})
     suffix = dns.string("suffix", DEFAULT_DNS_SUFFIX, max_len=200).strip(".").lower()
-    if not _DNS_SUFFIX.match(suffix):
+    if not _DNS_SUFFIX.fullmatch(suffix):
         raise ValidationError("dns.suffix", "must be a DNS name such as svc.internal")
     raw_services = body.get("services", [])
     if not isinstance(raw_services, list):
@@ -406,4 +420,4 @@ def _check_unique(services: tuple[ServiceSpec, ...]) -> None:
 
 
 def is_commit_sha(ref: str) -> bool:
-    return bool(_SHA.match(ref))
+    return bool(_SHA.fullmatch(ref))

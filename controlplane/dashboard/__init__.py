@@ -25,10 +25,11 @@ from controlplane.dashboard import (
 from controlplane.dashboard.common import Dashboard
 from controlplane.dashboard.live import LiveHub
 from controlplane.dashboard.login_failures import LoginThrottle
+from controlplane.dashboard.throttle import LOGIN_POLICIES
 
 
 def blueprint(ctx: AppContext) -> Blueprint:
-    dash = Dashboard(ctx, LiveHub(ctx.db), LoginThrottle(ctx.db))
+    dash = Dashboard(ctx, LiveHub(ctx.db), LoginThrottle(ctx.db, policies=LOGIN_POLICIES))
     bp = Blueprint("dashboard", __name__)
     auth.register(bp, dash)
     pages_stacks.register(bp, dash)

@@ -5,9 +5,11 @@
 - CSRF: every POST carries `csrf_token`, compared in constant time with the session's.
   The login form, which has no session yet, uses a double-submit cookie instead. A POST
   whose Origin header names another site is refused as well.
-- Throttling: failures count per user name and per client address, in the database so
-  every control-plane process shares the count (`login_failures`); once
-  throttled, the form answers 429 with the wait, without checking the password at all.
+- Throttling: attempts count per (user name, client address), per address and per user
+  over all addresses (a ceiling), in the database so every control-plane process shares
+  the count (`login_failures`, `throttle`). An attempt is counted before its password is
+  checked, atomically; once throttled, the form answers 429 with the wait, without
+  checking the password at all.
 """
 
 import hmac
@@ -18,6 +20,7 @@ from quart import Blueprint, Response, abort, g, redirect, request
 
 from controlplane.dashboard import users
 from controlplane.dashboard.common import Dashboard, render
+from controlplane.dashboard.throttle import login_keys
 
 SESSION_COOKIE = "berth_session"
 LOGIN_CSRF_COOKIE = "berth_login_csrf"
@@ -37,9 +40,17 @@ def _secure() -> bool:
     return request.scheme == "https" or request.headers.get("X-Forwarded-Proto") == "https"
 
 
-def _safe_next(raw: str | None) -> str:
-    """Only a local path: never send a fresh login to another site."""
-    if not raw or not raw.startswith("/") or raw.startswith("//") or "\\" in raw:
+def safe_next(raw: str | None) -> str:
+    """Only a local path, judged after parsing: never send a fresh login to another site.
+
+    Browsers drop tabs and newlines from a Location and read a backslash as a slash, so
+    `/\t/host` or `/\\host` would become `//host`. Anything but printable ASCII (no
+    space, no backslash), or a value that parses with a scheme or host, falls back to "/".
+    """
+    if not raw or any(not "!" <= c <= "~" or c == "\\" for c in raw):
+        return "/"
+    parts = urlsplit(raw)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/") or raw.startswith("//"):
         return "/"
     return raw
 
@@ -96,7 +107,7 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
             status,
             error=error,
             name=name,
-            next=_safe_next(request.args.get("next")),
+            next=safe_next(request.args.get("next")),
         )
         resp = Response(html, status=code, content_type="text/html; charset=utf-8")
         resp.set_cookie(
@@ -108,7 +119,7 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
     @bp.get("/login")
     async def login() -> Response:
         if await users.lookup_session(db, request.cookies.get(SESSION_COOKIE)):
-            return redirect(_safe_next(request.args.get("next")))  # type: ignore[return-value]
+            return redirect(safe_next(request.args.get("next")))  # type: ignore[return-value]
         return await login_page()
 
     @bp.post("/login")
@@ -119,19 +130,18 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
         cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
         if not cookie or not hmac.compare_digest(form.get("csrf_token", ""), cookie):
             return await login_page("The form expired; please try again.", name, 400)
-        keys = (f"user:{name.lower()}", f"addr:{request.remote_addr}")
-        wait = await dash.throttle.retry_after(*keys)
+        keys = login_keys(name.lower(), request.remote_addr or "-")
+        wait = await dash.throttle.begin(*keys)  # counts this attempt, or refuses it
         if wait > 0:
             return await login_page(
                 f"Too many failed attempts. Try again in {int(wait) + 1} s.", name, 429
             )
         user = await users.authenticate(db, name, password)
         if user is None:
-            await dash.throttle.failure(*keys)
             return await login_page("Wrong user name or password.", name, 401)
         await dash.throttle.success(*keys)
         token, session = await users.open_session(db, user)
-        resp = redirect(_safe_next(form.get("next")))
+        resp = redirect(safe_next(form.get("next")))
         resp.set_cookie(
             SESSION_COOKIE, token, max_age=int(users.SESSION_TTL.total_seconds()),
             httponly=True, samesite="Lax", secure=_secure(), path="/",

@@ -39,8 +39,8 @@ MAX_ENV_ROWS = 200
 BLANK_ENV_ROWS = 1  # an empty row to type into, after the existing ones
 
 _SERVICE_KEY = re.compile(r"^services\[(\d{1,3})\]\.")
-_ENV_KEY = re.compile(r"^services\[(\d{1,3})\]\.env\[(\d{1,3})\]\.(name|value|secret|fingerprint)$")
-_ENV_ERROR = re.compile(r"^(services\[\d+\]\.env)\.(.+)$")
+_ENV_KEY = re.compile(r"services\[(\d{1,3})\]\.env\[(\d{1,3})\]\.(name|value|secret|fingerprint)")
+_ENV_ERROR = re.compile(r"(services\[\d+\]\.env)\.(.+)", re.DOTALL)
 
 
 @dataclass
@@ -153,7 +153,7 @@ def read_form(data: Mapping[str, str]) -> StackForm:
 
         rows: dict[int, EnvRow] = {}
         for key, value in data.items():
-            m = _ENV_KEY.match(key)
+            m = _ENV_KEY.fullmatch(key)
             if m and int(m.group(1)) == i:
                 row = rows.setdefault(int(m.group(2)), EnvRow())
                 if m.group(3) == "secret":
@@ -275,7 +275,7 @@ def parse_form(data: Mapping[str, str]) -> Parsed:
 
 def input_for_error(field_path: str, form: StackForm) -> str:
     """The input name an error about `field_path` belongs next to."""
-    m = _ENV_ERROR.match(field_path)
+    m = _ENV_ERROR.fullmatch(field_path)
     if not m:
         return field_path
     prefix, var = m.group(1), m.group(2)
@@ -311,16 +311,16 @@ _LABELS = {
     "health.timeout_s": "health check timeout", "health.retries": "health check retries",
     "health.start_period_s": "health check start period", "env": "environment",
 }  # fmt: skip
-_IN_SERVICE = re.compile(r"^services\[(\d+)\]\.(.+)$")
+_IN_SERVICE = re.compile(r"services\[(\d+)\]\.(.+)", re.DOTALL)
 
 
 def describe_field(input_name: str, form: StackForm) -> str:
     """A reader's name for an input: ``services[1].port`` → ``Service 2 (api): port``."""
-    m = _IN_SERVICE.match(input_name)
+    m = _IN_SERVICE.fullmatch(input_name)
     if not m:
         return _LABELS.get(input_name, input_name).capitalize()
     i, rest = int(m.group(1)), m.group(2)
     name = form.services[i].name if i < len(form.services) else ""
-    env = re.match(r"^env\[(\d+)\]\.(name|value)$", rest)
+    env = re.fullmatch(r"env\[(\d+)\]\.(name|value)", rest)
     what = f"environment variable {int(env.group(1)) + 1}" if env else _LABELS.get(rest, rest)
     return f"Service {i + 1}{f' ({name})' if name else ''}: {what}"

@@ -26,7 +26,7 @@ from controlplane.models import User, UserSession, utcnow
 
 SESSION_TTL = timedelta(hours=12)
 SESSION_PREFIX = "berth_ses_"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,99}")
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class LoggedIn:
 
 
 def check_user_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise ValueError(
             "user name must be 1-100 characters: letters, digits, '.', '_', '@' or '-', "
             "starting with a letter or digit"

@@ -78,3 +78,34 @@ def test_expired_records_are_pruned(db_url: str) -> None:
             await db.close()
 
     asyncio.run(scenario())
+
+
+def test_begin_counts_atomically_and_the_user_ceiling_holds(db_url: str) -> None:
+    """40 concurrent `begin`s on one pair: exactly the free ones are allowed. Many addresses
+    each under their own limit still meet the per-user ceiling; success refunds."""
+    from controlplane.dashboard.throttle import login_keys
+
+    pair = ThrottlePolicy(free_failures=3, base_delay_s=2, max_delay_s=60, window_s=100)
+    ceiling = ThrottlePolicy(free_failures=6, base_delay_s=2, max_delay_s=10, window_s=100)
+    policies = {"pair": pair, "addr": pair, "user": ceiling}
+
+    async def scenario() -> None:
+        dbs = [Database(parse_db_url(db_url)) for _ in range(2)]
+        try:
+            t = [LoginThrottle(db, policies=policies, clock=lambda: 4_000_000.0) for db in dbs]
+            keys = login_keys("ceil-bob", "198.51.100.1")
+            waits = await asyncio.gather(*(t[i % 2].begin(*keys) for i in range(40)))
+            assert sum(w == 0 for w in waits) == 3, waits  # only the free attempts pass
+            # three more addresses: 1 + 1 + 1 allowed before the ceiling (6) blocks the user
+            allowed = [await t[0].begin(*login_keys("ceil-bob", f"198.51.100.{i}")) == 0
+                       for i in (2, 3, 4, 5)]  # fmt: skip
+            assert allowed == [True, True, True, False]
+            assert 0 < await t[1].retry_after(*login_keys("ceil-bob", "198.51.100.9")) <= 10
+            # a success refunds its own count: the ceiling is back under its limit
+            await t[0].success(*login_keys("ceil-bob", "198.51.100.4"))
+            assert await t[1].retry_after(*login_keys("ceil-bob", "198.51.100.9")) == 0
+        finally:
+            for db in dbs:
+                await db.close()
+
+    asyncio.run(scenario())

@@ -128,6 +128,11 @@ BAD_INPUTS = [
     ("services.0.run", _DELETE, 422, "services[0].run"),
     ("security_mode", "wide-open", 422, "security_mode"),
     ("poll_interval_s", -1, 422, "poll_interval_s"),
+    # NUL bytes (the agent looped on "embedded null byte") and trailing newlines
+    ("services.0.env", {"GREETING": "hi\x00"}, 422, "services[0].env.GREETING"),
+    ("services.0.run", "python3 app.py\x00", 422, "services[0].run"),
+    ("services.0.name", "api\n", 422, "services[0].name"),
+    ("services.0.path", "/x\n", 422, "services[0].path"),
     ("proxy.port", 22, 422, "proxy.port"),
 ]
 
@@ -269,3 +274,40 @@ def test_file_repos_only_from_the_operators_directories(api: Api, repo: Path, un
         assert resp.json()["field"] == "services[0].repo"
     created = create(api, stack_body(f"fr-{unique}", repo))  # the temp directory is allowed
     assert created["version"] == 1
+
+
+def test_webhook_replays_are_ignored_and_floods_limited(
+    api: Api, tmp_path: Path, unique: str
+) -> None:
+    """Issue 15 item 16: a delivery id is acted on once; at most 20 deliveries per stack
+    per minute (429 with Retry-After), whatever ids they claim."""
+    import requests
+
+    from controlplane.api_hooks import sign
+    from controlplane.deliveries import DEFAULT_WEBHOOKS_PER_MINUTE
+
+    repo = init_repo(tmp_path / "replayed")
+    commit_files(repo, {"a": "1"}, "one")
+    created = create(api, stack_body(f"replay-{unique}", repo))
+    hook = api.get(f"/stacks/{created['id']}/webhook").json()
+    body = b'{"ref": "refs/heads/main"}'
+    signed = {"X-Hub-Signature-256": sign(hook["secret"], body)}
+
+    def deliver(delivery: str) -> requests.Response:
+        headers = {**signed, "X-GitHub-Delivery": delivery}
+        return requests.post(hook["url"], data=body, headers=headers, timeout=30)
+
+    commit_files(repo, {"a": "2"}, "two")
+    first = deliver("d-1")
+    assert first.status_code == 200 and first.json()["changed"] is True, first.text
+    commit_files(repo, {"a": "3"}, "three")  # a replay must not be what picks this up
+    replay = deliver("d-1")
+    assert replay.status_code == 200 and replay.json().get("duplicate") is True, replay.text
+    assert api.get(f"/stacks/{created['id']}").json()["version"] == 2
+    for i in range(2, DEFAULT_WEBHOOKS_PER_MINUTE + 1):
+        assert deliver(f"d-{i}").status_code == 200
+    flood = deliver("d-flood")
+    assert flood.status_code == 429 and flood.json()["error"] == "rate_limited", flood.text
+    assert 1 <= int(flood.headers["Retry-After"]) <= 60
+    # an unsigned flood is 401, not counted against the stack
+    assert requests.post(hook["url"], data=body, timeout=30).status_code == 401

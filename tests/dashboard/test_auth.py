@@ -91,8 +91,9 @@ def test_wrong_passwords_are_throttled_and_say_so(server: Server) -> None:
         assert resp.status_code == 401 and "Wrong user name or password" in resp.text
     resp = attempt("wrong-password")
     assert resp.status_code == 429 and "Too many failed attempts" in resp.text
-    # the same address is throttled for every name now, even with the right password
-    assert attempt(PASSWORD, USER).status_code == 429
+    # the lockout is per (user, address): guesses at another name do not lock this user
+    # out (an address spraying many names has a ceiling of its own: test_login_race)
+    assert attempt(PASSWORD, USER).status_code == 302
 
 
 def test_next_never_leaves_the_site(server: Server) -> None:

@@ -175,6 +175,19 @@ def test_one_line_install_to_uninstall(world: tuple[Server, ControlPlane, str]) 
     assert server.exec("ls -d /opt/berth /etc/berth /var/lib/berth 2>/dev/null").stdout == ""
     assert server.exec(["getent", "passwd", "berth"]).returncode != 0
 
+    # a package changed after the script was fetched (in transit, a swapped mirror): the
+    # script's own SHA-256 list refuses it before anything is installed (issue 15 item 15)
+    assert sh(server, f"curl -fsSL -o /root/install.sh {cp.url}/install.sh").returncode == 0
+    wheel = next(cp.wheelhouse.glob("berth-*.whl"))
+    original = wheel.read_bytes()
+    wheel.write_bytes(original + b"tampered")
+    try:
+        tampered = sh(server, f"sh /root/install.sh --token {token}; rm -f /root/install.sh")
+    finally:
+        wheel.write_bytes(original)
+    assert "checksum mismatch" in tampered.stderr, tampered.stderr
+    assert server.exec("ls -d /opt/berth /etc/berth /var/lib/berth 2>/dev/null").stdout == ""
+
     # --- the one-line install, mode proxy-only -------------------------------------------
     line = f"curl -fsSL {cp.url}/install.sh | sh -s -- --token {token} --security-mode proxy-only"
     done = sh(server, line, timeout=400)
@@ -232,7 +245,10 @@ def test_one_line_install_to_uninstall(world: tuple[Server, ControlPlane, str]) 
     # --- each component SIGKILLed (its whole cgroup): restarted by systemd, serving again --
     for unit in SERVICES:
         before = main_pid(server, unit)
-        server.exec(["systemctl", "kill", "-s", "KILL", unit], check=True)
+        killed = server.exec(["systemctl", "kill", "-s", "KILL", unit])
+        # systemd (252) sometimes reports EIO for the rest of the cgroup after killing the
+        # main process (a race in its cgroup walk): the restart below is what matters
+        assert killed.returncode == 0 or "auxiliary processes" in killed.stderr, killed.stderr
         wait_until(f"{unit} restarted", lambda u=unit, b=before: main_pid(server, u) not in (0, b)
                    and server.exec(["systemctl", "is-active", u]).stdout.strip() == "active", 60)  # fmt: skip
         wait_until(f"serving after killing {unit}", lambda: serving(server), 90)

@@ -116,3 +116,49 @@ def test_non_object_body():
     with pytest.raises(ValidationError) as err:
         parse_stack([1, 2])
     assert err.value.field == "body"
+
+
+def _set(where: str, value):
+    """A mutation setting `services[0].<where>` (dotted) to `value`."""
+
+    def mutate(b):
+        target = b["services"][0]
+        *path, last = where.split(".")
+        for key in path:
+            target = target[key]
+        target[last] = value
+
+    return mutate
+
+
+# NUL bytes (issue 15 item 7): the agent cannot exec or set them, and used to loop forever
+# on "embedded null byte"; trailing newlines (item 8): `$` matched before a final "\n".
+HOSTILE_STRINGS = [
+    ("env", {"DEBUG": "1\x00rm"}, "services[0].env.DEBUG"),
+    ("env", {"DE\x00BUG": "1"}, "services[0].env.DE\x00BUG"),
+    ("env", {"DEBUG\n": "1"}, "services[0].env.DEBUG\n"),
+    ("run", "python app.py\x00--evil", "services[0].run"),
+    ("build", "make\x00", "services[0].build"),
+    ("name", "api\n", "services[0].name"),
+    ("path", "/x\n", "services[0].path"),
+    ("health.path", "/healthz\n", "services[0].health.path"),
+    ("ref", "ma\nin", "services[0].ref"),
+    ("repo", "git@github.com:acme/web.git\n", "services[0].repo"),
+    ("repo", "https://example.com/a.git\n", "services[0].repo"),
+    ("repo", "https://example.com/a\x00.git", "services[0].repo"),
+]
+
+
+@pytest.mark.parametrize(("where", "value", "field"), HOSTILE_STRINGS, ids=repr)
+def test_nul_bytes_and_newlines_are_refused(where, value, field):
+    b = copy.deepcopy(body())
+    _set(where, value)(b)
+    with pytest.raises(ValidationError) as err:
+        parse_stack(b)
+    assert err.value.field == field and err.value.detail
+
+
+def test_dns_suffix_with_trailing_newline_is_refused():
+    with pytest.raises(ValidationError) as err:
+        parse_stack(body(dns={"suffix": "svc.internal\n"}))
+    assert err.value.field == "dns.suffix"
