@@ -31,12 +31,14 @@ from agent.proxy.errors import (
     NoBackend,
     NoRoute,
     ProxyFailure,
+    UnsupportedFraming,
+    VersionNotSupported,
     response_for,
 )
 from agent.proxy.exchange import PENDING_LIMIT, Exchange
-from agent.proxy.headers import HeadError, rewrite_request
+from agent.proxy.headers import CHUNKED, HeadError, UnsupportedCoding, rewrite_request
 from agent.proxy.requestmemo import MAX_LOOKED_UP, VERSION, Remembered, plain_line
-from agent.proxy.routing import Target
+from agent.proxy.routing import BadPath, Target, route_path
 
 if TYPE_CHECKING:
     from agent.proxy.server import ProxyServer
@@ -78,6 +80,8 @@ class ClientConnection(asyncio.Protocol):
         "http11",
         "heads",
         "blocks",
+        "upgrading",
+        "finished",
     )
 
     def __init__(self, server: "ProxyServer") -> None:
@@ -104,6 +108,10 @@ class ClientConnection(asyncio.Protocol):
         # the server's memo tables for this kind of peer
         self.heads: dict[bytes, Remembered] = {}
         self.blocks: dict[bytes, Remembered] = {}
+        self.upgrading: Exchange | None = None  # an upgrade request was read: this one
+        # the last request was read (it asked to close, or upgraded): nothing after it is
+        # HTTP this connection will parse
+        self.finished = False
 
     # -- transport callbacks -------------------------------------------------------
 
@@ -128,6 +136,10 @@ class ClientConnection(asyncio.Protocol):
         if tunnel is not None:
             tunnel.transport.write(data)  # type: ignore[union-attr]
             return
+        if self.finished:
+            if self.pstate == P_UPGRADE:
+                self._buffer_upgrade(data)
+            return  # bytes after a request that closes the connection: ignored
         pstate = self.pstate
         block = None  # a read that may be one whole head: its header block, from ...
         at = -1  # ... this offset, where " HTTP/1.1\r\n" first occurs
@@ -149,9 +161,6 @@ class ClientConnection(asyncio.Protocol):
             self.pstate = P_HEAD
             self.deadline = self.server.now + self.config.head_timeout
             self.raw_head = 0
-        elif pstate == P_UPGRADE:
-            self._buffer_upgrade(data)
-            return
         self.chunk_len = len(data)
         try:
             self.parser.feed_data(data)
@@ -159,7 +168,8 @@ class ClientConnection(asyncio.Protocol):
             self._upgrade_requested(data[int(exc.args[0]) :])
             return
         except HttpParserError as exc:
-            self._parse_failed(exc)
+            if not self.finished:  # (llhttp refuses data after a closing request)
+                self._parse_failed(exc)
             return
         if self.pstate == P_HEAD and not self.closed:
             # everything read since the head began is head: refuse before it grows
@@ -186,7 +196,10 @@ class ClientConnection(asyncio.Protocol):
         prefix, suffix, target, keep_alive, _ = hit
         server = self.server
         if server.external:
-            match = server.paths.match(url)
+            try:
+                match = route_path(server.paths, url)
+            except BadPath:
+                return False  # the parser's path answers it with the 400 page
             if match is None:
                 return False  # the parser's path answers it with the 404 page
             target, url = match
@@ -318,9 +331,12 @@ class ClientConnection(asyncio.Protocol):
         upgrade = parser.should_upgrade()
         if upgrade and method == b"CONNECT":
             raise BadRequest("CONNECT is not supported by a reverse proxy")
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise VersionNotSupported(f"HTTP/{version} is not supported")
         http11 = self.http11
         if http11 is None:
-            http11 = self.http11 = parser.get_http_version() == "1.1"
+            http11 = self.http11 = version == "1.1"
         keep_alive = parser.should_keep_alive() and not upgrade and not server.draining
         ex = Exchange(self, keep_alive, http11, method == b"HEAD", upgrade)
         self.parsing = ex
@@ -332,16 +348,16 @@ class ClientConnection(asyncio.Protocol):
         target = None
         try:
             if server.external:
-                match = server.paths.match(url)
+                match = route_path(server.paths, url)
                 if match is None:
                     ex.failure = NoRoute(f"no route for path {url.decode('latin-1')}")
                 else:
                     target, url = match
-                ex.head, host, ex.chunked = rewrite_request(
+                ex.head, host, body = rewrite_request(
                     method, url, headers, self.client_ip, self.trusted, upgrade
                 )
             else:
-                ex.head, host, ex.chunked = rewrite_request(
+                ex.head, host, body = rewrite_request(
                     method, url, headers, self.client_ip, self.trusted, upgrade
                 )
                 route_host = host_from_url or host
@@ -350,8 +366,19 @@ class ClientConnection(asyncio.Protocol):
                 if target is None:
                     shown = (route_host or b"(none)").decode("latin-1")
                     ex.failure = NoRoute(f"no service for host {shown}")
-        except HeadError as err:
+        except UnsupportedCoding as err:
+            raise UnsupportedFraming(f"unsupported {err}") from err
+        except (HeadError, BadPath) as err:
             raise BadRequest(str(err)) from err
+        if body != -1:  # (NO_BODY) the framing the upstream head declares
+            if body == CHUNKED:
+                if version == "1.0":  # RFC 9112 6.1: faulty framing
+                    raise BadRequest("Transfer-Encoding in an HTTP/1.0 request")
+                ex.chunked = True
+            else:
+                ex.body_left = body
+            if upgrade and body:
+                raise BadRequest("an upgrade request cannot carry a body")
         if host is None and http11 and host_from_url is None:
             raise BadRequest("an HTTP/1.1 request needs a Host header")
         if target is not None:
@@ -373,6 +400,11 @@ class ClientConnection(asyncio.Protocol):
         if ex is None or ex.discard:
             return
         ex.body_seen = True
+        if not ex.chunked:
+            left = ex.body_left = ex.body_left - len(body)
+            if left < 0:  # never: llhttp counts the same length we declared upstream
+                self.abort()
+                return
         server = self.server
         self.deadline = server.now + server.config.body_timeout
         up = ex.upstream
@@ -390,14 +422,20 @@ class ClientConnection(asyncio.Protocol):
         self.parsing = None
         if ex is not None:
             ex.request_done = True
+            if ex.body_left:  # never: the body ended before the length we declared
+                self.abort()
+                return
             if ex.chunked and not ex.discard:
                 up = ex.upstream
                 if up is not None:
                     up.transport.write(b"0\r\n\r\n")  # type: ignore[union-attr]
                 else:
                     self._pend(ex, b"0\r\n\r\n")
+        if ex is not None and not ex.keep_alive:
+            self.finished = True  # the last request of this connection has been read
         if ex is not None and ex.upgrade:
             self.pstate = P_UPGRADE  # whatever follows belongs to the new protocol
+            self.upgrading = ex
             self.deadline = 0.0
         else:
             self.pstate = P_IDLE
@@ -481,7 +519,7 @@ class ClientConnection(asyncio.Protocol):
     # -- upgrades --------------------------------------------------------------------
 
     def _upgrade_requested(self, rest: bytes) -> None:
-        ex = self.current
+        ex = self.upgrading  # (may still be queued behind pipelined requests)
         self.parsing = None
         if self.closed or ex is None:
             return
@@ -495,15 +533,13 @@ class ClientConnection(asyncio.Protocol):
             self._buffer_upgrade(rest)
 
     def _buffer_upgrade(self, data: bytes) -> None:
-        """Bytes the client sent after its upgrade request, before the backend's 101."""
-        ex = self.current
+        """Bytes the client sent after its upgrade request, before the backend's 101:
+        held until the backend switches protocols (`become_tunnel`), never sent as HTTP.
+        A refused upgrade closes the connection with them unsent."""
+        ex = self.upgrading
         if ex is None or ex.discard:
             return
-        up = ex.upstream
-        if up is not None and up.transport is not None and ex.response_started:
-            up.transport.write(data)
-        else:
-            self._pend(ex, data)
+        self._pend(ex, data)
 
     def become_tunnel(self, up: "UpstreamConnection") -> None:
         """The backend switched protocols: copy bytes both ways from now on."""

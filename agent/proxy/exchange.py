@@ -26,7 +26,8 @@ class Exchange:
     # only five attributes (no __slots__ on purpose: it made creation slower).
     head = b""
     target: Target | None = None
-    chunked = False
+    chunked = False  # the body is re-chunked upstream (the parser saw chunked)
+    body_left = 0  # Content-Length bytes declared upstream and not yet relayed
     failure: ProxyFailure | None = None
     pending: list[bytes] | None = None
     pending_bytes = 0

@@ -116,7 +116,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.deadline = pool.server.now + pool.upstream_timeout
         pending = ex.pending
         transport = self.transport
-        if pending:
+        if pending and not ex.upgrade:  # (an upgrade's pending bytes wait for its 101)
             ex.pending = None
             ex.pending_bytes = 0
             transport.writelines((ex.head, *pending))  # type: ignore[union-attr]
