@@ -216,6 +216,7 @@ class ClientConnection(asyncio.Protocol):
         if self.http11 is False or server.draining:
             return False
         self.http11 = True
+        server.requests.replays += 1
         ex = Exchange(self, keep_alive, True, is_head, False)
         ex.head = head
         ex.target = target

@@ -35,6 +35,7 @@ class Seen:
     headers: list[tuple[bytes, bytes]]
     body: bytes = b""
     complete: bool = False
+    raw: bytes = b""  # the exact bytes of this request on its connection
 
     def header(self, name: bytes) -> list[bytes]:
         return [v for n, v in self.headers if n == name.lower()]
@@ -89,6 +90,8 @@ class RecordingBackend:
     def _serve(self, sock: socket.socket, number: int, log: ConnLog) -> None:
         parser = h11.Connection(h11.SERVER)
         current: Seen | None = None
+        received = 0
+        start = 0  # where the current request began in the connection's bytes
         with sock:
             while True:
                 try:
@@ -97,6 +100,7 @@ class RecordingBackend:
                     return
                 with self.lock:
                     log.raw += data
+                received += len(data)
                 parser.receive_data(data)
                 while True:
                     try:
@@ -121,8 +125,11 @@ class RecordingBackend:
                     elif isinstance(event, h11.Data) and current is not None:
                         current.body += event.data
                     elif isinstance(event, h11.EndOfMessage) and current is not None:
+                        end = received - len(parser.trailing_data[0])
                         with self.lock:
                             current.complete = True
+                            current.raw = bytes(log.raw[start:end])
+                        start = end
                         if not self._respond(sock, parser, current):
                             return
                         current = None
