@@ -1,4 +1,8 @@
-"""The client side of the proxy: one asyncio Protocol per accepted connection.
+"""The client side of the proxy: the logic of one accepted connection, without I/O.
+
+`ClientConnection` is a plain class: the driver (`drivers.ClientProtocol`) feeds it the
+bytes and events of its socket, and it acts through a `Sink` (`out`: write, pause,
+resume, close, abort) and through the backend side's interface (`sides.UpstreamSide`).
 
 httptools parses requests as bytes arrive and calls back `on_url`, `on_header`,
 `on_headers_complete`, `on_body`, `on_message_complete`. When a head is complete the
@@ -18,7 +22,6 @@ checks a few times per second (arming a timer per request would cost more than t
 of the request path). The state says what the deadline means.
 """
 
-import asyncio
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -39,10 +42,10 @@ from agent.proxy.exchange import PENDING_LIMIT, Exchange
 from agent.proxy.headers import CHUNKED, HeadError, UnsupportedCoding, rewrite_request
 from agent.proxy.requestmemo import MAX_LOOKED_UP, VERSION, Remembered, plain_line
 from agent.proxy.routing import BadPath, Target, route_path
+from agent.proxy.sides import NOT_CONNECTED, Sink, UpstreamSide
 
 if TYPE_CHECKING:
     from agent.proxy.server import ProxyServer
-    from agent.proxy.upstream import UpstreamConnection
 
 # Where the parser is in the current request (deadline meaning in brackets).
 P_IDLE = 0  # between requests [idle timeout when nothing is in flight]
@@ -56,10 +59,10 @@ R_UPSTREAM = 2  # the backend is not reading the request body fast enough
 R_PENDING = 4  # too much body buffered while the backend connection is opened
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection:
     __slots__ = (
         "server",
-        "transport",
+        "out",
         "parser",
         "url",
         "headers",
@@ -86,7 +89,7 @@ class ClientConnection(asyncio.Protocol):
 
     def __init__(self, server: "ProxyServer") -> None:
         self.server = server
-        self.transport: asyncio.Transport | None = None
+        self.out: Sink = NOT_CONNECTED
         self.parser = HttpRequestParser(self)
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
@@ -99,7 +102,7 @@ class ClientConnection(asyncio.Protocol):
         self.queue: deque[Exchange] = deque()
         self.read_pauses = 0
         self.write_paused = False
-        self.tunnel: UpstreamConnection | None = None
+        self.tunnel: UpstreamSide | None = None
         self.closed = False
         self.client_ip = b"unknown"
         self.trusted = False
@@ -113,13 +116,11 @@ class ClientConnection(asyncio.Protocol):
         # HTTP this connection will parse
         self.finished = False
 
-    # -- transport callbacks -------------------------------------------------------
+    # -- events from the socket -----------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop transports are not asyncio.Transport subclasses; same interface
-        self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        ip = str(peer[0]) if peer else "unknown"
+    def connection_made(self, out: Sink, ip: str) -> None:
+        """Accepted from `ip`; `out` takes this connection's commands."""
+        self.out = out
         self.client_ip = ip.encode()
         # a loopback peer is cloudflared or a local service: keep its X-Forwarded-*
         self.trusted = ip.startswith("127.") or ip == "::1"
@@ -134,7 +135,7 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         tunnel = self.tunnel
         if tunnel is not None:
-            tunnel.transport.write(data)  # type: ignore[union-attr]
+            tunnel.out.write(data)
             return
         if self.finished:
             if self.pstate == P_UPGRADE:
@@ -262,8 +263,8 @@ class ClientConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         if self.tunnel is not None:
-            if self.tunnel.transport is not None and self.tunnel.transport.can_write_eof():
-                self.tunnel.transport.write_eof()
+            if self.tunnel.out.can_write_eof():
+                self.tunnel.out.write_eof()
             return True  # the other direction may still flow
         if self.current is not None:
             # the client stopped sending but still waits for its answer
@@ -412,9 +413,9 @@ class ClientConnection(asyncio.Protocol):
         if up is not None:
             up.deadline = self.deadline  # a backend taking a long body is not idle
             if ex.chunked:
-                up.transport.writelines((b"%x\r\n" % len(body), body, b"\r\n"))  # type: ignore[union-attr]
+                up.out.writelines((b"%x\r\n" % len(body), body, b"\r\n"))
             else:
-                up.transport.write(body)  # type: ignore[union-attr]
+                up.out.write(body)
             return
         self._pend(ex, b"%x\r\n%s\r\n" % (len(body), body) if ex.chunked else body)
 
@@ -429,7 +430,7 @@ class ClientConnection(asyncio.Protocol):
             if ex.chunked and not ex.discard:
                 up = ex.upstream
                 if up is not None:
-                    up.transport.write(b"0\r\n\r\n")  # type: ignore[union-attr]
+                    up.out.write(b"0\r\n\r\n")
                 else:
                     self._pend(ex, b"0\r\n\r\n")
         if ex is not None and not ex.keep_alive:
@@ -476,7 +477,7 @@ class ClientConnection(asyncio.Protocol):
         if self.closed:
             return
         keep = ex.keep_alive and not failure.close
-        self.transport.write(response_for(failure, keep))  # type: ignore[union-attr]
+        self.out.write(response_for(failure, keep))
         ex.keep_alive = keep
         ex.response_started = True
         if not ex.request_done:
@@ -542,14 +543,14 @@ class ClientConnection(asyncio.Protocol):
             return
         self._pend(ex, data)
 
-    def become_tunnel(self, up: "UpstreamConnection") -> None:
+    def become_tunnel(self, up: UpstreamSide) -> None:
         """The backend switched protocols: copy bytes both ways from now on."""
         self.tunnel = up
         self.pstate = P_UPGRADE
         self.deadline = 0.0
         ex = self.current
         if ex is not None and ex.pending:
-            up.transport.writelines(ex.pending)  # type: ignore[union-attr]
+            up.out.writelines(ex.pending)
             ex.pending = None
         self.resume_reading(R_PENDING | R_PIPELINE)
 
@@ -557,14 +558,14 @@ class ClientConnection(asyncio.Protocol):
 
     def pause_reading(self, reason: int) -> None:
         if not self.read_pauses and not self.closed:
-            self.transport.pause_reading()  # type: ignore[union-attr]
+            self.out.pause_reading()
         self.read_pauses |= reason
 
     def resume_reading(self, reason: int) -> None:
         if self.read_pauses & reason:
             self.read_pauses &= ~reason
             if not self.read_pauses and not self.closed:
-                self.transport.resume_reading()  # type: ignore[union-attr]
+                self.out.resume_reading()
 
     def _rearm(self) -> None:
         """Set the deadline that the current state implies."""
@@ -617,18 +618,18 @@ class ClientConnection(asyncio.Protocol):
         if ex is not None and (ex.response_started or ex.upstream is not None):
             self.abort()
             return
-        self.transport.write(response_for(failure, keep_alive=False))  # type: ignore[union-attr]
+        self.out.write(response_for(failure, keep_alive=False))
         self.close()
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self.transport.close()  # type: ignore[union-attr]
+            self.out.close()
 
     def abort(self) -> None:
         if not self.closed:
             self.closed = True
-            self.transport.abort()  # type: ignore[union-attr]
+            self.out.abort()
 
 
 def _origin_form(url: bytes) -> tuple[bytes, bytes | None]:

@@ -13,8 +13,7 @@ from agent.proxy.headers import BODY_NONE
 from agent.proxy.routing import Target
 
 if TYPE_CHECKING:
-    from agent.proxy.client import ClientConnection
-    from agent.proxy.upstream import UpstreamConnection
+    from agent.proxy.sides import ClientSide, UpstreamSide
 
 # Bytes of request body buffered for a backend that is not connected yet before the
 # client is paused.
@@ -34,7 +33,7 @@ class Exchange:
     request_done = False
     body_seen = False
     discard = False  # response already finished: drop the rest of the body
-    upstream: "UpstreamConnection | None" = None
+    upstream: "UpstreamSide | None" = None
     response_started = False
     framing = BODY_NONE
     retried = False
@@ -42,7 +41,7 @@ class Exchange:
 
     def __init__(
         self,
-        client: "ClientConnection",
+        client: "ClientSide",
         keep_alive: bool,
         http11: bool,
         is_head: bool,
