@@ -399,14 +399,16 @@ class ClientConnection:
 
     def on_body(self, body: bytes) -> None:
         ex = self.parsing
-        if ex is None or ex.discard:
+        if ex is None:
             return
-        ex.body_seen = True
         if not ex.chunked:
             left = ex.body_left = ex.body_left - len(body)
             if left < 0:  # never: llhttp counts the same length we declared upstream
                 self.abort()
                 return
+        if ex.discard:
+            return
+        ex.body_seen = True
         server = self.server
         self.deadline = server.now + server.config.body_timeout
         up = ex.upstream
@@ -420,6 +422,8 @@ class ClientConnection:
         self._pend(ex, b"%x\r\n%s\r\n" % (len(body), body) if ex.chunked else body)
 
     def on_message_complete(self) -> None:
+        if self.headers:
+            self.headers = []  # trailer fields (llhttp reports them as headers): dropped
         ex = self.parsing
         self.parsing = None
         if ex is not None:
@@ -476,13 +480,16 @@ class ClientConnection:
     def _answer_failure(self, ex: Exchange, failure: ProxyFailure) -> None:
         if self.closed:
             return
+        self._write_failure(ex, failure)
+        self.response_done(ex)
+
+    def _write_failure(self, ex: Exchange, failure: ProxyFailure) -> None:
         keep = ex.keep_alive and not failure.close
         self.out.write(response_for(failure, keep))
         ex.keep_alive = keep
         ex.response_started = True
         if not ex.request_done:
             ex.discard = True
-        self.response_done(ex)
 
     def response_done(self, ex: Exchange) -> None:
         """The whole response of the current exchange was written."""
@@ -491,15 +498,20 @@ class ClientConnection:
         if not ex.keep_alive:
             self.close()
             return
-        # Iterate rather than recurse: queued error answers finish synchronously.
+        # Queued error answers are written here, in order, without recursing; the first
+        # request that goes to a backend stops the loop until its response is done.
         while self.queue:
             nxt = self.queue.popleft()
             self.current = nxt
             if not self.queue:
                 self.resume_reading(R_PIPELINE)
-            self._start(nxt)
-            if self.current is nxt or self.closed:
-                return  # in flight (or closed): its completion continues the loop
+            if nxt.failure is None:
+                self._start(nxt)
+                return  # in flight or held: its completion continues the queue
+            self._write_failure(nxt, nxt.failure)
+            if not nxt.keep_alive:
+                self.close()
+                return
         self.current = None
         if self.pstate == P_IDLE:
             if self.server.draining:
@@ -611,15 +623,35 @@ class ClientConnection:
             self._fail_fatal(BadRequest(f"malformed request: {exc}"))
 
     def _fail_fatal(self, failure: ProxyFailure) -> None:
-        """Answer `failure` and close, unless a response is already under way."""
+        """Nothing more can be read from this client: answer `failure` in its turn (after
+        the answers to the requests before it) and close. A request whose body broke
+        after it went upstream cannot be answered any more: the connection is cut."""
         if self.closed:
             return
+        self.finished = True  # whatever follows is not parsed
         ex = self.current
-        if ex is not None and (ex.response_started or ex.upstream is not None):
-            self.abort()
+        if ex is None:
+            self.out.write(response_for(failure, keep_alive=False))
+            self.close()
             return
-        self.out.write(response_for(failure, keep_alive=False))
-        self.close()
+        bad = self.parsing
+        self.parsing = None
+        if bad is not None and (bad is ex or bad in self.queue):
+            if bad.upstream is not None or bad.response_started:
+                self.abort()
+                return
+            if bad is ex:
+                self.out.write(response_for(failure, keep_alive=False))
+                self.close()
+                return
+            bad.pending = None  # queued and never sent: it gets the error answer
+        else:
+            bad = Exchange(self, False, True, False, False)
+            self.queue.append(bad)
+        bad.failure = failure
+        bad.keep_alive = False
+        bad.request_done = True
+        self.pause_reading(R_PIPELINE)
 
     def close(self) -> None:
         if not self.closed:
