@@ -85,6 +85,7 @@ class ClientConnection:
         "blocks",
         "upgrading",
         "finished",
+        "counted",
     )
 
     def __init__(self, server: "ProxyServer") -> None:
@@ -115,6 +116,7 @@ class ClientConnection:
         # the last request was read (it asked to close, or upgraded): nothing after it is
         # HTTP this connection will parse
         self.finished = False
+        self.counted = False  # holds a place in the server's per-address count
 
     # -- events from the socket -----------------------------------------------------
 
@@ -125,10 +127,21 @@ class ClientConnection:
         # a loopback peer is cloudflared or a local service: keep its X-Forwarded-*
         self.trusted = ip.startswith("127.") or ip == "::1"
         server = self.server
+        config = self.config
+        if config.cap_loopback or not self.trusted:
+            count = server.per_address.get(ip, 0)
+            if count >= config.max_conns_per_address:
+                self.closed = True
+                out.abort()  # over the cap: no request is read from this connection
+                return
+            server.per_address[ip] = count + 1
+            self.counted = True
         self.heads = server.requests.heads[self.trusted]
         self.blocks = server.requests.blocks[self.trusted]
         server.clients.add(self)
-        self.deadline = server.now + server.config.idle_timeout
+        # the first request head must arrive within the head timeout of the accept: a
+        # connection that never sends a byte does not hold a descriptor for long
+        self.deadline = server.now + config.head_timeout
         if server.draining:
             self.close()
 
@@ -276,7 +289,16 @@ class ClientConnection:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.server.clients.discard(self)
+        server = self.server
+        server.clients.discard(self)
+        if self.counted:
+            self.counted = False
+            ip = self.client_ip.decode()
+            left = server.per_address[ip] - 1
+            if left:
+                server.per_address[ip] = left
+            else:
+                del server.per_address[ip]
         tunnel = self.tunnel
         if tunnel is not None:
             tunnel.close()

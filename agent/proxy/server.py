@@ -51,6 +51,7 @@ class ProxyServer:
         self.pool = UpstreamPool(self)
         self.requests = RequestMemo()  # request heads already parsed and routed
         self.clients: set[ClientConnection] = set()
+        self.per_address: dict[str, int] = {}  # open client connections by address (capped)
         self.draining = False
         self.held: dict[str, list[Exchange]] = {}
         self.listener: asyncio.Server | None = None
