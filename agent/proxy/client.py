@@ -231,6 +231,8 @@ class ClientConnection:
             return False
         self.http11 = True
         server.requests.replays += 1
+        if not keep_alive:
+            self.finished = True  # as on_message_complete would say for a closing request
         ex = Exchange(self, keep_alive, True, is_head, False)
         ex.head = head
         ex.target = target
