@@ -362,21 +362,27 @@ def rewrite_response_head(
 CachedHead = tuple[bytes, int, bool, bool, int]
 
 
+MAX_CACHED_HEAD = 4096  # longer response heads are rewritten every time
+
+
 class ResponseHeadCache:
     """Memoises `rewrite_response_head` (a pure function of its arguments).
 
     Backends repeat their response heads byte for byte (a static file, an API answer of
     a fixed size) until the `Date` header ticks, so a lookup keyed by the raw head
-    replaces the rewrite for most responses. Only heads that llhttp accepted are stored.
-    Bounded: a full table is simply dropped.
+    replaces the rewrite for most responses. Only heads that llhttp accepted are stored,
+    and only when seen a second time: a head carrying a per-response value (a request
+    id, a session cookie) never repeats, and storing it would only cost time (a set
+    insert notes the first sighting). Bounded: a full table is simply dropped.
     """
 
-    __slots__ = ("tables", "max_entries")
+    __slots__ = ("tables", "max_entries", "first_sightings")
 
     def __init__(self, max_entries: int = 256) -> None:
         # one table per (client keep-alive, client HTTP/1.1, HEAD request) combination
         self.tables: list[dict[bytes, CachedHead]] = [{} for _ in range(8)]
         self.max_entries = max_entries
+        self.first_sightings: set[bytes] = set()
 
     def lookup(
         self, raw: bytes, client_keep_alive: bool, client_http11: bool, is_head: bool
@@ -399,6 +405,14 @@ class ResponseHeadCache:
             head, framing, keep, delimited = rewrite_response_head(
                 raw, status, client_keep_alive, client_http11, no_body
             )
+            seen = self.first_sightings
+            if raw not in seen or len(raw) > MAX_CACHED_HEAD:
+                if len(raw) > MAX_CACHED_HEAD:
+                    return head, framing, keep, delimited, -1  # (bounds the memory held)
+                if len(seen) >= self.max_entries:
+                    seen.clear()
+                seen.add(raw)
+                return head, framing, keep, delimited, -1
             fast_length = -1
             if framing == BODY_LENGTH and upstream_keep_alive and status >= 200:
                 fast_length = _content_length(raw)
