@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint typecheck bench-deps clean
+.PHONY: demo test lint typecheck bench-deps clean fuzz-proxy
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: install python3-venv (apt-get install python3-venv)"; exit 1; }
@@ -30,6 +30,11 @@ lint: $(VENV)/.installed
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
+
+# Long run of the proxy's property tests (docs/proxy.md); `make test` runs a few dozen.
+FUZZ_EXAMPLES ?= 20000
+fuzz-proxy: $(VENV)/.installed
+	BERTH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -p no:cacheprovider tests/agent/proxy/test_core_properties.py
 
 bench-deps:
 	apt-get install -y wrk nginx-light caddy dnsperf dnsmasq-base

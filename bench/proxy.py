@@ -1,9 +1,20 @@
 """Benchmark: Berth's external proxy beside nginx and Caddy, in one run.
 
     .venv/bin/python bench/proxy.py [--duration 5] [--runs 3] [--connections 50]
-                                    [--threads 1] [--workers 2] [--vary | --fresh] [--profile]
+                                    [--threads 1] [--workers 2] [--vary | --fresh]
+                                    [--legs realistic,fixed] [--profile]
 
-One backend (nginx, one worker, a 12-byte fixed response) is measured directly and
+Two legs, each against the same proxies, reported in this order:
+
+* realistic: every request has a new path and query, a changing cookie and user agent
+  and a browser's Accept headers (a wrk Lua script); the backend's response heads vary
+  too (nginx adds a random `X-Request-Id` and a `Set-Cookie` carrying it). Nothing
+  repeats byte for byte, so Berth's request and response memos do not help: this is
+  the figure for real traffic.
+* fixed: one request head repeated byte for byte (or the --vary/--fresh shapes below)
+  and a fixed response.
+
+The backends (nginx, one worker, a 12-byte body) are measured directly and
 through: nginx as a reverse proxy (one worker, upstream keepalive >= the load's
 connections), Caddy's reverse_proxy, and Berth's external proxy (one process; with
 `--workers N` also N processes sharing the port with SO_REUSEPORT). Every target gets
@@ -147,13 +158,32 @@ http {{
 
 NGINX_BACKEND = """
   server {{ listen 127.0.0.1:{port} reuseport; location / {{ return 200 "hello world\\n"; }} }}
+  server {{
+    listen 127.0.0.1:{app} reuseport;
+    location / {{
+      add_header X-Request-Id $request_id always;
+      add_header Set-Cookie "sid=$request_id; Path=/; HttpOnly; SameSite=Lax" always;
+      add_header Cache-Control "private, no-store" always;
+      return 200 "hello world\\n";
+    }}
+  }}
 """
 
 NGINX_PROXY = """
   upstream backend {{ server 127.0.0.1:{backend}; keepalive {keepalive}; }}
+  upstream app {{ server 127.0.0.1:{app}; keepalive {keepalive}; }}
   upstream ws {{ server 127.0.0.1:{ws}; }}
   server {{
     listen 127.0.0.1:{port};
+    location /app {{
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $http_host;
+    }}
     location / {{
       proxy_pass http://backend;
       proxy_http_version 1.1;
@@ -179,6 +209,7 @@ CADDYFILE = """
   auto_https off
 }}
 http://127.0.0.1:{port} {{
+  reverse_proxy /app* 127.0.0.1:{app}
   reverse_proxy 127.0.0.1:{backend}
 }}
 """
@@ -255,6 +286,28 @@ end
 """
 
 
+# the realistic leg: nothing in a request head repeats, as with browsers behind a site
+REALISTIC_SCRIPT = """
+local n = 0
+local agents = {
+  "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/",
+  "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Version/17.5 Safari/",
+  "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:127.0) Gecko/20100101 Firefox/",
+}
+request = function()
+  n = n + 1
+  local path = "/app/items/" .. (n % 997) .. "/detail?id=" .. n .. "&sort=" .. (n % 7)
+  return wrk.format("GET", path, {
+    ["User-Agent"] = agents[(n % 3) + 1] .. (100 + n % 40) .. "." .. n,
+    ["Accept"] = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    ["Accept-Language"] = "en-GB,en;q=0.9",
+    ["Accept-Encoding"] = "gzip, deflate, br",
+    ["Cookie"] = "session=s" .. (n * 7919) .. "; theme=dark; _ga=GA1.2." .. n .. ".1700000000",
+  })
+end
+"""
+
+
 def run_wrk(port: int, args: argparse.Namespace, duration: float) -> str:
     cmd = [
         "wrk",
@@ -305,17 +358,20 @@ def ws_rtts(legs: list[tuple[int, str]], n: int) -> list[tuple[float, float]]:
     return out
 
 
-def berth_state(tmp: Path, backend: int, ws: int) -> Path:
+def berth_state(tmp: Path, backend: int, app: int, ws: int) -> Path:
     state = tmp / "berth"
     (state / "cache").mkdir(parents=True)
-    table = RouteTable(version=(1, 1), routes=(Route("web", backend, "/"), Route("ws", ws, "/ws")))
+    table = RouteTable(
+        version=(1, 1),
+        routes=(Route("web", backend, "/"), Route("app", app, "/app"), Route("ws", ws, "/ws")),
+    )
     (state / "cache" / "proxy-routes.json").write_bytes(table.to_json())
     for p in (tmp, state, state / "cache"):
         os.chmod(p, 0o755)  # the proxy drops root to nobody after binding
     return state
 
 
-def profile_berth(backend: int, args: argparse.Namespace) -> str:
+def profile_berth(backend: int, app: int, args: argparse.Namespace) -> str:
     """Berth in this process under cProfile while wrk loads it: what dominates."""
     import uvloop
 
@@ -328,7 +384,8 @@ def profile_berth(backend: int, args: argparse.Namespace) -> str:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
         server = ProxyServer(EXTERNAL, ProxyConfig(), loop)
-        server.apply_table(RouteTable(version=(1, 1), routes=(Route("web", backend, "/"),)))
+        routes = (Route("web", backend, "/"), Route("app", app, "/app"))
+        server.apply_table(RouteTable(version=(1, 1), routes=routes))
         await server.listen(f"127.0.0.1:{port}")
         sweeper = asyncio.create_task(server.run_sweeper())
         wrk = await asyncio.create_subprocess_exec(
@@ -369,9 +426,19 @@ def main() -> int:
     shape.add_argument(
         "--fresh", action="store_true", help="a different URL and header value per request"
     )
-    ap.add_argument("--profile", action="store_true", help="cProfile Berth's request path")
+    ap.add_argument(
+        "--legs",
+        default="realistic,fixed",
+        help="comma-separated legs to run, in order (realistic, fixed)",
+    )
+    ap.add_argument(
+        "--profile", action="store_true", help="cProfile Berth's request path (first leg)"
+    )
     args = ap.parse_args()
     args.vary_script = None
+    args.legs = [leg.strip() for leg in args.legs.split(",") if leg.strip()]
+    if not args.legs or set(args.legs) - {"realistic", "fixed"}:
+        ap.error("--legs takes realistic and/or fixed")
     missing = [t for t in ("wrk", "nginx", "caddy") if shutil.which(t) is None]
     if missing:
         print(
@@ -385,6 +452,8 @@ def main() -> int:
     if args.vary or args.fresh:
         args.vary_script = str(tmp / "vary.lua")
         Path(args.vary_script).write_text(FRESH_SCRIPT if args.fresh else VARY_SCRIPT)
+    args.realistic_script = str(tmp / "realistic.lua")
+    Path(args.realistic_script).write_text(REALISTIC_SCRIPT)
     procs = Procs(tmp)
     try:
         return _bench(args, tmp, procs)
@@ -405,34 +474,34 @@ def _nginx(procs: Procs, tmp: Path, name: str, body: str) -> subprocess.Popen[by
 
 
 def _bench(args: argparse.Namespace, tmp: Path, procs: Procs) -> int:
-    backend, ws = free_port(), free_port()
-    _nginx(procs, tmp, "backend", NGINX_BACKEND.format(port=backend))
+    backend, app, ws = free_port(), free_port(), free_port()
+    _nginx(procs, tmp, "backend", NGINX_BACKEND.format(port=backend, app=app))
     procs.start([sys.executable, "-c", WS_ECHO, str(ws)], cwd=REPO)
     wait_port(backend)
+    wait_port(app)
     wait_port(ws)
 
-    targets = [Target("direct (backend)", backend, [])]
-
+    proxies: list[tuple[str, int, list[int]]] = []
     nginx_port = free_port()
     keepalive = max(128, args.connections)
     p = _nginx(
         procs,
         tmp,
         "proxy",
-        NGINX_PROXY.format(port=nginx_port, backend=backend, ws=ws, keepalive=keepalive),
+        NGINX_PROXY.format(port=nginx_port, backend=backend, app=app, ws=ws, keepalive=keepalive),
     )
-    targets.append(Target("nginx proxy (1 worker)", nginx_port, [p.pid]))
+    proxies.append(("nginx proxy (1 worker)", nginx_port, [p.pid]))
 
     caddy_port = free_port()
     caddyfile = tmp / "Caddyfile"
-    caddyfile.write_text(CADDYFILE.format(port=caddy_port, backend=backend))
+    caddyfile.write_text(CADDYFILE.format(port=caddy_port, backend=backend, app=app))
     env = dict(
         os.environ, XDG_DATA_HOME=str(tmp / "caddy-data"), XDG_CONFIG_HOME=str(tmp / "caddy-config")
     )
     p = procs.start(["caddy", "run", "--config", str(caddyfile), "--adapter", "caddyfile"], env=env)
-    targets.append(Target("caddy reverse_proxy", caddy_port, [p.pid]))
+    proxies.append(("caddy reverse_proxy", caddy_port, [p.pid]))
 
-    state = berth_state(tmp, backend, ws)
+    state = berth_state(tmp, backend, app, ws)
     berth = str(Path(sys.executable).parent / "berth")
     berth_port = free_port()
     p = procs.start(
@@ -447,7 +516,7 @@ def _bench(args: argparse.Namespace, tmp: Path, procs: Procs) -> int:
         ],
         cwd=REPO,
     )
-    targets.append(Target("berth proxy (1 process)", berth_port, [p.pid]))
+    proxies.append(("berth proxy (1 process)", berth_port, [p.pid]))
     if args.workers > 1:
         port = free_port()
         pids = [
@@ -456,23 +525,44 @@ def _bench(args: argparse.Namespace, tmp: Path, procs: Procs) -> int:
             ).pid
             for _ in range(args.workers)
         ]
-        targets.append(Target(f"berth proxy ({args.workers} workers)", port, pids))
+        proxies.append((f"berth proxy ({args.workers} workers)", port, pids))
 
-    for t in targets:
-        wait_port(t.port)
+    for _, port, _ in proxies:
+        wait_port(port)
     time.sleep(0.5)
+    fixed_shape = (
+        "a different URL and header value per request (--fresh)"
+        if args.fresh
+        else "a different URL per request (--vary)"
+        if args.vary
+        else "one repeated request"
+    )
     print(
-        f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, {args.runs} alternating runs, "
-        f"medians; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; "
-        + (
-            "a different URL and header value per request (--fresh)"
-            if args.fresh
-            else "a different URL per request (--vary)"
-            if args.vary
-            else "one repeated request"
-        ),
+        f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, {args.runs} alternating"
+        f" runs, medians; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}",
         flush=True,
     )
+    fixed_script = args.vary_script
+    for leg in args.legs:
+        if leg == "realistic":
+            args.vary_script = args.realistic_script
+            title = "realistic: new path, query, cookie and user agent per request; varied response heads"
+            direct = Target("direct (backend)", app, [])
+        else:
+            args.vary_script = fixed_script
+            title = f"fixed: {fixed_shape}; fixed response"
+            direct = Target("direct (backend)", backend, [])
+        targets = [direct, *(Target(name, port, pids) for name, port, pids in proxies)]
+        print(f"\n== {leg} leg ({title})", flush=True)
+        _measure(args, targets)
+    args.vary_script = args.realistic_script if args.legs[0] == "realistic" else fixed_script
+    _websocket(args, ws, nginx_port, berth_port)
+    if args.profile:
+        _profile(args, backend, app)
+    return 0
+
+
+def _measure(args: argparse.Namespace, targets: list[Target]) -> None:
     for t in targets:  # warm-up: pools filled, code paths hot
         run_wrk(t.port, args, 1)
     for i in range(args.runs):
@@ -490,7 +580,7 @@ def _bench(args: argparse.Namespace, tmp: Path, procs: Procs) -> int:
         print(f"  run {i + 1}/{args.runs} done", file=sys.stderr, flush=True)
 
     print(
-        f"\n{'target':26} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'RSS MiB':>8}"
+        f"{'target':26} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'RSS MiB':>8}"
         f" {'user µs/req':>12} {'sys µs/req':>11}"
     )
     med: dict[str, tuple[float, float, float, float]] = {}
@@ -508,24 +598,24 @@ def _bench(args: argparse.Namespace, tmp: Path, procs: Procs) -> int:
         else:
             cpu_s = ""
         print(f"{t.name:26} {rps:10.0f} {p50:8.2f} {p99:8.2f} {rss_s}{cpu_s}")
+        print("    runs: " + ", ".join(f"{r[0]:.0f} req/s p99 {r[2]:.2f} ms" for r in t.runs))
 
     n = med["nginx proxy (1 worker)"]
     c = med["caddy reverse_proxy"]
     b = med["berth proxy (1 process)"]
-    print("\nratios (Berth 1 process)      value   target")
+    print("ratios (Berth 1 process)      value   target")
     print(f"  req/s Berth/nginx          {b[0] / n[0]:6.2f}x   >= 0.70x")
     print(f"  req/s Berth/Caddy          {b[0] / c[0]:6.2f}x   >= 3.00x")
     print(f"  p99   Berth/nginx          {b[2] / n[2]:6.2f}x   <= 1.50x")
     print(f"  RSS   Berth                {b[3]:6.1f}    <= 40 MiB")
-    if args.workers > 1:
-        w = med[f"berth proxy ({args.workers} workers)"]
-        print(
-            f"  req/s Berth x{args.workers}/nginx       {w[0] / n[0]:6.2f}x   (nginx has one worker)"
-        )
-        print(
-            f"  req/s Berth x{args.workers}/Caddy       {w[0] / c[0]:6.2f}x   (Caddy uses every CPU)"
-        )
+    workers = [name for name in med if name.startswith("berth proxy (") and "workers" in name]
+    for name in workers:
+        w = med[name]
+        print(f"  req/s {name}/nginx {w[0] / n[0]:6.2f}x   (nginx has one worker)")
+    print(json.dumps({k: [round(x, 3) for x in v] for k, v in med.items()}), file=sys.stderr)
 
+
+def _websocket(args: argparse.Namespace, ws: int, nginx_port: int, berth_port: int) -> None:
     print(
         f"\nWebSocket echo round trip, {args.ws_messages} sequential 32-byte messages per leg"
         f" and run, legs taking turns message by message, {args.runs} runs, medians (µs)"
@@ -550,11 +640,10 @@ def _bench(args: argparse.Namespace, tmp: Path, procs: Procs) -> int:
         print(f"  {name:14} {med_us:8.1f} {p99_us:8.1f} {over:9.1f}")
     print(f"  target: Berth overhead <= 100 µs median -> {via_berth[0] - direct[0]:.1f} µs")
 
-    if args.profile:
-        print("\ncProfile of Berth's request path under wrk (in-process; tottime order):")
-        print(profile_berth(backend, args))
-    print(json.dumps({k: [round(x, 3) for x in v] for k, v in med.items()}), file=sys.stderr)
-    return 0
+
+def _profile(args: argparse.Namespace, backend: int, app: int) -> None:
+    print("\ncProfile of Berth's request path under wrk (in-process; tottime order):")
+    print(profile_berth(backend, app, args))
 
 
 if __name__ == "__main__":

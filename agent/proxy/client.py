@@ -1,4 +1,8 @@
-"""The client side of the proxy: one asyncio Protocol per accepted connection.
+"""The client side of the proxy: the logic of one accepted connection, without I/O.
+
+`ClientConnection` is a plain class: the driver (`drivers.ClientProtocol`) feeds it the
+bytes and events of its socket, and it acts through a `Sink` (`out`: write, pause,
+resume, close, abort) and through the backend side's interface (`sides.UpstreamSide`).
 
 httptools parses requests as bytes arrive and calls back `on_url`, `on_header`,
 `on_headers_complete`, `on_body`, `on_message_complete`. When a head is complete the
@@ -18,7 +22,6 @@ checks a few times per second (arming a timer per request would cost more than t
 of the request path). The state says what the deadline means.
 """
 
-import asyncio
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -31,16 +34,18 @@ from agent.proxy.errors import (
     NoBackend,
     NoRoute,
     ProxyFailure,
+    UnsupportedFraming,
+    VersionNotSupported,
     response_for,
 )
 from agent.proxy.exchange import PENDING_LIMIT, Exchange
-from agent.proxy.headers import HeadError, rewrite_request
+from agent.proxy.headers import CHUNKED, HeadError, UnsupportedCoding, rewrite_request
 from agent.proxy.requestmemo import MAX_LOOKED_UP, VERSION, Remembered, plain_line
-from agent.proxy.routing import Target
+from agent.proxy.routing import BadPath, Target, route_path
+from agent.proxy.sides import NOT_CONNECTED, Sink, UpstreamSide
 
 if TYPE_CHECKING:
     from agent.proxy.server import ProxyServer
-    from agent.proxy.upstream import UpstreamConnection
 
 # Where the parser is in the current request (deadline meaning in brackets).
 P_IDLE = 0  # between requests [idle timeout when nothing is in flight]
@@ -54,10 +59,10 @@ R_UPSTREAM = 2  # the backend is not reading the request body fast enough
 R_PENDING = 4  # too much body buffered while the backend connection is opened
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection:
     __slots__ = (
         "server",
-        "transport",
+        "out",
         "parser",
         "url",
         "headers",
@@ -78,11 +83,14 @@ class ClientConnection(asyncio.Protocol):
         "http11",
         "heads",
         "blocks",
+        "upgrading",
+        "finished",
+        "counted",
     )
 
     def __init__(self, server: "ProxyServer") -> None:
         self.server = server
-        self.transport: asyncio.Transport | None = None
+        self.out: Sink = NOT_CONNECTED
         self.parser = HttpRequestParser(self)
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
@@ -95,7 +103,7 @@ class ClientConnection(asyncio.Protocol):
         self.queue: deque[Exchange] = deque()
         self.read_pauses = 0
         self.write_paused = False
-        self.tunnel: UpstreamConnection | None = None
+        self.tunnel: UpstreamSide | None = None
         self.closed = False
         self.client_ip = b"unknown"
         self.trusted = False
@@ -104,30 +112,48 @@ class ClientConnection(asyncio.Protocol):
         # the server's memo tables for this kind of peer
         self.heads: dict[bytes, Remembered] = {}
         self.blocks: dict[bytes, Remembered] = {}
+        self.upgrading: Exchange | None = None  # an upgrade request was read: this one
+        # the last request was read (it asked to close, or upgraded): nothing after it is
+        # HTTP this connection will parse
+        self.finished = False
+        self.counted = False  # holds a place in the server's per-address count
 
-    # -- transport callbacks -------------------------------------------------------
+    # -- events from the socket -----------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop transports are not asyncio.Transport subclasses; same interface
-        self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        ip = str(peer[0]) if peer else "unknown"
+    def connection_made(self, out: Sink, ip: str) -> None:
+        """Accepted from `ip`; `out` takes this connection's commands."""
+        self.out = out
         self.client_ip = ip.encode()
         # a loopback peer is cloudflared or a local service: keep its X-Forwarded-*
         self.trusted = ip.startswith("127.") or ip == "::1"
         server = self.server
+        config = self.config
+        if config.cap_loopback or not self.trusted:
+            count = server.per_address.get(ip, 0)
+            if count >= config.max_conns_per_address:
+                self.closed = True
+                out.abort()  # over the cap: no request is read from this connection
+                return
+            server.per_address[ip] = count + 1
+            self.counted = True
         self.heads = server.requests.heads[self.trusted]
         self.blocks = server.requests.blocks[self.trusted]
         server.clients.add(self)
-        self.deadline = server.now + server.config.idle_timeout
+        # the first request head must arrive within the head timeout of the accept: a
+        # connection that never sends a byte does not hold a descriptor for long
+        self.deadline = server.now + config.head_timeout
         if server.draining:
             self.close()
 
     def data_received(self, data: bytes) -> None:
         tunnel = self.tunnel
         if tunnel is not None:
-            tunnel.transport.write(data)  # type: ignore[union-attr]
+            tunnel.out.write(data)
             return
+        if self.finished:
+            if self.pstate == P_UPGRADE:
+                self._buffer_upgrade(data)
+            return  # bytes after a request that closes the connection: ignored
         pstate = self.pstate
         block = None  # a read that may be one whole head: its header block, from ...
         at = -1  # ... this offset, where " HTTP/1.1\r\n" first occurs
@@ -149,9 +175,6 @@ class ClientConnection(asyncio.Protocol):
             self.pstate = P_HEAD
             self.deadline = self.server.now + self.config.head_timeout
             self.raw_head = 0
-        elif pstate == P_UPGRADE:
-            self._buffer_upgrade(data)
-            return
         self.chunk_len = len(data)
         try:
             self.parser.feed_data(data)
@@ -159,7 +182,8 @@ class ClientConnection(asyncio.Protocol):
             self._upgrade_requested(data[int(exc.args[0]) :])
             return
         except HttpParserError as exc:
-            self._parse_failed(exc)
+            if not self.finished:  # (llhttp refuses data after a closing request)
+                self._parse_failed(exc)
             return
         if self.pstate == P_HEAD and not self.closed:
             # everything read since the head began is head: refuse before it grows
@@ -186,7 +210,10 @@ class ClientConnection(asyncio.Protocol):
         prefix, suffix, target, keep_alive, _ = hit
         server = self.server
         if server.external:
-            match = server.paths.match(url)
+            try:
+                match = route_path(server.paths, url)
+            except BadPath:
+                return False  # the parser's path answers it with the 400 page
             if match is None:
                 return False  # the parser's path answers it with the 404 page
             target, url = match
@@ -203,6 +230,9 @@ class ClientConnection(asyncio.Protocol):
         if self.http11 is False or server.draining:
             return False
         self.http11 = True
+        server.requests.replays += 1
+        if not keep_alive:
+            self.finished = True  # as on_message_complete would say for a closing request
         ex = Exchange(self, keep_alive, True, is_head, False)
         ex.head = head
         ex.target = target
@@ -248,8 +278,8 @@ class ClientConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         if self.tunnel is not None:
-            if self.tunnel.transport is not None and self.tunnel.transport.can_write_eof():
-                self.tunnel.transport.write_eof()
+            if self.tunnel.out.can_write_eof():
+                self.tunnel.out.write_eof()
             return True  # the other direction may still flow
         if self.current is not None:
             # the client stopped sending but still waits for its answer
@@ -261,7 +291,16 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.server.clients.discard(self)
+        server = self.server
+        server.clients.discard(self)
+        if self.counted:
+            self.counted = False
+            ip = self.client_ip.decode()
+            left = server.per_address[ip] - 1
+            if left:
+                server.per_address[ip] = left
+            else:
+                del server.per_address[ip]
         tunnel = self.tunnel
         if tunnel is not None:
             tunnel.close()
@@ -318,9 +357,12 @@ class ClientConnection(asyncio.Protocol):
         upgrade = parser.should_upgrade()
         if upgrade and method == b"CONNECT":
             raise BadRequest("CONNECT is not supported by a reverse proxy")
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise VersionNotSupported(f"HTTP/{version} is not supported")
         http11 = self.http11
         if http11 is None:
-            http11 = self.http11 = parser.get_http_version() == "1.1"
+            http11 = self.http11 = version == "1.1"
         keep_alive = parser.should_keep_alive() and not upgrade and not server.draining
         ex = Exchange(self, keep_alive, http11, method == b"HEAD", upgrade)
         self.parsing = ex
@@ -332,16 +374,16 @@ class ClientConnection(asyncio.Protocol):
         target = None
         try:
             if server.external:
-                match = server.paths.match(url)
+                match = route_path(server.paths, url)
                 if match is None:
                     ex.failure = NoRoute(f"no route for path {url.decode('latin-1')}")
                 else:
                     target, url = match
-                ex.head, host, ex.chunked = rewrite_request(
+                ex.head, host, body = rewrite_request(
                     method, url, headers, self.client_ip, self.trusted, upgrade
                 )
             else:
-                ex.head, host, ex.chunked = rewrite_request(
+                ex.head, host, body = rewrite_request(
                     method, url, headers, self.client_ip, self.trusted, upgrade
                 )
                 route_host = host_from_url or host
@@ -350,8 +392,19 @@ class ClientConnection(asyncio.Protocol):
                 if target is None:
                     shown = (route_host or b"(none)").decode("latin-1")
                     ex.failure = NoRoute(f"no service for host {shown}")
-        except HeadError as err:
+        except UnsupportedCoding as err:
+            raise UnsupportedFraming(f"unsupported {err}") from err
+        except (HeadError, BadPath) as err:
             raise BadRequest(str(err)) from err
+        if body != -1:  # (NO_BODY) the framing the upstream head declares
+            if body == CHUNKED:
+                if version == "1.0":  # RFC 9112 6.1: faulty framing
+                    raise BadRequest("Transfer-Encoding in an HTTP/1.0 request")
+                ex.chunked = True
+            else:
+                ex.body_left = body
+            if upgrade and body:
+                raise BadRequest("an upgrade request cannot carry a body")
         if host is None and http11 and host_from_url is None:
             raise BadRequest("an HTTP/1.1 request needs a Host header")
         if target is not None:
@@ -370,7 +423,14 @@ class ClientConnection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         ex = self.parsing
-        if ex is None or ex.discard:
+        if ex is None:
+            return
+        if not ex.chunked:
+            left = ex.body_left = ex.body_left - len(body)
+            if left < 0:  # never: llhttp counts the same length we declared upstream
+                self.abort()
+                return
+        if ex.discard:
             return
         ex.body_seen = True
         server = self.server
@@ -379,25 +439,33 @@ class ClientConnection(asyncio.Protocol):
         if up is not None:
             up.deadline = self.deadline  # a backend taking a long body is not idle
             if ex.chunked:
-                up.transport.writelines((b"%x\r\n" % len(body), body, b"\r\n"))  # type: ignore[union-attr]
+                up.out.writelines((b"%x\r\n" % len(body), body, b"\r\n"))
             else:
-                up.transport.write(body)  # type: ignore[union-attr]
+                up.out.write(body)
             return
         self._pend(ex, b"%x\r\n%s\r\n" % (len(body), body) if ex.chunked else body)
 
     def on_message_complete(self) -> None:
+        if self.headers:
+            self.headers = []  # trailer fields (llhttp reports them as headers): dropped
         ex = self.parsing
         self.parsing = None
         if ex is not None:
             ex.request_done = True
+            if ex.body_left:  # never: the body ended before the length we declared
+                self.abort()
+                return
             if ex.chunked and not ex.discard:
                 up = ex.upstream
                 if up is not None:
-                    up.transport.write(b"0\r\n\r\n")  # type: ignore[union-attr]
+                    up.out.write(b"0\r\n\r\n")
                 else:
                     self._pend(ex, b"0\r\n\r\n")
+        if ex is not None and not ex.keep_alive:
+            self.finished = True  # the last request of this connection has been read
         if ex is not None and ex.upgrade:
             self.pstate = P_UPGRADE  # whatever follows belongs to the new protocol
+            self.upgrading = ex
             self.deadline = 0.0
         else:
             self.pstate = P_IDLE
@@ -436,13 +504,16 @@ class ClientConnection(asyncio.Protocol):
     def _answer_failure(self, ex: Exchange, failure: ProxyFailure) -> None:
         if self.closed:
             return
+        self._write_failure(ex, failure)
+        self.response_done(ex)
+
+    def _write_failure(self, ex: Exchange, failure: ProxyFailure) -> None:
         keep = ex.keep_alive and not failure.close
-        self.transport.write(response_for(failure, keep))  # type: ignore[union-attr]
+        self.out.write(response_for(failure, keep))
         ex.keep_alive = keep
         ex.response_started = True
         if not ex.request_done:
             ex.discard = True
-        self.response_done(ex)
 
     def response_done(self, ex: Exchange) -> None:
         """The whole response of the current exchange was written."""
@@ -451,15 +522,20 @@ class ClientConnection(asyncio.Protocol):
         if not ex.keep_alive:
             self.close()
             return
-        # Iterate rather than recurse: queued error answers finish synchronously.
+        # Queued error answers are written here, in order, without recursing; the first
+        # request that goes to a backend stops the loop until its response is done.
         while self.queue:
             nxt = self.queue.popleft()
             self.current = nxt
             if not self.queue:
                 self.resume_reading(R_PIPELINE)
-            self._start(nxt)
-            if self.current is nxt or self.closed:
-                return  # in flight (or closed): its completion continues the loop
+            if nxt.failure is None:
+                self._start(nxt)
+                return  # in flight or held: its completion continues the queue
+            self._write_failure(nxt, nxt.failure)
+            if not nxt.keep_alive:
+                self.close()
+                return
         self.current = None
         if self.pstate == P_IDLE:
             if self.server.draining:
@@ -481,7 +557,7 @@ class ClientConnection(asyncio.Protocol):
     # -- upgrades --------------------------------------------------------------------
 
     def _upgrade_requested(self, rest: bytes) -> None:
-        ex = self.current
+        ex = self.upgrading  # (may still be queued behind pipelined requests)
         self.parsing = None
         if self.closed or ex is None:
             return
@@ -495,24 +571,22 @@ class ClientConnection(asyncio.Protocol):
             self._buffer_upgrade(rest)
 
     def _buffer_upgrade(self, data: bytes) -> None:
-        """Bytes the client sent after its upgrade request, before the backend's 101."""
-        ex = self.current
+        """Bytes the client sent after its upgrade request, before the backend's 101:
+        held until the backend switches protocols (`become_tunnel`), never sent as HTTP.
+        A refused upgrade closes the connection with them unsent."""
+        ex = self.upgrading
         if ex is None or ex.discard:
             return
-        up = ex.upstream
-        if up is not None and up.transport is not None and ex.response_started:
-            up.transport.write(data)
-        else:
-            self._pend(ex, data)
+        self._pend(ex, data)
 
-    def become_tunnel(self, up: "UpstreamConnection") -> None:
+    def become_tunnel(self, up: UpstreamSide) -> None:
         """The backend switched protocols: copy bytes both ways from now on."""
         self.tunnel = up
         self.pstate = P_UPGRADE
         self.deadline = 0.0
         ex = self.current
         if ex is not None and ex.pending:
-            up.transport.writelines(ex.pending)  # type: ignore[union-attr]
+            up.out.writelines(ex.pending)
             ex.pending = None
         self.resume_reading(R_PENDING | R_PIPELINE)
 
@@ -520,14 +594,14 @@ class ClientConnection(asyncio.Protocol):
 
     def pause_reading(self, reason: int) -> None:
         if not self.read_pauses and not self.closed:
-            self.transport.pause_reading()  # type: ignore[union-attr]
+            self.out.pause_reading()
         self.read_pauses |= reason
 
     def resume_reading(self, reason: int) -> None:
         if self.read_pauses & reason:
             self.read_pauses &= ~reason
             if not self.read_pauses and not self.closed:
-                self.transport.resume_reading()  # type: ignore[union-attr]
+                self.out.resume_reading()
 
     def _rearm(self) -> None:
         """Set the deadline that the current state implies."""
@@ -573,25 +647,45 @@ class ClientConnection(asyncio.Protocol):
             self._fail_fatal(BadRequest(f"malformed request: {exc}"))
 
     def _fail_fatal(self, failure: ProxyFailure) -> None:
-        """Answer `failure` and close, unless a response is already under way."""
+        """Nothing more can be read from this client: answer `failure` in its turn (after
+        the answers to the requests before it) and close. A request whose body broke
+        after it went upstream cannot be answered any more: the connection is cut."""
         if self.closed:
             return
+        self.finished = True  # whatever follows is not parsed
         ex = self.current
-        if ex is not None and (ex.response_started or ex.upstream is not None):
-            self.abort()
+        if ex is None:
+            self.out.write(response_for(failure, keep_alive=False))
+            self.close()
             return
-        self.transport.write(response_for(failure, keep_alive=False))  # type: ignore[union-attr]
-        self.close()
+        bad = self.parsing
+        self.parsing = None
+        if bad is not None and (bad is ex or bad in self.queue):
+            if bad.upstream is not None or bad.response_started:
+                self.abort()
+                return
+            if bad is ex:
+                self.out.write(response_for(failure, keep_alive=False))
+                self.close()
+                return
+            bad.pending = None  # queued and never sent: it gets the error answer
+        else:
+            bad = Exchange(self, False, True, False, False)
+            self.queue.append(bad)
+        bad.failure = failure
+        bad.keep_alive = False
+        bad.request_done = True
+        self.pause_reading(R_PIPELINE)
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self.transport.close()  # type: ignore[union-attr]
+            self.out.close()
 
     def abort(self) -> None:
         if not self.closed:
             self.closed = True
-            self.transport.abort()  # type: ignore[union-attr]
+            self.out.abort()
 
 
 def _origin_form(url: bytes) -> tuple[bytes, bytes | None]:

@@ -15,9 +15,11 @@ REASONS = {
     404: b"Not Found",
     408: b"Request Timeout",
     431: b"Request Header Fields Too Large",
+    501: b"Not Implemented",
     502: b"Bad Gateway",
     503: b"Service Unavailable",
     504: b"Gateway Timeout",
+    505: b"HTTP Version Not Supported",
 }
 
 
@@ -35,6 +37,18 @@ class ProxyFailure(Exception):
 class BadRequest(ProxyFailure):
     status = 400
     close = True  # the parser is in an error state: nothing after this can be trusted
+
+
+class UnsupportedFraming(ProxyFailure):
+    """A transfer coding the proxy cannot frame (anything but `chunked`)."""
+
+    status = 501
+    close = True
+
+
+class VersionNotSupported(ProxyFailure):
+    status = 505
+    close = True
 
 
 class HeadTooLarge(ProxyFailure):

@@ -13,8 +13,7 @@ from agent.proxy.headers import BODY_NONE
 from agent.proxy.routing import Target
 
 if TYPE_CHECKING:
-    from agent.proxy.client import ClientConnection
-    from agent.proxy.upstream import UpstreamConnection
+    from agent.proxy.sides import ClientSide, UpstreamSide
 
 # Bytes of request body buffered for a backend that is not connected yet before the
 # client is paused.
@@ -26,14 +25,15 @@ class Exchange:
     # only five attributes (no __slots__ on purpose: it made creation slower).
     head = b""
     target: Target | None = None
-    chunked = False
+    chunked = False  # the body is re-chunked upstream (the parser saw chunked)
+    body_left = 0  # Content-Length bytes declared upstream and not yet relayed
     failure: ProxyFailure | None = None
     pending: list[bytes] | None = None
     pending_bytes = 0
     request_done = False
     body_seen = False
     discard = False  # response already finished: drop the rest of the body
-    upstream: "UpstreamConnection | None" = None
+    upstream: "UpstreamSide | None" = None
     response_started = False
     framing = BODY_NONE
     retried = False
@@ -41,7 +41,7 @@ class Exchange:
 
     def __init__(
         self,
-        client: "ClientConnection",
+        client: "ClientSide",
         keep_alive: bool,
         http11: bool,
         is_head: bool,

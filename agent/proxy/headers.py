@@ -8,9 +8,15 @@ sent it; `X-Forwarded-For` gets the client address appended; `X-Forwarded-Proto`
 values sent by a loopback peer are kept: on this server the only loopback clients in
 front of the proxy are trusted forwarders (Cloudflare Tunnel's cloudflared, which
 terminates TLS and says `https`) and local services. Upstream always speaks HTTP/1.1 with
-keep-alive; an upgrade request carries `Connection: upgrade` and its `Upgrade` value;
-a chunked request body is re-chunked by the caller, so `Transfer-Encoding: chunked` is
-re-added here.
+keep-alive; an upgrade request carries `Connection: upgrade` and its `Upgrade` value.
+
+Request framing is never copied from the client's headers: `Content-Length` and
+`Transfer-Encoding` are consumed like hop-by-hop headers and written again, last, from
+what the parser decided (`Content-Length: <n>` for a length body, `Transfer-Encoding:
+chunked` for a chunked one, which the caller re-chunks). A `Connection` header can
+name hop-by-hop headers to drop, but never the framing headers, `Host` or the
+`X-Forwarded-*` headers this hop writes (`PROTECTED`): such tokens are ignored, so the
+framing the backend sees cannot depend on which headers survived filtering.
 
 Responses: the same hop-by-hop removal, then the framing toward the client is chosen:
 kept `Content-Length`; otherwise chunked for an HTTP/1.1 client or read-until-close for
@@ -48,16 +54,36 @@ _REQUEST_SPECIAL = HOP_BY_HOP | {
 }
 _RESPONSE_SPECIAL = HOP_BY_HOP | {b"content-length"}
 _CONNECTION_OPTIONS = frozenset((b"close", b"keep-alive", b"upgrade", b""))
+# Names a Connection header can never remove: framing, routing, and what this hop sets.
+PROTECTED = frozenset(
+    (
+        b"content-length",
+        b"transfer-encoding",
+        b"host",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+    )
+)
 
 
 class HeadError(ValueError):
     """A request head that parses but cannot be forwarded (duplicate Host...)."""
 
 
+class UnsupportedCoding(HeadError):
+    """A Transfer-Encoding other than plain `chunked` (RFC 9112 6.1: 501)."""
+
+
+# Body framing of a request, as the parser decided it (the third item of rewrite_request)
+NO_BODY = -1
+CHUNKED = -2
+
+
 def _listed(tokens: bytes) -> set[bytes]:
     """Header names listed in a Connection value, beyond the standard options."""
     names = {t.strip() for t in tokens.lower().split(b",")}
-    return names - _CONNECTION_OPTIONS
+    return names - _CONNECTION_OPTIONS - PROTECTED
 
 
 # Request header names by kind. Names repeat across requests in the same spelling, so
@@ -71,6 +97,7 @@ K_CONNECTION = 5
 K_TRANSFER_ENCODING = 6
 K_UPGRADE = 7
 K_HOP = 8  # any other hop-by-hop header: dropped
+K_CONTENT_LENGTH = 9
 _KIND_OF_LOWER = {
     b"host": K_HOST,
     b"x-forwarded-for": K_XFF,
@@ -79,6 +106,7 @@ _KIND_OF_LOWER = {
     b"connection": K_CONNECTION,
     b"transfer-encoding": K_TRANSFER_ENCODING,
     b"upgrade": K_UPGRADE,
+    b"content-length": K_CONTENT_LENGTH,
     **{name: K_HOP for name in HOP_BY_HOP - {b"connection", b"transfer-encoding", b"upgrade"}},
 }
 _name_kinds: dict[bytes, int] = dict(_KIND_OF_LOWER)
@@ -101,12 +129,15 @@ def rewrite_request(
     client_ip: bytes,
     trusted_peer: bool,
     upgrade: bool,
-) -> tuple[bytes, bytes | None, bool]:
+) -> tuple[bytes, bytes | None, int]:
     """Build the upstream request head.
 
-    Returns `(head, host, chunked)`: the bytes to send, the client's Host value (None when
-    absent) and whether the body must be sent chunked. Raises HeadError for heads that
-    must be refused (several Host headers).
+    `headers` are all the headers llhttp accepted (it refuses duplicate or malformed
+    Content-Length, Content-Length beside Transfer-Encoding, and a Transfer-Encoding
+    whose last coding is not chunked). Returns `(head, host, body)`: the bytes to send,
+    the client's Host value (None when absent) and the body framing the head declares:
+    NO_BODY, CHUNKED (the caller re-chunks) or a length. Raises HeadError for heads that
+    must be refused (several Host headers; UnsupportedCoding for codings beside chunked).
     """
     kinds = _name_kinds
     # the upstream head is built as the headers are read; slot 4 takes the Host line
@@ -118,7 +149,7 @@ def rewrite_request(
     fwd_host: bytes | None = None
     upgrade_value: bytes | None = None
     connection: bytes = b""
-    chunked = False
+    body = NO_BODY
     for name, value in headers:
         kind = kinds.get(name)
         if kind is None:
@@ -137,8 +168,12 @@ def rewrite_request(
             fwd_host = value
         elif kind == K_CONNECTION:
             connection = value if not connection else connection + b"," + value
+        elif kind == K_CONTENT_LENGTH:
+            body = int(value)  # llhttp accepted it: one header, digits and OWS only
         elif kind == K_TRANSFER_ENCODING:
-            chunked = True  # llhttp already refused any coding other than a final chunked
+            if value.strip().lower() != b"chunked":
+                raise UnsupportedCoding(f"Transfer-Encoding {value.decode('latin-1')!r}")
+            body = CHUNKED
         elif kind == K_UPGRADE:
             upgrade_value = value
         # every other hop-by-hop header is dropped
@@ -154,17 +189,20 @@ def rewrite_request(
         fwd_host = host
     if xff:
         client_ip = xff + b", " + client_ip
-    if host is not None:
-        parts[4] = b"Host: " + host + b"\r\n"
+    # (an HTTP/1.0 request may lack Host; upstream is HTTP/1.1, which needs one: RFC
+    # 9112 3.2 says an empty one when there is no authority)
+    parts[4] = b"Host: " + host + b"\r\n" if host is not None else b"Host: \r\n"
     parts += (b"X-Forwarded-For: ", client_ip, b"\r\nX-Forwarded-Proto: ", proto)
     if fwd_host:
         parts += (b"\r\nX-Forwarded-Host: ", fwd_host)
     if upgrade and upgrade_value:
         parts += (b"\r\nConnection: upgrade\r\nUpgrade: ", upgrade_value)
-    if chunked:
+    if body >= 0:
+        parts.append(b"\r\nContent-Length: %d" % body)
+    elif body == CHUNKED:
         parts.append(b"\r\nTransfer-Encoding: chunked")
     parts.append(b"\r\n\r\n")
-    return b"".join(parts), host, chunked
+    return b"".join(parts), host, body
 
 
 def rewrite_response(
@@ -324,21 +362,27 @@ def rewrite_response_head(
 CachedHead = tuple[bytes, int, bool, bool, int]
 
 
+MAX_CACHED_HEAD = 4096  # longer response heads are rewritten every time
+
+
 class ResponseHeadCache:
     """Memoises `rewrite_response_head` (a pure function of its arguments).
 
     Backends repeat their response heads byte for byte (a static file, an API answer of
     a fixed size) until the `Date` header ticks, so a lookup keyed by the raw head
-    replaces the rewrite for most responses. Only heads that llhttp accepted are stored.
-    Bounded: a full table is simply dropped.
+    replaces the rewrite for most responses. Only heads that llhttp accepted are stored,
+    and only when seen a second time: a head carrying a per-response value (a request
+    id, a session cookie) never repeats, and storing it would only cost time (a set
+    insert notes the first sighting). Bounded: a full table is simply dropped.
     """
 
-    __slots__ = ("tables", "max_entries")
+    __slots__ = ("tables", "max_entries", "first_sightings")
 
     def __init__(self, max_entries: int = 256) -> None:
         # one table per (client keep-alive, client HTTP/1.1, HEAD request) combination
         self.tables: list[dict[bytes, CachedHead]] = [{} for _ in range(8)]
         self.max_entries = max_entries
+        self.first_sightings: set[bytes] = set()
 
     def lookup(
         self, raw: bytes, client_keep_alive: bool, client_http11: bool, is_head: bool
@@ -361,6 +405,14 @@ class ResponseHeadCache:
             head, framing, keep, delimited = rewrite_response_head(
                 raw, status, client_keep_alive, client_http11, no_body
             )
+            seen = self.first_sightings
+            if raw not in seen or len(raw) > MAX_CACHED_HEAD:
+                if len(raw) > MAX_CACHED_HEAD:
+                    return head, framing, keep, delimited, -1  # (bounds the memory held)
+                if len(seen) >= self.max_entries:
+                    seen.clear()
+                seen.add(raw)
+                return head, framing, keep, delimited, -1
             fast_length = -1
             if framing == BODY_LENGTH and upstream_keep_alive and status >= 200:
                 fast_length = _content_length(raw)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import resource
 import signal
 
 import uvloop
@@ -36,7 +37,26 @@ def main_internal(settings: AgentSettings, config: ProxyConfig | None = None) ->
     return _run(settings, INTERNAL, config or ProxyConfig())
 
 
+def raise_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (systemd's units set both with
+    LimitNOFILE=; a shell's default soft limit of 1024 would cap the proxy at a few
+    hundred clients). Returns the soft limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # (an unlimited hard limit still cannot go past the kernel's nr_open: ask for 2^20)
+    wanted = min(hard, 1 << 20) if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, wanted, exc)
+            return soft
+        log.info("open-file limit raised from %d to %d", soft, wanted)
+        return wanted
+    return soft
+
+
 def _run(settings: AgentSettings, kind: str, config: ProxyConfig) -> int:
+    raise_fd_limit()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(_serve(settings, kind, config))
 

@@ -8,6 +8,12 @@ External proxy: longest path prefix at a `/` boundary. A prefix `/api` matches `
 Internal proxy: `Host: <service>.<suffix>` (any case, optional port, optional trailing
 dot) selects that service.
 
+Paths: a request-target whose path has a dot-segment (`.` or `..`, raw or written with
+`%2e`/`%2E`) is refused with 400 (`BadPath`) before any route is chosen, so the prefix
+that chose the route is always a prefix of what the backend receives. `route_path` is
+the one decision every request of the external proxy goes through (parsed or replayed
+from the request memo).
+
 Both answer a `Target`; a target whose `port` is None has no backend yet (503), and a
 paused target makes the caller hold the request until the reconciler unpauses it.
 Matching runs on every request, so the tables are compiled once per route table into
@@ -24,6 +30,20 @@ class Target:
     service: str
     port: int | None  # None: no backend yet
     paused: bool = False
+
+
+class BadPath(ValueError):
+    """A request-target the proxy refuses to route (dot-segments)."""
+
+
+def has_dot_segment(target: bytes) -> bool:
+    """Whether the path of an origin-form target has a `.` or `..` segment (RFC 3986
+    3.3), raw or percent-encoded; the query is not looked at."""
+    path = target.split(b"?", 1)[0]
+    if b"/." not in path and b"/%" not in path:
+        return False  # every segment starts after a "/": no segment can start with a dot
+    path = path.replace(b"%2e", b".").replace(b"%2E", b".")
+    return any(seg == b"." or seg == b".." for seg in path.split(b"/"))
 
 
 def normalize_prefix(path: str) -> bytes:
@@ -75,6 +95,14 @@ class PathRouter:
         if self._root is not None:
             return self._root[0], target
         return None
+
+
+def route_path(router: PathRouter, target: bytes) -> tuple[Target, bytes] | None:
+    """Route an origin-form request-target: (target, request-target to forward), None
+    when no route matches. Raises BadPath for targets with dot-segments."""
+    if has_dot_segment(target):
+        raise BadPath(f"dot-segment in path {target.decode('latin-1')!r}")
+    return router.match(target)
 
 
 def host_service(host: bytes, suffix: bytes) -> bytes | None:

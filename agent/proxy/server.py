@@ -14,8 +14,10 @@ import logging
 from agent.bus.messages import RouteTable
 from agent.proxy.client import P_IDLE, ClientConnection
 from agent.proxy.config import ProxyConfig
+from agent.proxy.drivers import ClientProtocol, open_upstream
 from agent.proxy.errors import NoBackend, NoRoute
 from agent.proxy.exchange import Exchange
+from agent.proxy.pool import UpstreamPool
 from agent.proxy.requestmemo import RequestMemo
 from agent.proxy.routing import (
     HostRouter,
@@ -24,7 +26,7 @@ from agent.proxy.routing import (
     compile_external,
     compile_internal,
 )
-from agent.proxy.upstream import UpstreamPool
+from agent.proxy.upstream import UpstreamConnection
 from agent.settings import parse_hostport
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ class ProxyServer:
         self.pool = UpstreamPool(self)
         self.requests = RequestMemo()  # request heads already parsed and routed
         self.clients: set[ClientConnection] = set()
+        self.per_address: dict[str, int] = {}  # open client connections by address (capped)
         self.draining = False
         self.held: dict[str, list[Exchange]] = {}
         self.listener: asyncio.Server | None = None
@@ -151,11 +154,15 @@ class ProxyServer:
 
     # -- sockets -------------------------------------------------------------------
 
+    def connect(self, conn: UpstreamConnection, port: int) -> None:
+        """Open a backend connection for the pool (tests connect in memory instead)."""
+        open_upstream(self.loop, conn, port)
+
     async def listen(self, bind: str) -> None:
         """Listen on `bind` ("HOST:PORT"); a previous listener is closed afterwards."""
         host, port = parse_hostport(bind, "proxy listen address")
         server = await self.loop.create_server(
-            lambda: ClientConnection(self),
+            lambda: ClientProtocol(self),
             host,
             port,
             reuse_address=True,

@@ -1,7 +1,9 @@
-"""The backend side: keep-alive connections to `127.0.0.1:<port>` and their pool.
+"""The backend side: the logic of one keep-alive connection to `127.0.0.1:<port>`.
 
-`UpstreamPool.send(ex)` takes an idle connection for the target port (LIFO, so the
-warmest socket is reused) or opens a new one. An `UpstreamConnection` writes the
+`UpstreamConnection` is a plain class, driven like the client side (`sides`): the pool
+(`pool.UpstreamPool`) opens it and hands it exchanges, its driver feeds it the socket's
+bytes and events, and it acts through its `Sink` (`out`) and the client side's
+interface (`sides.ClientSide`). It writes the
 exchange's head and any pending body, parses the response with httptools, and writes
 the rewritten head and the body to the client as each piece arrives (re-chunked when
 the client gets chunks). At the end of a response that left the connection clean it goes
@@ -24,18 +26,18 @@ connection dies before a single response byte and the request had no body, the r
 is retried once on a fresh connection, which is what makes backend restarts invisible.
 """
 
-import asyncio
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from agent.proxy.errors import ProxyFailure, UpstreamTimeout, UpstreamUnavailable, upstream_failure
 from agent.proxy.exchange import Exchange
-from agent.proxy.headers import BODY_CHUNKED, BODY_NONE, ResponseHeadCache
+from agent.proxy.headers import BODY_CHUNKED, BODY_NONE
+from agent.proxy.sides import NOT_CONNECTED, ClientSide, Sink
 
 if TYPE_CHECKING:
-    from agent.proxy.client import ClientConnection
-    from agent.proxy.server import ProxyServer
+    from agent.proxy.pool import UpstreamPool
 
 U_CONNECTING = 0
 U_IDLE = 1  # in the pool
@@ -47,12 +49,12 @@ U_SWITCHING = 5  # 101 head parsed; the tunnel starts with the rest of this read
 MAX_RESPONSE_HEAD = 64 * 1024  # a backend's head beyond this is garbage: 502
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection:
     __slots__ = (
         "pool",
         "port",
         "epoch",
-        "transport",
+        "out",
         "parser",
         "state",
         "deadline",
@@ -66,8 +68,8 @@ class UpstreamConnection(asyncio.Protocol):
         "reused",
         "write_paused",
         "read_paused",
-        "connect_task",
-        "out",
+        "cancel_connect",
+        "pending_out",
         "heads",
         "head_tables",
     )
@@ -76,12 +78,12 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool = pool
         self.port = port
         self.epoch = epoch
-        self.transport: asyncio.Transport | None = None
+        self.out: Sink = NOT_CONNECTED
         self.parser = HttpResponseParser(self)
         self.state = U_CONNECTING
         self.deadline = 0.0
         self.ex: Exchange | None = None
-        self.client: ClientConnection | None = None
+        self.client: ClientSide | None = None
         # The raw response head is cut from the bytes read (responses always start a
         # read or follow a 1xx head) instead of being rebuilt from one parser callback
         # per header line: the parser only validates and frames.
@@ -93,10 +95,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.reused = False
         self.write_paused = False
         self.read_paused = False
-        self.connect_task: asyncio.Future[Any] | None = None
+        self.cancel_connect: Callable[[], object] | None = None  # while connecting
         # Response bytes produced while parsing one read, written in one go afterwards:
         # a head and a small body leave in one send instead of two.
-        self.out: list[bytes] = []
+        self.pending_out: list[bytes] = []
         self.heads = pool.heads
         self.head_tables = pool.heads.tables
 
@@ -115,24 +117,21 @@ class UpstreamConnection(asyncio.Protocol):
         pool = self.pool
         self.deadline = pool.server.now + pool.upstream_timeout
         pending = ex.pending
-        transport = self.transport
-        if pending:
+        out = self.out
+        if pending and not ex.upgrade:  # (an upgrade's pending bytes wait for its 101)
             ex.pending = None
             ex.pending_bytes = 0
-            transport.writelines((ex.head, *pending))  # type: ignore[union-attr]
+            out.writelines((ex.head, *pending))
             client.resume_reading(4)  # R_PENDING
         else:
-            transport.write(ex.head)  # type: ignore[union-attr]
+            out.write(ex.head)
         if client.write_paused:
             self.pause_reading()
 
-    def connect_done(self, fut: "asyncio.Future[Any]") -> None:
-        self.connect_task = None
+    def connect_done(self, exc: BaseException | None) -> None:
+        """The connect attempt ended: connected (`connection_made` came first) or `exc`."""
+        self.cancel_connect = None
         ex = self.ex
-        if fut.cancelled():
-            exc: BaseException | None = TimeoutError("connect timed out")
-        else:
-            exc = fut.exception()
         if exc is not None:
             self.state = U_CLOSED
             self.pool.conns.discard(self)
@@ -149,19 +148,19 @@ class UpstreamConnection(asyncio.Protocol):
         self.attach(ex)
 
     def _flush(self) -> None:
-        out = self.out
+        out = self.pending_out
         client = self.client
         if client is not None and not client.closed:
             if len(out) == 1:
-                client.transport.write(out[0])  # type: ignore[union-attr]
+                client.out.write(out[0])
             else:
-                client.transport.write(b"".join(out))  # type: ignore[union-attr]
+                client.out.write(b"".join(out))
         out.clear()
 
     def _finish(self, reusable: bool) -> None:
         ex = self.ex
         assert ex is not None
-        if self.out:
+        if self.pending_out:
             self._flush()
         self.ex = None
         ex.upstream = None
@@ -204,15 +203,14 @@ class UpstreamConnection(asyncio.Protocol):
             self.client = None
             self.close()
 
-    # -- transport callbacks --------------------------------------------------------
+    # -- events from the socket ---------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop transports are not asyncio.Transport subclasses; same interface
-        self.transport = transport  # type: ignore[assignment]
+    def connection_made(self, out: Sink) -> None:
+        self.out = out
 
     def data_received(self, data: bytes) -> None:
         if self.state == U_TUNNEL:
-            self.client.transport.write(data)  # type: ignore[union-attr]
+            self.client.out.write(data)  # type: ignore[union-attr]
             return
         if self.ex is None:
             self.close()  # bytes from an idle backend: not HTTP we can trust
@@ -238,7 +236,7 @@ class UpstreamConnection(asyncio.Protocol):
                         self.delimited = True
                         client = self.client
                         if not client.closed:  # type: ignore[union-attr]
-                            client.transport.write(hit[0] + data[end + 4 :])  # type: ignore[union-attr]
+                            client.out.write(hit[0] + data[end + 4 :])  # type: ignore[union-attr]
                         self._finish(True)
                         return
                 self.hbuf = data
@@ -255,7 +253,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._flush()
             self._broken(f"sent an invalid response ({exc})")
             return
-        if self.out:
+        if self.pending_out:
             self._flush()
         if self.in_head and len(self.hbuf) - self.hpos > MAX_RESPONSE_HEAD:
             self._broken(f"sent a response head over {MAX_RESPONSE_HEAD} bytes")
@@ -265,8 +263,8 @@ class UpstreamConnection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         if self.state == U_TUNNEL:
             client = self.client
-            if client is not None and client.transport is not None:
-                client.transport.write_eof()
+            if client is not None and not client.closed:
+                client.out.write_eof()
             return True
         return None
 
@@ -287,7 +285,7 @@ class UpstreamConnection(asyncio.Protocol):
             if not self.delimited and not self.interim:
                 # a read-until-close body ends here: that is success
                 if ex.framing == BODY_CHUNKED:
-                    client.transport.write(b"0\r\n\r\n")  # type: ignore[union-attr]
+                    client.out.write(b"0\r\n\r\n")
                 self.ex = None
                 ex.upstream = None
                 ex.keep_alive = ex.keep_alive and ex.request_done
@@ -317,14 +315,14 @@ class UpstreamConnection(asyncio.Protocol):
             self.client.resume_reading(2)
 
     def pause_reading(self) -> None:
-        if not self.read_paused and self.transport is not None:
+        if not self.read_paused:
             self.read_paused = True
-            self.transport.pause_reading()
+            self.out.pause_reading()
 
     def resume_reading(self) -> None:
-        if self.read_paused and self.transport is not None:
+        if self.read_paused:
             self.read_paused = False
-            self.transport.resume_reading()
+            self.out.resume_reading()
 
     # -- parser callbacks --------------------------------------------------------------
 
@@ -344,7 +342,9 @@ class UpstreamConnection(asyncio.Protocol):
             # 100 Continue, 103 Early Hints: forward to HTTP/1.1 clients, then wait
             self.interim = True
             if ex.http11:
-                self.out.append(self.heads.rewrite(raw, status, True, True, False, False)[0])
+                self.pending_out.append(
+                    self.heads.rewrite(raw, status, True, True, False, False)[0]
+                )
             return
         self.in_head = False
         self.hbuf = b""
@@ -356,7 +356,7 @@ class UpstreamConnection(asyncio.Protocol):
         ex.response_started = True
         if status == 101:
             self.state = U_SWITCHING
-        self.out.append(head)
+        self.pending_out.append(head)
         if ex.is_head and status != 101:
             # llhttp would wait for Content-Length body bytes that never come after a
             # HEAD: finish here and start the next response on a fresh parser.
@@ -369,9 +369,9 @@ class UpstreamConnection(asyncio.Protocol):
         if ex is None:
             return
         if ex.framing == BODY_CHUNKED:
-            self.out += (b"%x\r\n" % len(body), body, b"\r\n")
+            self.pending_out += (b"%x\r\n" % len(body), body, b"\r\n")
         else:
-            self.out.append(body)
+            self.pending_out.append(body)
 
     def on_message_complete(self) -> None:
         if self.interim:
@@ -381,7 +381,7 @@ class UpstreamConnection(asyncio.Protocol):
         if ex is None or self.state == U_SWITCHING:
             return  # after a 101 the parser hands over to the tunnel
         if ex.framing == BODY_CHUNKED:
-            self.out.append(b"0\r\n\r\n")
+            self.pending_out.append(b"0\r\n\r\n")
         self._finish(self.parser.should_keep_alive())
 
     # -- tunnels, failures, timeouts -------------------------------------------------
@@ -395,7 +395,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.deadline = 0.0
         client = ex.client
         if rest:
-            client.transport.write(rest)  # type: ignore[union-attr]
+            client.out.write(rest)
         client.become_tunnel(self)
 
     def _broken(self, why: str) -> None:
@@ -421,8 +421,8 @@ class UpstreamConnection(asyncio.Protocol):
     def on_timeout(self) -> None:
         state = self.state
         if state == U_CONNECTING:
-            if self.connect_task is not None:
-                self.connect_task.cancel()  # connect_done answers 504
+            if self.cancel_connect is not None:
+                self.cancel_connect()  # connect_done answers 504
             return
         if state == U_IDLE:
             self.close()
@@ -433,80 +433,4 @@ class UpstreamConnection(asyncio.Protocol):
         if self.state != U_CLOSED:
             self.state = U_CLOSED
             self.pool.forget(self)
-            if self.transport is not None:
-                self.transport.close()
-
-
-class UpstreamPool:
-    """Idle keep-alive connections per backend port, and every open one for the sweeper."""
-
-    def __init__(self, server: "ProxyServer") -> None:
-        self.server = server
-        self.heads = ResponseHeadCache()
-        config = server.config  # frozen: its hot values are read from here
-        self.upstream_timeout = config.upstream_timeout
-        self.idle_timeout = config.pool_idle_timeout
-        self.max_idle = config.pool_max_idle
-        self.idle: dict[int, list[UpstreamConnection]] = {}
-        self.epochs: dict[int, int] = {}
-        self.conns: set[UpstreamConnection] = set()
-
-    def send(self, ex: Exchange) -> None:
-        port = ex.target.port  # type: ignore[union-attr]
-        assert port is not None
-        idle = self.idle.get(port)
-        if idle:
-            conn = idle.pop()
-            conn.reused = True
-            conn.attach(ex)
-            return
-        self.connect(ex, port)
-
-    def connect(self, ex: Exchange, port: int) -> None:
-        server = self.server
-        conn = UpstreamConnection(self, port, self.epochs.get(port, 0))
-        conn.ex = ex
-        conn.client = ex.client  # ex.upstream stays None until connected (attach)
-        conn.deadline = server.now + server.config.connect_timeout
-        self.conns.add(conn)
-        task = asyncio.ensure_future(server.loop.create_connection(lambda: conn, "127.0.0.1", port))
-        conn.connect_task = task
-        task.add_done_callback(conn.connect_done)
-
-    def release(self, conn: UpstreamConnection) -> None:
-        server = self.server
-        port = conn.port
-        idle = self.idle.get(port)
-        if idle is None:
-            idle = self.idle[port] = []
-        if (
-            server.draining
-            or conn.state == U_CLOSED
-            or conn.epoch != self.epochs.get(port, 0)
-            or len(idle) >= self.max_idle
-        ):
-            conn.close()
-            return
-        conn.state = U_IDLE
-        conn.deadline = server.now + self.idle_timeout
-        if conn.read_paused:
-            conn.resume_reading()
-        idle.append(conn)
-
-    def forget(self, conn: UpstreamConnection) -> None:
-        self.conns.discard(conn)
-        idle = self.idle.get(conn.port)
-        if idle and conn in idle:
-            idle.remove(conn)
-
-    def retire(self, port: int) -> None:
-        """The port changed hands: never reuse today's connections to it."""
-        self.epochs[port] = self.epochs.get(port, 0) + 1
-        for conn in self.idle.pop(port, []):
-            conn.close()
-
-    def close_idle(self) -> None:
-        for conns in list(self.idle.values()):
-            for conn in list(conns):
-                conn.close()
-        self.idle.clear()
+            self.out.close()

@@ -36,3 +36,10 @@ def test_from_mapping_refuses_unknown_keys() -> None:
     assert ProxyConfig.from_mapping({"head_timeout": 2}).head_timeout == 2
     with pytest.raises(ValueError, match="unknown ProxyConfig field"):
         ProxyConfig.from_mapping({"head_timout": 2})
+
+
+def test_connection_cap_must_be_positive_and_loopback_flag_boolean() -> None:
+    with pytest.raises(ValueError, match="max_conns_per_address"):
+        ProxyConfig(max_conns_per_address=0)
+    with pytest.raises(ValueError, match="cap_loopback"):
+        ProxyConfig(cap_loopback=1)  # type: ignore[arg-type]

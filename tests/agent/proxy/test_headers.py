@@ -7,8 +7,11 @@ from agent.proxy.headers import (
     BODY_LENGTH,
     BODY_NONE,
     BODY_UNTIL_CLOSE,
+    CHUNKED,
+    NO_BODY,
     HeadError,
     ResponseHeadCache,
+    UnsupportedCoding,
     rewrite_request,
     rewrite_response,
     rewrite_response_head,
@@ -31,7 +34,7 @@ def header_map(head: bytes) -> dict[bytes, bytes]:
 
 
 def test_request_drops_hop_by_hop_and_sets_forwarded() -> None:
-    head, host, chunked = rewrite_request(
+    head, host, body = rewrite_request(
         b"GET",
         b"/x?y=1",
         [
@@ -51,7 +54,7 @@ def test_request_drops_hop_by_hop_and_sets_forwarded() -> None:
     assert lines(head)[0] == b"GET /x?y=1 HTTP/1.1"
     h = header_map(head)
     assert host == b"example.com"
-    assert not chunked
+    assert body == NO_BODY
     assert h[b"host"] == b"example.com"
     assert h[b"accept"] == b"*/*"
     for gone in (
@@ -109,7 +112,7 @@ def test_loopback_forwarder_keeps_its_proto_and_host() -> None:
 
 
 def test_chunked_request_is_rechunked_and_upgrade_kept() -> None:
-    head, _, chunked = rewrite_request(
+    head, _, body = rewrite_request(
         b"POST",
         b"/up",
         [(b"Host", b"h"), (b"Transfer-Encoding", b"chunked")],
@@ -117,7 +120,7 @@ def test_chunked_request_is_rechunked_and_upgrade_kept() -> None:
         False,
         False,
     )
-    assert chunked
+    assert body == CHUNKED
     assert header_map(head)[b"transfer-encoding"] == b"chunked"
     head, _, _ = rewrite_request(
         b"GET",
@@ -150,10 +153,49 @@ def test_several_hosts_are_refused() -> None:
         rewrite_request(b"GET", b"/", [(b"Host", b"a"), (b"host", b"b")], b"1.2.3.4", False, False)
 
 
-def test_missing_host_is_reported_not_invented() -> None:
+def test_missing_host_is_reported_and_sent_empty() -> None:
     head, host, _ = rewrite_request(b"GET", b"/", [], b"1.2.3.4", False, False)
     assert host is None
     assert b"x-forwarded-host" not in header_map(head)
+    assert header_map(head)[b"host"] == b""  # HTTP/1.1 upstream needs one (RFC 9112 3.2)
+
+
+def test_framing_is_written_from_the_parsed_length_never_dropped() -> None:
+    for connection in (b"content-length", b"Content-Length, close", b"keep-alive, x-a"):
+        head, _, body = rewrite_request(
+            b"POST",
+            b"/",
+            [(b"Host", b"h"), (b"Connection", connection), (b"Content-Length", b"49 ")],
+            b"1.2.3.4",
+            False,
+            False,
+        )
+        assert body == 49
+        assert header_map(head)[b"content-length"] == b"49"
+    head, _, body = rewrite_request(
+        b"POST",
+        b"/",
+        [
+            (b"Host", b"h"),
+            (b"Connection", b"transfer-encoding, host, x-forwarded-for"),
+            (b"Transfer-Encoding", b"chunked"),
+            (b"X-Forwarded-For", b"10.0.0.1"),
+        ],
+        b"1.2.3.4",
+        False,
+        False,
+    )
+    h = header_map(head)
+    assert (body, h[b"transfer-encoding"], h[b"host"]) == (CHUNKED, b"chunked", b"h")
+    assert h[b"x-forwarded-for"] == b"10.0.0.1, 1.2.3.4"
+
+
+def test_codings_other_than_chunked_are_refused() -> None:
+    for coding in (b"gzip, chunked", b"identity, chunked", b"chunked, chunked"):
+        with pytest.raises(UnsupportedCoding):
+            rewrite_request(
+                b"POST", b"/", [(b"Host", b"h"), (b"Transfer-Encoding", coding)], b"1", False, False
+            )
 
 
 def test_response_keeps_length_and_drops_hop_by_hop() -> None:
@@ -277,19 +319,27 @@ def test_head_cache_memoises_and_says_when_the_parser_can_be_skipped() -> None:
     cache = ResponseHeadCache(max_entries=2)
     raw = b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nConnection: keep-alive\r\n"
     assert cache.lookup(raw, True, True, False) is None
+    first = cache.rewrite(raw, 200, True, True, False, True)
+    assert cache.lookup(raw, True, True, False) is None  # a head seen once is not stored
     entry = cache.rewrite(raw, 200, True, True, False, True)
+    assert first[:4] == entry[:4] and first[4] == -1
     assert entry == (b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n", BODY_LENGTH, True, True, 12)
     assert cache.lookup(raw, True, True, False) is entry
     assert cache.lookup(raw, False, True, False) is None  # other client shape, other table
     # no fast path: upstream closes, HEAD, chunked, 204, interim
     assert cache.rewrite(raw, 200, True, True, False, False)[4] == 12  # memoised as first seen
-    assert ResponseHeadCache().rewrite(raw, 200, True, True, False, False)[4] == -1
-    assert ResponseHeadCache().rewrite(raw, 200, True, True, True, True)[4] == -1
+
+    def twice(c: ResponseHeadCache, *args: object) -> tuple[object, ...]:
+        c.rewrite(*args)  # type: ignore[arg-type]
+        return c.rewrite(*args)  # type: ignore[arg-type]
+
+    assert twice(ResponseHeadCache(), raw, 200, True, True, False, False)[4] == -1
+    assert twice(ResponseHeadCache(), raw, 200, True, True, True, True)[4] == -1
     chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
-    assert ResponseHeadCache().rewrite(chunked, 200, True, True, False, True)[4] == -1
+    assert twice(ResponseHeadCache(), chunked, 200, True, True, False, True)[4] == -1
     empty = b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n"
-    assert ResponseHeadCache().rewrite(empty, 204, True, True, False, True)[1] == BODY_NONE
+    assert twice(ResponseHeadCache(), empty, 204, True, True, False, True)[1] == BODY_NONE
     # bounded: a full table starts over
-    cache.rewrite(raw + b"X-A: 1\r\n", 200, True, True, False, True)
-    cache.rewrite(raw + b"X-B: 1\r\n", 200, True, True, False, True)
+    twice(cache, raw + b"X-A: 1\r\n", 200, True, True, False, True)
+    twice(cache, raw + b"X-B: 1\r\n", 200, True, True, False, True)
     assert cache.lookup(raw, True, True, False) is None

@@ -1,0 +1,84 @@
+"""The asyncio side: protocols that feed a connection's logic and carry out its commands.
+
+Each accepted socket gets a `ClientProtocol` and each backend socket an
+`UpstreamProtocol`; they only forward the transport's callbacks to the plain
+connection classes (`client.ClientConnection`, `upstream.UpstreamConnection`) and hand
+them the transport as their `Sink`. `open_upstream` starts a backend connection.
+"""
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from agent.proxy.client import ClientConnection
+from agent.proxy.upstream import UpstreamConnection
+
+if TYPE_CHECKING:
+    from agent.proxy.server import ProxyServer
+
+
+class ClientProtocol(asyncio.Protocol):
+    __slots__ = ("conn",)
+
+    def __init__(self, server: "ProxyServer") -> None:
+        self.conn = ClientConnection(server)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        # uvloop transports are not asyncio.Transport subclasses; same interface
+        self.conn.connection_made(transport, str(peer[0]) if peer else "unknown")  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        self.conn.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.conn.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conn.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.conn.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.conn.resume_writing()
+
+
+class UpstreamProtocol(asyncio.Protocol):
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: UpstreamConnection) -> None:
+        self.conn = conn
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.conn.connection_made(transport)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        self.conn.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.conn.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conn.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.conn.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.conn.resume_writing()
+
+
+def open_upstream(loop: asyncio.AbstractEventLoop, conn: UpstreamConnection, port: int) -> None:
+    """Connect `conn` to 127.0.0.1:`port`; it hears `connect_done` either way."""
+    task = asyncio.ensure_future(
+        loop.create_connection(lambda: UpstreamProtocol(conn), "127.0.0.1", port)
+    )
+
+    def done(fut: "asyncio.Task[tuple[asyncio.Transport, UpstreamProtocol]]") -> None:
+        if fut.cancelled():
+            conn.connect_done(TimeoutError("connect timed out"))
+        else:
+            conn.connect_done(fut.exception())
+
+    conn.cancel_connect = task.cancel
+    task.add_done_callback(done)
