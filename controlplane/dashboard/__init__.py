@@ -28,7 +28,11 @@ from controlplane.dashboard.login_failures import LoginThrottle
 
 
 def blueprint(ctx: AppContext) -> Blueprint:
-    dash = Dashboard(ctx, LiveHub(ctx.db), LoginThrottle(ctx.db))
+    dash = Dashboard(
+        ctx,
+        LiveHub(ctx.db, heartbeat_interval_s=ctx.settings.heartbeat_interval_s),
+        LoginThrottle(ctx.db),
+    )
     bp = Blueprint("dashboard", __name__)
     auth.register(bp, dash)
     pages_stacks.register(bp, dash)
