@@ -72,7 +72,7 @@ def blueprint(ctx: AppContext) -> Blueprint:
         ident = await identify()
         hb = status.parse_heartbeat(await read_json())
         await ctx.heartbeats.record(ident.instance_id, hb)
-        return {"ok": True, "desired_hash": ident.doc_hash}
+        return status.heartbeat_answer(ident.doc_hash, ctx.settings.heartbeat_interval_s)
 
     @bp.post("/events")
     async def events() -> dict[str, Any]:

@@ -181,7 +181,11 @@ def blueprint(ctx: AppContext) -> Blueprint:
 
     @bp.get("/stacks/<stack_id>/instances")
     async def list_instances(stack_id: str) -> dict[str, Any]:
-        return {"instances": await status.list_instances(db, stack_id)}
+        return {
+            "instances": await status.list_instances(
+                db, stack_id, ctx.settings.heartbeat_interval_s
+            )
+        }
 
     @bp.get("/stacks/<stack_id>/events")
     async def list_events(stack_id: str) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from agent.logs import setup_logging
-from controlplane import enrollment, limits, migrate
+from controlplane import enrollment, limits, migrate, status
 from controlplane.db import Database
 from controlplane.dburl import DEFAULT_DB_URL, DatabaseURL, parse_db_url
 from controlplane.models import iso
@@ -67,6 +67,17 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _heartbeat_interval(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    low, high = status.MIN_HEARTBEAT_INTERVAL_S, status.MAX_HEARTBEAT_INTERVAL_S
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be {low:g} to {high:g} seconds, got {raw!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="berth controlplane", description="Berth control plane.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -88,6 +99,11 @@ def _parser() -> argparse.ArgumentParser:
                        "about one per core for large fleets)")  # fmt: skip
     serve.add_argument("--allow-file-repos", action="append", default=[], metavar="DIR",
                        help="allow file:// repositories under DIR (repeatable; default: none)")  # fmt: skip
+    serve.add_argument("--heartbeat-interval", type=_heartbeat_interval,
+                       default=status.DEFAULT_HEARTBEAT_INTERVAL_S, metavar="SECONDS",
+                       help="agents report at least this often, and on every change; "
+                       "stale and offline count missed intervals (default %(default)g, "
+                       "at most 60)")  # fmt: skip
     serve.add_argument("--no-fast-path", dest="fast_path", action="store_false",
                        help="serve agents' polls and heartbeats through the full app only "
                        "(for comparisons)")  # fmt: skip
@@ -165,6 +181,7 @@ def main(argv: list[str]) -> int:
             fast_path=args.fast_path, secret_key_file=str(_key_path(args, db_url)),
             file_repo_roots=tuple(os.path.abspath(d) for d in args.allow_file_repos),
             limits=limits.from_args(args),
+            heartbeat_interval_s=args.heartbeat_interval,
         )  # fmt: skip
         if args.workers > 1:
             from controlplane.workers import serve_workers

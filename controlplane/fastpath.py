@@ -11,7 +11,7 @@ in the common case, straight from the ASGI scope:
   Anything else (a 200 with the document, `?wait=`, a malformed request) goes to Quart.
 - heartbeat: a `Content-Length` within `MAX_BODY_BYTES` (chunked or oversized bodies go to
   Quart, which owns the 413) → authenticate, read, parse with `status.parse_heartbeat`,
-  queue to the batched `HeartbeatWriter`, answer `{"ok": true, "desired_hash": ...}`.
+  queue to the batched `HeartbeatWriter`, answer `{"ok": true, "desired_hash": ..., "heartbeat_interval_s": ...}`.
 
 The answers, including every error body (`ApiError.as_dict()`, the JSON the Quart app's
 error handlers render), are byte-for-byte those of the Quart handlers in `api_agent.py`;
@@ -114,7 +114,8 @@ class AgentFastPath:
             body = {"error": "internal_error", "detail": f"{type(exc).__name__}: see the control plane's log"}  # fmt: skip
             await _respond(send, 500, _dumps(body), _JSON_HEADERS)
             return
-        await _respond(send, 200, _dumps({"ok": True, "desired_hash": ident.doc_hash}), _JSON_HEADERS)  # fmt: skip
+        answer = status.heartbeat_answer(ident.doc_hash, self.ctx.settings.heartbeat_interval_s)
+        await _respond(send, 200, _dumps(answer), _JSON_HEADERS)
 
 
 class _Disconnected(Exception):

@@ -336,7 +336,7 @@ def document(server_url: str) -> dict[str, Any]:
                 "post": _op(
                     "Latest full status snapshot",
                     _AGENT,
-                    _resp("200", "{ok}", _OBJ),
+                    _resp("200", "{ok, desired_hash, heartbeat_interval_s}", _OBJ),
                     body={"type": "object"},
                     errors=("400", "401", "422"),
                 )

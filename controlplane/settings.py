@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from controlplane.enrollment import DEFAULT_INSTALL_TOKEN_TTL_S
 from controlplane.limits import Limits
 from controlplane.longpoll import DEFAULT_INTERVAL_S
+from controlplane.status import DEFAULT_HEARTBEAT_INTERVAL_S
 
 DEFAULT_BIND = "127.0.0.1:8000"
 MAX_BODY_BYTES = 1024 * 1024
@@ -19,6 +20,8 @@ class ServerSettings:
     install_token_ttl_s: float = DEFAULT_INSTALL_TOKEN_TTL_S
     longpoll_interval_s: float = DEFAULT_INTERVAL_S
     max_wait_s: float = 60.0
+    # agents heartbeat at least this often (and on every change); stale/offline count it
+    heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S
     # directory served at /dist/ (the Berth wheel, its dependencies, the systemd units)
     wheelhouse: str | None = None
     # answer agents' 304 polls and heartbeats before Quart (controlplane/fastpath.py);

@@ -18,8 +18,14 @@ from controlplane.errors import BadRequest, NotFound, Unprocessable
 from controlplane.httpjson import batch_items
 from controlplane.models import Event, Instance, Stack, iso, utcnow
 
-STALE_AFTER_POLLS = 3
-OFFLINE_AFTER_POLLS = 10
+# Agents send a heartbeat on every change of state and at least every heartbeat interval
+# (a control-plane setting, announced in each heartbeat answer): "stale" and "offline"
+# count missed intervals, whatever the stack's poll interval.
+DEFAULT_HEARTBEAT_INTERVAL_S = 15.0
+MIN_HEARTBEAT_INTERVAL_S = 1.0
+MAX_HEARTBEAT_INTERVAL_S = 60.0
+STALE_AFTER_BEATS = 3
+OFFLINE_AFTER_BEATS = 8
 MAX_EVENTS_PER_BATCH = 1000
 MAX_EVENTS_PAGE = 1000
 DEFAULT_EVENTS_PAGE = 100
@@ -47,16 +53,21 @@ class IncomingEvent:
     extra: dict[str, Any]
 
 
-def instance_status(last_seen: datetime | None, now: datetime, poll_interval_s: float) -> str:
-    """online, stale (3 poll intervals without a heartbeat) or offline (10)."""
+def instance_status(last_seen: datetime | None, now: datetime, heartbeat_interval_s: float) -> str:
+    """online, stale (3 heartbeat intervals without one) or offline (8)."""
     if last_seen is None:
         return "offline"
     silent = (now - last_seen).total_seconds()
-    if silent >= OFFLINE_AFTER_POLLS * poll_interval_s:
+    if silent >= OFFLINE_AFTER_BEATS * heartbeat_interval_s:
         return "offline"
-    if silent >= STALE_AFTER_POLLS * poll_interval_s:
+    if silent >= STALE_AFTER_BEATS * heartbeat_interval_s:
         return "stale"
     return "online"
+
+
+def heartbeat_answer(doc_hash: str | None, heartbeat_interval_s: float) -> dict[str, Any]:
+    """The body of a stored heartbeat's 200 (the Quart handler and the fast path)."""
+    return {"ok": True, "desired_hash": doc_hash, "heartbeat_interval_s": heartbeat_interval_s}
 
 
 def _opt_str(body: dict[str, Any], key: str, where: str, max_len: int = 255) -> str | None:
@@ -162,7 +173,7 @@ async def record_events(
     return list(dict.fromkeys(e.id for e in events))
 
 
-def instance_json(row: Instance, poll_interval_s: float, now: datetime) -> dict[str, Any]:
+def instance_json(row: Instance, heartbeat_interval_s: float, now: datetime) -> dict[str, Any]:
     return {
         **row.extra,
         "id": row.id,
@@ -172,7 +183,7 @@ def instance_json(row: Instance, poll_interval_s: float, now: datetime) -> dict[
         "last_seen": iso(row.last_seen),
         "status": "revoked"
         if row.revoked_at
-        else instance_status(row.last_seen, now, poll_interval_s),
+        else instance_status(row.last_seen, now, heartbeat_interval_s),
         "revoked_at": iso(row.revoked_at),
         "agent_version": row.agent_version,
         "applied_version": row.applied_version,
@@ -197,7 +208,9 @@ def event_json(row: Event) -> dict[str, Any]:
     }
 
 
-async def list_instances(db: Database, stack_id: str) -> list[dict[str, Any]]:
+async def list_instances(
+    db: Database, stack_id: str, heartbeat_interval_s: float
+) -> list[dict[str, Any]]:
     async with db.read() as session:
         stack = await session.get(Stack, stack_id)
         if stack is None:
@@ -205,9 +218,8 @@ async def list_instances(db: Database, stack_id: str) -> list[dict[str, Any]]:
         rows = await session.scalars(
             select(Instance).where(Instance.stack_id == stack_id).order_by(Instance.created_at)
         )
-        poll = float(stack.document["poll_interval_s"])
         now = utcnow()
-        return [instance_json(r, poll, now) for r in rows]
+        return [instance_json(r, heartbeat_interval_s, now) for r in rows]
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,8 @@ def revert_firewall(layout: Layout) -> str:
         return "nothing to revert"
     proc = subprocess.run(
         [sys.executable, "-m", "agent.cli", "firewall", "revert", "--to", "baseline",
-         "--state-dir", str(layout.firewall_state), "--run-dir", str(layout.run_dir)],
+         "--state-dir", str(layout.firewall_state), "--run-dir", str(layout.run_dir),
+         "--in-process"],  # the helper's own state if it is dead: the units stop next
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     if proc.returncode != 0:

@@ -7,7 +7,9 @@ after, then served on the running asyncio loop (uvloop in production):
   `recvfrom`/`sendto` loop in a thread measured the same with `bench/dns.py`: dnsperf,
   not the responder, is the limit on this hardware, so the simpler form stays.)
 * TCP (RFC 7766): 2-byte length framing, several queries per connection, an idle timeout
-  and a cap on concurrent connections.
+  and a cap on concurrent connections. The idle timeout bounds writing too: a client that
+  sends queries but never reads its answers is cut off (abort: its unsent answers are
+  dropped) once an answer has waited that long, so it cannot hold a connection slot.
 
 The current `AnswerBook` sits in a `BookHolder`; swapping it is one attribute assignment,
 atomic for the loop. Any exception while answering costs that one
@@ -95,10 +97,14 @@ class DnsServer:
         udp: socket.socket,
         tcp: socket.socket,
         holder: BookHolder,
+        idle_timeout_s: float = TCP_IDLE_TIMEOUT_S,
+        max_tcp_connections: int = MAX_TCP_CONNECTIONS,
     ) -> None:
         self._udp = udp
         self._tcp = tcp
         self.holder = holder
+        self._idle_timeout_s = idle_timeout_s
+        self._max_tcp = max_tcp_connections
         self._transport: asyncio.DatagramTransport | None = None
         self._tcp_server: asyncio.Server | None = None
         self._tcp_clients = 0
@@ -110,22 +116,30 @@ class DnsServer:
         )
         self._tcp_server = await asyncio.start_server(self._serve_tcp, sock=self._tcp)
 
+    @property
+    def tcp_connections(self) -> int:
+        """TCP connections being served now."""
+        return self._tcp_clients
+
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._tcp_clients >= MAX_TCP_CONNECTIONS:
-            writer.close()
+        if self._tcp_clients >= self._max_tcp:
+            writer.transport.abort()  # over the cap: refused at once, nothing queued
             return
         self._tcp_clients += 1
+        idle = self._idle_timeout_s
         try:
             while True:
-                size = int.from_bytes(
-                    await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_TIMEOUT_S), "big"
-                )
-                data = await asyncio.wait_for(reader.readexactly(size), TCP_IDLE_TIMEOUT_S)
+                size = int.from_bytes(await asyncio.wait_for(reader.readexactly(2), idle), "big")
+                data = await asyncio.wait_for(reader.readexactly(size), idle)
                 reply = self.holder.answer(data)
                 if reply is None:  # not a query: nothing sensible to say on this stream
                     break
                 writer.write(len(reply).to_bytes(2, "big") + reply)
-                await writer.drain()
+                try:
+                    await asyncio.wait_for(writer.drain(), idle)
+                except TimeoutError:  # a client that never reads its answers
+                    writer.transport.abort()  # close() would wait for them to be sent
+                    break
         except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
             pass
         finally:

@@ -2,10 +2,17 @@
 operators, the installer and tests.
 
 The command talks to a running helper (the socket under ``--run-dir``) when one
-answers; otherwise it acts in-process on the same state directory (e.g. inside a test's
-network namespace, or before the agent is installed). An in-process apply with a
-confirm timeout starts a detached timer (`agent.firewall.autorevert`) that reverts it
-unless ``berth firewall confirm`` comes first.
+answers. On an installed server it finds that helper by default: the installer writes
+the agent's options (``--run-dir`` among them) to ``/etc/berth/agent.env``, read here
+(``--agent-env`` points elsewhere; ``--run-dir`` overrides). While a helper is installed
+the command never acts in-process: a helper that does not answer is an error, not a
+reason to work on a separate state the helper (and the uninstaller's revert) would
+never see; ``--in-process`` forces it, on the helper's own state directory by default.
+
+Without an installed helper (inside a test's network namespace, before the agent is
+installed) it acts in-process on ``--state-dir``. An in-process apply with a confirm
+timeout starts a detached timer (`agent.firewall.autorevert`) that reverts it unless
+``berth firewall confirm`` comes first.
 """
 
 import argparse
@@ -13,6 +20,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from agent.bus.endpoints import BusEndpoints
@@ -39,6 +47,9 @@ from agent.firewall.tunnel import DEFAULT_METRICS
 from agent.settings import DEFAULT_STATE_DIR, parse_hostport
 
 PROBE_TIMEOUT_S = 2.0
+# as the installer writes them (installer/layout.py, systemd/berth-firewall.service)
+DEFAULT_AGENT_ENV = Path("/etc/berth/agent.env")
+INSTALLED_STATE_DIR = Path("/var/lib/berth-firewall")
 # request fields as the operator typed them
 FLAGS = {
     "options.proxy_port": "--proxy-port",
@@ -71,13 +82,60 @@ def build_parser() -> argparse.ArgumentParser:
                    help="apply even if your SSH session's address is outside every --ssh-cidr")  # fmt: skip
     p.add_argument("--to", choices=("previous", "baseline"), default="previous",
                    help="revert: undo the last apply, or restore the firewall as before Berth")  # fmt: skip
-    p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
-    p.add_argument("--run-dir", type=Path, help="bus sockets (default: STATE_DIR/run)")
+    p.add_argument("--state-dir", type=Path,
+                   help=f"in-process state (default: {INSTALLED_STATE_DIR} when a helper is "
+                   f"installed, else {DEFAULT_STATE_DIR})")  # fmt: skip
+    p.add_argument("--run-dir", type=Path,
+                   help="the helper's socket directory (default: the installed agent's "
+                   "--run-dir from --agent-env, else STATE_DIR/run)")  # fmt: skip
+    p.add_argument("--agent-env", type=Path, default=DEFAULT_AGENT_ENV, metavar="FILE",
+                   help="the installed agent's options (default %(default)s); present "
+                   "means a helper is installed")  # fmt: skip
+    p.add_argument("--in-process", action="store_true",
+                   help="if the installed helper does not answer, act in this process on "
+                   "its state (only with that helper stopped for good)")  # fmt: skip
     p.add_argument(
         "--tunnel-metrics", metavar="HOST:PORT", help="cloudflared metrics (in-process status)"
     )
     p.add_argument("--json", action="store_true", help="print the reply as JSON")
     return p
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where the helper listens and which state an in-process action would use."""
+
+    state_dir: Path
+    run_dir: Path
+    installed: bool  # a helper is installed (the agent's env file exists)
+
+
+def agent_env_args(text: str) -> list[str]:
+    """The options in an agent env file (`BERTH_AGENT_ARGS=...`, split on spaces)."""
+    for line in text.splitlines():
+        if line.startswith("BERTH_AGENT_ARGS="):
+            return line.partition("=")[2].split()
+    return []
+
+
+def locate(state_dir: Path | None, run_dir: Path | None, agent_env: str | None) -> Location:
+    """Explicit flags win; else the installed agent's (`agent_env`: its env file's text,
+    None when no agent is installed); else the uninstalled defaults."""
+    installed = agent_env is not None
+    args = agent_env_args(agent_env or "")
+    if run_dir is None and "--run-dir" in args[:-1]:
+        run_dir = Path(args[args.index("--run-dir") + 1])
+    state = state_dir or (INSTALLED_STATE_DIR if installed else DEFAULT_STATE_DIR)
+    return Location(state.resolve(), (run_dir or state / "run").resolve(), installed)
+
+
+def _read_agent_env(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return ""  # there but unreadable: installed all the same (never act in-process)
 
 
 def build_request(args: argparse.Namespace, env: dict[str, str]) -> Request:
@@ -121,6 +179,7 @@ def _ask_consent() -> bool:
 
 
 def _helper(run_dir: Path) -> FirewallClient | None:
+    """A client of the helper listening under `run_dir`, if one answers."""
     endpoints = BusEndpoints(run_dir)
     if not endpoints.firewall_path.exists():
         return None
@@ -128,8 +187,7 @@ def _helper(run_dir: Path) -> FirewallClient | None:
     try:
         client.request(StatusRequest(), PROBE_TIMEOUT_S)
     except FirewallUnavailable:
-        print(f"berth firewall: stale socket {endpoints.firewall_path}: acting in-process",
-              file=sys.stderr)  # fmt: skip
+        print(f"berth firewall: nothing answers on {endpoints.firewall_path}", file=sys.stderr)
         return None
     return client
 
@@ -175,8 +233,8 @@ def _print(reply: FirewallReply) -> None:
 def main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.state_dir = args.state_dir.resolve()
-    run_dir = (args.run_dir or args.state_dir / "run").resolve()
+    where = locate(args.state_dir, args.run_dir, _read_agent_env(args.agent_env))
+    args.state_dir = where.state_dir
     if (
         args.action == "apply"
         and args.mode == "tunnel-only"
@@ -188,7 +246,15 @@ def main(argv: list[str]) -> int:
         req = build_request(args, dict(os.environ))
     except RequestError as exc:
         parser.error(f"{FLAGS.get(exc.field.split('[')[0], exc.field)}: {exc.message}")
-    client = _helper(run_dir)
+    client = _helper(where.run_dir)
+    if client is None and where.installed and not args.in_process:
+        print(f"berth firewall: a firewall helper is installed ({args.agent_env}) but does "
+              f"not answer on {BusEndpoints(where.run_dir).firewall_path}; nothing was done. "
+              "Start it (systemctl start berth-firewall) and retry: acting here would work "
+              "on a state the helper never sees. --in-process acts on "
+              f"{where.state_dir} anyway (only with the helper stopped for good).",
+              file=sys.stderr)  # fmt: skip
+        return 1
     try:
         reply = client.request(req) if client else _in_process(args, req)
     except (FirewallUnavailable, ToolError, OSError) as exc:

@@ -117,8 +117,14 @@ class ControlPlaneClient:
             return Fetched(False, None, etag)
         return Fetched(True, resp.json(), (resp.headers.get("ETag") or "").strip('"') or None)
 
-    def heartbeat(self, snapshot: dict[str, Any]) -> None:
-        self._call("POST", "/api/v1/agent/heartbeat", json=snapshot)
+    def heartbeat(self, snapshot: dict[str, Any]) -> dict[str, Any]:
+        """Send a snapshot; the answer says e.g. the heartbeat interval to keep."""
+        resp = self._call("POST", "/api/v1/agent/heartbeat", json=snapshot)
+        try:
+            body = resp.json()
+        except ValueError:
+            return {}
+        return body if isinstance(body, dict) else {}
 
     def send_logs(self, chunks: list[dict[str, Any]]) -> None:
         self._call("POST", "/api/v1/agent/logs", json={"chunks": chunks})

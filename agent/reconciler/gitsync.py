@@ -2,15 +2,24 @@
 
 Mirrors live under ``STATE/git/<hash of url>.git``; releases under
 ``STATE/releases/<service>/<commit>``, checked out with `git worktree` so a release costs a
-checkout, not a clone. Clone and fetch report progress to the log.
+checkout, not a clone. Clone and fetch run as plain git processes in a group of their own:
+they report progress to the log, stop when they stall (git's HTTP low-speed limit) or run
+past a kill timeout, and are killed at once when a newer target supersedes the sync.
 """
 
+import contextlib
 import hashlib
 import logging
+import os
 import shutil
+import signal
+import subprocess
 import threading
 import time
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import git
 
@@ -29,28 +38,90 @@ class GitError(Exception):
     """A clone, fetch or checkout failed; the message says which and why."""
 
 
-class _Progress(git.RemoteProgress):
-    """Logs fetch progress at most every two seconds, so long clones show life."""
+class GitCancelled(GitError):
+    """The sync was cancelled (a newer target superseded it); git was killed."""
 
-    def __init__(self, what: str) -> None:
-        super().__init__()
+
+@dataclass(frozen=True)
+class GitLimits:
+    """Bounds on one clone or fetch. git's own low-speed limit ends an HTTP(S) transfer
+    that stalls (a server that accepts and never answers, a dead link); the kill timeout
+    ends any transport (git://, ssh, file) that runs too long."""
+
+    low_speed_bytes: int = 1000  # http.lowSpeedLimit: below this many bytes/s ...
+    low_speed_s: int = 30  # http.lowSpeedTime: ... for this long, git gives up
+    kill_after_s: float = 600.0
+
+    def config_args(self) -> list[str]:
+        return [
+            "-c", f"http.lowSpeedLimit={self.low_speed_bytes}",
+            "-c", f"http.lowSpeedTime={self.low_speed_s}",
+        ]  # fmt: skip
+
+
+WAIT_STEP_S = 0.1  # how often a running git checks for cancellation and its deadline
+PROGRESS_EVERY_S = 2.0
+
+
+class _Stderr(threading.Thread):
+    """Reads git's stderr: logs its progress at most every two seconds (so long clones
+    show life) and keeps the last lines for the error message."""
+
+    def __init__(self, stream: IO[bytes], what: str) -> None:
+        super().__init__(name=f"git-stderr {what}", daemon=True)
+        self.stream = stream
         self.what = what
-        self._last = 0.0
+        self.tail: deque[str] = deque(maxlen=20)
 
-    def update(self, op_code: int, cur_count, max_count=None, message: str = "") -> None:  # type: ignore[no-untyped-def]
-        now = time.monotonic()
-        if now - self._last < 2.0:
-            return
-        self._last = now
-        total = f"/{int(max_count)}" if max_count else ""
-        log.info(
-            "%s: %s %d%s %s",
-            self.what,
-            self._cur_line or "progress",
-            int(cur_count or 0),
-            total,
-            message,
-        )
+    def run(self) -> None:
+        last = 0.0
+        for raw in iter(lambda: self.stream.read1(4096), b""):  # type: ignore[attr-defined]
+            for line in raw.decode(errors="replace").replace("\r", "\n").splitlines():
+                if not line.strip():
+                    continue
+                self.tail.append(line.strip())
+                now = time.monotonic()
+                if now - last >= PROGRESS_EVERY_S:
+                    last = now
+                    log.info("%s: %s", self.what, line.strip())
+
+
+def _run_git(args: list[str], what: str, limits: GitLimits, cancel: threading.Event | None) -> None:
+    """Run git in a process group of its own; kill the group on cancel or timeout."""
+    argv = ["git", *limits.config_args(), *args]
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **_SAFE_ENV},
+        start_new_session=True,
+    )
+    assert proc.stderr is not None
+    reader = _Stderr(proc.stderr, what)
+    reader.start()
+    deadline = time.monotonic() + limits.kill_after_s
+    try:
+        while True:
+            try:
+                code = proc.wait(WAIT_STEP_S)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if cancel is not None and cancel.is_set():
+                raise GitCancelled(f"{what}: cancelled")
+            if time.monotonic() >= deadline:
+                raise GitError(f"{what}: no result after {limits.kill_after_s:g} s, stopped")
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        reader.join(5)
+        proc.stderr.close()
+    if code != 0:
+        detail = "; ".join(list(reader.tail)[-3:]) or f"exit code {code}"
+        raise GitError(f"{what} failed: {detail[-500:]}")
 
 
 _mirror_locks: dict[Path, threading.Lock] = {}
@@ -67,33 +138,38 @@ def mirror_path(git_dir: Path, url: str) -> Path:
     return git_dir / (hashlib.sha256(url.encode()).hexdigest()[:24] + ".git")
 
 
-def ensure_commit(git_dir: Path, url: str, commit: str) -> Path:
-    """Make sure the mirror of `url` holds `commit`; fetch only when it does not."""
+def ensure_commit(
+    git_dir: Path,
+    url: str,
+    commit: str,
+    limits: GitLimits = GitLimits(),
+    cancel: threading.Event | None = None,
+) -> Path:
+    """Make sure the mirror of `url` holds `commit`; fetch only when it does not.
+    Setting `cancel` stops a clone or fetch under way (`GitCancelled`)."""
     path = mirror_path(git_dir, url)
     with _mirror_lock(path):
-        return _ensure_commit(path, url, commit)
+        return _ensure_commit(path, url, commit, limits, cancel)
 
 
-def _ensure_commit(path: Path, url: str, commit: str) -> Path:
-    try:
-        if not path.exists():
-            log.info("cloning %s", url)
-            tmp = path.with_name(path.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            progress = _Progress(f"clone {url}")
-            # GitPython's stubs name only the callable form of `progress`; RemoteProgress works too
-            git.Repo.clone_from(url, tmp, bare=True, mirror=True, env=_SAFE_ENV, progress=progress)  # type: ignore[arg-type]
-            tmp.rename(path)
-        repo = git.Repo(path)
-        if not _has_commit(repo, commit):
-            log.info("fetching %s for %s", url, commit[:12])
-            with repo.git.custom_environment(**_SAFE_ENV):
-                repo.remote("origin").fetch(progress=_Progress(f"fetch {url}"), prune=True)
-        if not _has_commit(repo, commit):
-            raise GitError(f"commit {commit} is not in {url} (force-pushed away?)")
-        return path
-    except git.GitCommandError as exc:
-        raise GitError(f"git failed for {url}: {(exc.stderr or str(exc)).strip()[-500:]}") from exc
+def _ensure_commit(
+    path: Path, url: str, commit: str, limits: GitLimits, cancel: threading.Event | None
+) -> Path:
+    if not path.exists():
+        log.info("cloning %s", url)
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        _run_git(["clone", "--mirror", "--progress", "--", url, str(tmp)],
+                 f"clone {url}", limits, cancel)  # fmt: skip
+        tmp.rename(path)
+    repo = git.Repo(path)
+    if not _has_commit(repo, commit):
+        log.info("fetching %s for %s", url, commit[:12])
+        _run_git(["-C", str(path), "fetch", "--prune", "--progress", "origin"],
+                 f"fetch {url}", limits, cancel)  # fmt: skip
+    if not _has_commit(repo, commit):
+        raise GitError(f"commit {commit} is not in {url} (force-pushed away?)")
+    return path
 
 
 def _has_commit(repo: git.Repo, commit: str) -> bool:

@@ -112,3 +112,34 @@ def stack_state(statuses: Iterable[ServiceStatus]) -> tuple[str, list[str]]:
     if reasons:
         return "degraded", reasons
     return ("applying" if converging else "applied"), []
+
+
+# --- heartbeats ------------------------------------------------------------------------
+# The control plane announces its heartbeat interval in every heartbeat answer; until the
+# first answer (or from an older control plane) the agent uses the default.
+DEFAULT_HEARTBEAT_INTERVAL_S = 15.0
+MIN_HEARTBEAT_INTERVAL_S = 1.0
+MAX_HEARTBEAT_INTERVAL_S = 60.0
+# a burst of state changes (a deploy: building, starting, healthy, applied) becomes at
+# most this many heartbeats a second, the last one always carrying the final state
+HEARTBEAT_MIN_GAP_S = 0.25
+
+
+def heartbeat_interval(announced: object) -> float:
+    """The interval to use, from the control plane's answer (clamped; default if absent)."""
+    if isinstance(announced, bool) or not isinstance(announced, int | float):
+        return DEFAULT_HEARTBEAT_INTERVAL_S
+    return min(MAX_HEARTBEAT_INTERVAL_S, max(MIN_HEARTBEAT_INTERVAL_S, float(announced)))
+
+
+def heartbeat_fingerprint(snapshot: dict[str, object]) -> str:
+    """What a heartbeat says, reduced to a comparable string: a new one means "send now"."""
+    return json.dumps(snapshot, sort_keys=True, default=str)
+
+
+def heartbeat_wait(now: float, last_sent: float, interval_s: float, changed: bool) -> float:
+    """Seconds until the next heartbeat is due: at once (or after the debounce gap) when
+    the state changed since the last one sent, else when the interval has run out."""
+    if changed:
+        return max(0.0, last_sent + HEARTBEAT_MIN_GAP_S - now)
+    return max(0.0, last_sent + interval_s - now)

@@ -12,6 +12,7 @@ in SQLite and applied at start-up, and running services are re-adopted, not rest
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -34,6 +35,9 @@ from agent.reconciler.policy import (
     Backoff,
     build_key,
     config_hash,
+    heartbeat_fingerprint,
+    heartbeat_interval,
+    heartbeat_wait,
     route_table,
     service_urls,
     stack_state,
@@ -55,6 +59,7 @@ RETRY_CAP_S = 60.0
 WORKER_RETRY_S = 5.0
 HOUSEKEEPING_INTERVAL_S = 10.0
 LOG_SHIP_INTERVAL_S = 1.0
+STATUS_TICK_S = 0.25  # how often the stack's state is re-derived from the workers
 BASE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "TZ")
 REDACT_KEY = "redact_values"  # store key: [[name, value], ...], newest first
 REDACT_REMEMBERED = 200  # current values plus this many earlier ones stay redacted
@@ -82,7 +87,6 @@ class Reconciler:
         self.workers: dict[str, ServiceWorker] = {}
         self._worker_tasks: dict[str, asyncio.Task[None]] = {}
         self._routes_dirty = asyncio.Event()
-        self._events_pending = asyncio.Event()
         self._route_seq = 0
         self._client: ControlPlaneClient | None = None
         self._client_lock = asyncio.Lock()
@@ -95,6 +99,11 @@ class Reconciler:
         self._redactor = Redactor(sorted(self._secret_values))
         self._applied_version: int | None = None
         self._events_resume_at = 0.0  # monotonic: the control plane asked us to wait
+        self._heartbeat_interval_s = heartbeat_interval(None)
+        # what the status loop saw last; a change wakes the report loop (and so does a
+        # new event), which sends a heartbeat when it differs from the one it sent last
+        self._status_print = ""
+        self._report_wanted = asyncio.Event()
 
     # --- WorkerContext -----------------------------------------------------------------
     def event(self, type_: str, message: str, service: str | None = None, **extra: Any) -> None:
@@ -105,7 +114,7 @@ class Reconciler:
                 for k, v in extra.items()
             }
         self.store.add_event(type_, message, service, **extra)
-        self._events_pending.set()
+        self._report_wanted.set()
 
     def routes_changed(self) -> None:
         self._routes_dirty.set()
@@ -348,7 +357,11 @@ class Reconciler:
                         state=state,
                         version=self.desired.version,
                     )
-            await asyncio.sleep(0.25)
+            status_print = heartbeat_fingerprint(self.heartbeat())
+            if status_print != self._status_print:
+                self._status_print = status_print
+                self._report_wanted.set()  # applied, degraded, a crash, health: report it now
+            await asyncio.sleep(STATUS_TICK_S)
 
     def heartbeat(self) -> dict[str, Any]:
         state, reasons = self.stack_status()
@@ -472,8 +485,13 @@ class Reconciler:
         while True:
             etag = self.desired.hash if self.desired else None
             started = time.monotonic()
+            # a change wakes the long poll at once; the poll interval only bounds how late
+            # a missed wake-up (or a server without long polling) is noticed
+            interval = self.desired.stack.poll_interval_s if self.desired else 5.0
             try:
-                fetched = await asyncio.to_thread(client.fetch_desired, etag, LONG_POLL_S)
+                fetched = await asyncio.to_thread(
+                    client.fetch_desired, etag, max(1.0, min(LONG_POLL_S, interval))
+                )
             except Unreachable as exc:
                 log.warning(
                     "desired state: control plane unreachable, retrying in %.0f s: %s", delay, exc
@@ -490,18 +508,33 @@ class Reconciler:
                 self.accept_document(fetched.document)
             elif time.monotonic() - started < 1.0:
                 # the server answered at once: no long poll there, so poll at the interval
-                await asyncio.sleep(self.desired.stack.poll_interval_s if self.desired else 5.0)
+                await asyncio.sleep(interval)
 
     async def _report_loop(self) -> None:
+        """Heartbeats and events. A heartbeat goes as soon as the state changes (at most
+        every `HEARTBEAT_MIN_GAP_S`) and otherwise every heartbeat interval, which the
+        control plane announces (it judges "stale" and "offline" by the same interval).
+        The heartbeat goes before the events: an acknowledged event implies it arrived."""
         client = await self._client_ready()
-        next_beat = 0.0
+        last_sent = -float("inf")
+        sent_print: str | None = None
         delay = RETRY_BASE_S
         while True:
-            interval = self.desired.stack.poll_interval_s if self.desired else 5.0
+            self._report_wanted.clear()
             try:
-                if time.monotonic() >= next_beat:
-                    await asyncio.to_thread(client.heartbeat, self.heartbeat())
-                    next_beat = time.monotonic() + interval
+                beat = self.heartbeat()
+                beat_print = heartbeat_fingerprint(beat)
+                wait = heartbeat_wait(
+                    time.monotonic(), last_sent, self._heartbeat_interval_s,
+                    beat_print != sent_print,
+                )  # fmt: skip
+                if wait <= 0:
+                    answer = await asyncio.to_thread(client.heartbeat, beat)
+                    last_sent, sent_print = time.monotonic(), beat_print
+                    self._heartbeat_interval_s = heartbeat_interval(
+                        answer.get("heartbeat_interval_s")
+                    )
+                    wait = self._heartbeat_interval_s
                 await self._flush_events(client)
                 delay = RETRY_BASE_S
             except (Unreachable, Rejected) as exc:
@@ -510,13 +543,8 @@ class Reconciler:
                 await asyncio.sleep(delay)
                 delay = min(RETRY_CAP_S, delay * 2)
                 continue
-            try:
-                await asyncio.wait_for(
-                    self._events_pending.wait(), max(0.05, next_beat - time.monotonic())
-                )
-            except TimeoutError:
-                pass
-            self._events_pending.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._report_wanted.wait(), max(0.01, wait))
 
     async def _flush_events(self, client: ControlPlaneClient) -> None:
         """Send the outbox; on 429 keep it and wait as asked (heartbeats go on meanwhile)."""

@@ -9,8 +9,9 @@ The worker drives its service toward the latest `Target`:
   - fixed port: the route is paused (the proxy holds new requests), the old process stops,
     the new one starts; if it never becomes healthy the old release is started again.
   A failed build or health check leaves the old release serving and records the reason.
-  A build still running when a newer target arrives is superseded: its process group is
-  killed and the newer target deploys at once (nothing of the old deploy had started).
+  A sync or build still running when a newer target arrives is superseded: its git or
+  build process group is killed and the newer target deploys at once (nothing of the old
+  deploy had started).
 * supervise: a crashed process restarts with exponential backoff and jitter.
 * health: periodic HTTP probes; `retries` failures in a row mark it unhealthy and restart it.
 """
@@ -21,6 +22,7 @@ import logging
 import os
 import shutil
 import socket
+import threading
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -78,6 +80,7 @@ class Timeouts:
     deploy_s: float = 60.0
     drain_s: float = 30.0
     stop_grace_s: float = 10.0
+    git: gitsync.GitLimits = gitsync.GitLimits()
 
 
 class WorkerContext(Protocol):
@@ -235,10 +238,11 @@ class ServiceWorker:
         self.ctx.event("deploy", f"deploying {t.svc.commit[:12]}", self.name, commit=t.svc.commit)
         run = _Deploy(t, old)
         for step in plan:
-            if step is planner.Step.BUILD:
-                result = await self._unless_superseded(self._build(t, run.release), t)
+            if step in (planner.Step.SYNC, planner.Step.BUILD):
+                work = self._sync(run) if step is planner.Step.SYNC else self._build(t, run.release)
+                result = await self._unless_superseded(work, t)
                 if result is None:
-                    self._superseded_by(t)
+                    self._superseded_by(t, "sync" if step is planner.Step.SYNC else "build")
                     return
                 ok, why = result
             else:
@@ -288,15 +292,16 @@ class ServiceWorker:
                     await task
                 return None
 
-    def _superseded_by(self, t: Target) -> None:
+    def _superseded_by(self, t: Target, what: str) -> None:
         newer = self.target.svc.commit[:12] if self.target and not self.removed else "removal"
         self.state = "running" if self.current is not None else "pending"
-        log.info("%s: build of %s superseded by %s", self.name, t.svc.commit[:12], newer)
-        with contextlib.suppress(OSError), open(self._build_log(t), "a") as build_log:
-            build_log.write(f"\n[berth] build cancelled: superseded by {newer}\n")
+        log.info("%s: %s of %s superseded by %s", self.name, what, t.svc.commit[:12], newer)
+        if what == "build":
+            with contextlib.suppress(OSError), open(self._build_log(t), "a") as build_log:
+                build_log.write(f"\n[berth] build cancelled: superseded by {newer}\n")
         self.ctx.event(
             "build",
-            f"build of {t.svc.commit[:12]} cancelled: superseded by {newer}",
+            f"{what} of {t.svc.commit[:12]} cancelled: superseded by {newer}",
             self.name,
             commit=t.svc.commit,
         )
@@ -306,10 +311,7 @@ class ServiceWorker:
         S = planner.Step
         t, old = run.target, run.old
         if step is S.SYNC:
-            try:
-                run.release = await asyncio.to_thread(self._prepare_release, t)
-            except (gitsync.GitError, OSError) as exc:
-                return False, f"git: {exc}"
+            return await self._sync(run)
         elif step is S.BUILD:
             return await self._build(t, run.release)
         elif step is S.PAUSE:
@@ -354,14 +356,32 @@ class ServiceWorker:
             self.ctx.state_dir / "logs" / self.name / f"build-{t.svc.commit[:12]}-{t.build_key}.log"
         )
 
-    def _prepare_release(self, t: Target) -> Path:
+    async def _sync(self, run: "_Deploy") -> tuple[bool, str]:
+        """Mirror and check out the target's commit. Cancelled (superseded), it stops git
+        and returns only once the sync thread has let go of the mirror and release."""
+        cancel = threading.Event()
+        sync = asyncio.ensure_future(asyncio.to_thread(self._prepare_release, run.target, cancel))
+        try:
+            run.release = await asyncio.shield(sync)
+        except asyncio.CancelledError:
+            cancel.set()
+            with contextlib.suppress(Exception):
+                await sync
+            raise
+        except (gitsync.GitError, OSError) as exc:
+            return False, f"git: {exc}"
+        return True, "ok"
+
+    def _prepare_release(self, t: Target, cancel: threading.Event | None = None) -> Path:
         try:  # the control plane checked it too; a document that skipped it meets this
             check_repo_source(t.svc.spec.repo, self.ctx.file_repo_roots, "repo")
         except ValidationError as exc:
             raise gitsync.GitError(f"refusing to clone {t.svc.spec.repo}: {exc}") from None
         git_dir = self.ctx.state_dir / "git"
         ownership.make_private_dir(git_dir)  # mirrors: the reconciler's alone
-        mirror = gitsync.ensure_commit(git_dir, t.svc.spec.repo, t.svc.commit)
+        mirror = gitsync.ensure_commit(
+            git_dir, t.svc.spec.repo, t.svc.commit, self.ctx.timeouts.git, cancel
+        )
         release = self._release_dir(t)
         if not (release / ".git").exists():  # checked out afresh: never built
             ownership.forget_builds(self.ctx.state_dir, self.name, t.svc.commit)

@@ -29,7 +29,11 @@ from controlplane.dashboard.throttle import LOGIN_POLICIES
 
 
 def blueprint(ctx: AppContext) -> Blueprint:
-    dash = Dashboard(ctx, LiveHub(ctx.db), LoginThrottle(ctx.db, policies=LOGIN_POLICIES))
+    dash = Dashboard(
+        ctx,
+        LiveHub(ctx.db, heartbeat_interval_s=ctx.settings.heartbeat_interval_s),
+        LoginThrottle(ctx.db, policies=LOGIN_POLICIES),
+    )
     bp = Blueprint("dashboard", __name__)
     auth.register(bp, dash)
     pages_stacks.register(bp, dash)

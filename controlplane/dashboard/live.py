@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 
 from controlplane.db import Database
 from controlplane.models import Event, Instance, LogChunk, Stack, utcnow
-from controlplane.status import instance_status
+from controlplane.status import DEFAULT_HEARTBEAT_INTERVAL_S, instance_status
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,14 @@ class Subscription:
 
 
 class LiveHub:
-    def __init__(self, db: Database, interval_s: float = DEFAULT_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        db: Database,
+        interval_s: float = DEFAULT_INTERVAL_S,
+        heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S,
+    ) -> None:
         self._db = db
+        self._heartbeat_interval_s = heartbeat_interval_s
         self._interval_s = interval_s
         self._subs: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
@@ -176,16 +182,16 @@ class LiveHub:
                 sub.offer(item)
 
     async def _read(self, now: datetime) -> tuple[Snapshot, list[LogChunkOut]]:
-        poll = Stack.document["poll_interval_s"].as_float()
         async with self._db.read() as session:
-            stack_rows = list(await session.execute(select(Stack.id, Stack.doc_hash, poll)))
-            polls = {r[0]: float(r[2] or 10.0) for r in stack_rows}
+            stack_rows = list(await session.execute(select(Stack.id, Stack.doc_hash)))
             inst_rows = await session.execute(
                 select(Instance.id, Instance.stack_id, Instance.last_seen, Instance.revoked_at)
             )
             instances = {}
             for iid, sid, seen, revoked in inst_rows:
-                status = "revoked" if revoked else instance_status(seen, now, polls.get(sid, 10.0))
+                status = (
+                    "revoked" if revoked else instance_status(seen, now, self._heartbeat_interval_s)
+                )
                 instances[iid] = (sid, f"{seen.isoformat() if seen else ''}|{status}")
             event_seq = dict(
                 (r[0], r[1])

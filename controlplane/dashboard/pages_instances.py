@@ -39,7 +39,8 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
                     .order_by(Instance.created_at)
                 )
             )
-        views = [instance_view(r, desired, float(doc["poll_interval_s"]), now) for r in rows]
+        beat_s = dash.ctx.settings.heartbeat_interval_s
+        views = [instance_view(r, desired, beat_s, now) for r in rows]
         return await render(
             "dashboard/instances.html",
             stack=stack,
@@ -71,7 +72,7 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
             abort(404)
         inst = instance_view(
             row, {s["name"]: s["commit"] for s in doc["services"]},
-            float(doc["poll_interval_s"]), utcnow(),
+            dash.ctx.settings.heartbeat_interval_s, utcnow(),
         )  # fmt: skip
         svc = cell(raw, spec["commit"] if spec else None) if raw else None
         health = await status.list_events(

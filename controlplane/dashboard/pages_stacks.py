@@ -55,13 +55,14 @@ def _stack_form_context(form: forms.StackForm, errors: dict[str, str]) -> dict[s
 
 def register(bp: Blueprint, dash: Dashboard) -> None:
     db = dash.ctx.db
+    beat_s = dash.ctx.settings.heartbeat_interval_s  # stale/offline count missed heartbeats
 
     @bp.get("/")
     async def stacks_list() -> tuple[str, int]:
         now = utcnow()
         rows = []
         for stack in await stacks.list_all(db):
-            picture = stack_picture(stack.document, await _instances(dash, stack.id), now)
+            picture = stack_picture(stack.document, await _instances(dash, stack.id), now, beat_s)
             rows.append((stack, picture))
         return await render(
             "dashboard/stacks.html",
@@ -73,7 +74,7 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
     @bp.get("/stacks/<stack_id>")
     async def overview(stack_id: str) -> tuple[str, int]:
         stack = await load_stack(dash, stack_id)
-        picture = stack_picture(stack.document, await _instances(dash, stack_id), utcnow())
+        picture = stack_picture(stack.document, await _instances(dash, stack_id), utcnow(), beat_s)
         events = await status.list_events(db, stack_id, status.EventQuery(limit=12))
         return await render(
             "dashboard/overview.html",
@@ -165,7 +166,7 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
 
     async def _overview_error(stack_id: str, exc: ApiError) -> tuple[str, int]:
         stack = await load_stack(dash, stack_id)
-        picture = stack_picture(stack.document, await _instances(dash, stack_id), utcnow())
+        picture = stack_picture(stack.document, await _instances(dash, stack_id), utcnow(), beat_s)
         events = await status.list_events(db, stack_id, status.EventQuery(limit=12))
         return await render(
             "dashboard/overview.html",

@@ -143,10 +143,12 @@ def cell(raw: dict[str, Any], desired_commit: str | None) -> Cell:
 
 
 def instance_view(
-    row: Instance, desired: dict[str, str], poll_interval_s: float, now: datetime
+    row: Instance, desired: dict[str, str], heartbeat_interval_s: float, now: datetime
 ) -> InstanceView:
     """`desired`: service name → the commit the stack's current version asks for."""
-    status = "revoked" if row.revoked_at else instance_status(row.last_seen, now, poll_interval_s)
+    status = (
+        "revoked" if row.revoked_at else instance_status(row.last_seen, now, heartbeat_interval_s)
+    )
     extra = row.extra or {}
     reasons = extra.get("reasons") or []
     security = row.security or {}
@@ -173,10 +175,11 @@ def instance_view(
     )
 
 
-def stack_picture(document: dict[str, Any], rows: list[Instance], now: datetime) -> StackPicture:
+def stack_picture(
+    document: dict[str, Any], rows: list[Instance], now: datetime, heartbeat_interval_s: float
+) -> StackPicture:
     desired = {s["name"]: s["commit"] for s in document["services"]}
-    poll = float(document["poll_interval_s"])
-    instances = tuple(instance_view(r, desired, poll, now) for r in rows)
+    instances = tuple(instance_view(r, desired, heartbeat_interval_s, now) for r in rows)
     names = list(desired)
     for inst in instances:  # services still reported but no longer desired (being removed)
         names += [n for n in inst.cells if n not in names]

@@ -50,3 +50,11 @@ def test_testing_helpers(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/h.db"
     migrate(url)
     assert create_admin_token(url, "demo").startswith("berth_adm_")
+
+
+def test_heartbeat_interval_is_bounded(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/cp.db"
+    for bad in ("61", "0", "soon"):
+        run = berth("controlplane", "serve", "--db", url, "--heartbeat-interval", bad)
+        assert run.returncode == 2, run.stderr
+        assert "--heartbeat-interval" in run.stderr and "1 to 60 seconds" in run.stderr

@@ -120,7 +120,11 @@ def test_heartbeat_answers_match(
     auth = {"Authorization": f"Bearer {agent['credential']}", "Content-Type": "application/json"}
     status, _, answer = same(server, slow, "POST", BEAT, auth, body)
     if status == 200:
-        assert json.loads(answer) == {"ok": True, "desired_hash": agent["stack"]["hash"]}
+        assert json.loads(answer) == {
+            "ok": True,
+            "desired_hash": agent["stack"]["hash"],
+            "heartbeat_interval_s": 15.0,  # the default: the agent follows what is announced
+        }
     else:
         assert status in (400, 422) and "detail" in json.loads(answer)
 

@@ -12,7 +12,12 @@ from controlplane.gitrefs import parse_ls_remote, pick_commit
 from controlplane.httpjson import etag_matches, parse_wait
 from controlplane.longpoll import StackWatcher
 from controlplane.stacks import editable_body
-from controlplane.status import instance_status, parse_events, parse_heartbeat
+from controlplane.status import (
+    DEFAULT_HEARTBEAT_INTERVAL_S,
+    instance_status,
+    parse_events,
+    parse_heartbeat,
+)
 from controlplane.tokens import bearer
 
 A, B, C, D = ("a" * 40, "b" * 40, "c" * 40, "d" * 40)
@@ -56,12 +61,18 @@ def test_bearer() -> None:
     assert bearer(None) is None and bearer("Basic abc") is None and bearer("Bearer ") is None
 
 
-def test_instance_status() -> None:
+def test_instance_status_counts_missed_heartbeat_intervals() -> None:
     now = datetime.now(UTC)
     assert instance_status(now - timedelta(seconds=5), now, 10) == "online"
+    assert instance_status(now - timedelta(seconds=29), now, 10) == "online"
     assert instance_status(now - timedelta(seconds=30), now, 10) == "stale"
-    assert instance_status(now - timedelta(seconds=100), now, 10) == "offline"
+    assert instance_status(now - timedelta(seconds=79), now, 10) == "stale"
+    assert instance_status(now - timedelta(seconds=80), now, 10) == "offline"
     assert instance_status(None, now, 10) == "offline"
+    # at the default 15 s interval an agent that stopped is offline within 2 minutes
+    assert instance_status(now - timedelta(seconds=120), now, DEFAULT_HEARTBEAT_INTERVAL_S) == (
+        "offline"
+    )
 
 
 def test_editable_body_strips_only_read_only_keys() -> None:

@@ -63,12 +63,14 @@ class Server:
         self.workdir = workdir
         self.start()
 
-    def start(self, port: int | None = None) -> None:
-        """Start `berth controlplane serve` (on `port`, or a free one) and wait for it."""
+    def start(self, port: int | None = None, *extra: str) -> None:
+        """Start `berth controlplane serve` (on `port`, or a free one; `extra` options)
+        and wait for it."""
         port = port or free_port()
         self.cp = ControlPlane(
-            self.db_url, self.workdir, "--public-url", f"http://127.0.0.1:{port}", port=port
-        )
+            self.db_url, self.workdir, "--public-url", f"http://127.0.0.1:{port}", *extra,
+            port=port,
+        )  # fmt: skip
         self.port, self.url = self.cp.port, self.cp.url
         self.api = Api(self.url, self.admin_token)
 

@@ -1,10 +1,14 @@
 import random
 
 from agent.reconciler.policy import (
+    DEFAULT_HEARTBEAT_INTERVAL_S,
+    HEARTBEAT_MIN_GAP_S,
     Backoff,
     ServiceStatus,
     external_bind,
     failures_after_exit,
+    heartbeat_interval,
+    heartbeat_wait,
     service_env,
     service_urls,
     stack_state,
@@ -65,3 +69,21 @@ def test_stack_state():
     state, reasons = stack_state([ok, ServiceStatus("b", True, "build exited with code 1", False)])
     assert state == "degraded" and reasons == ["b: build exited with code 1"]
     assert stack_state([ServiceStatus("c", True, None, True)])[0] == "degraded"
+
+
+def test_heartbeat_interval_follows_the_control_plane_within_bounds() -> None:
+    assert heartbeat_interval(None) == DEFAULT_HEARTBEAT_INTERVAL_S == 15.0  # older control plane
+    assert heartbeat_interval(5) == 5.0
+    assert heartbeat_interval(3600) == 60.0  # never less often than a minute
+    assert heartbeat_interval(0) == 1.0
+    assert heartbeat_interval(True) == heartbeat_interval("10") == DEFAULT_HEARTBEAT_INTERVAL_S
+
+
+def test_a_changed_state_is_reported_at_once_but_debounced() -> None:
+    # unchanged: the next heartbeat is due one interval after the last
+    assert heartbeat_wait(100.0, 95.0, 15.0, changed=False) == 10.0
+    assert heartbeat_wait(100.0, 80.0, 15.0, changed=False) == 0.0
+    # changed: now, unless the last heartbeat left less than the debounce gap ago
+    assert heartbeat_wait(100.0, 90.0, 60.0, changed=True) == 0.0
+    assert heartbeat_wait(100.0, 100.0, 60.0, changed=True) == HEARTBEAT_MIN_GAP_S
+    assert heartbeat_wait(100.0, -float("inf"), 15.0, changed=True) == 0.0  # the first one

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from agent.reconciler.gitsync import GitLimits
 from agent.reconciler.reconciler import Reconciler
 from agent.reconciler.shutdown import stop_recorded_services
 from agent.reconciler.worker import Timeouts
 from agent.schema import parse_stack
 from agent.schema.document import build_document
 from agent.settings import AgentSettings
+from tests.agent.reconciler.blackhole import Blackhole
 from tests.support.dirs import world_dir
 from tests.support.gitrepo import APP, commit_files, init_repo
 from tests.support.ports import free_port
@@ -37,14 +39,14 @@ def get(port, path="/"):
         return r.read().decode()
 
 
-def document(repo, commit, version, *, build="true", port=None):
+def document(repo, commit, version, *, build="true", port=None, url=None):
     spec = parse_stack(
         {
             "name": "t",
             "services": [
                 {
                     "name": "app",
-                    "repo": f"file://{repo}",
+                    "repo": url or f"file://{repo}",
                     "ref": "main",
                     "build": build,
                     "run": "python3 app.py",
@@ -308,3 +310,39 @@ def test_build_symlinks_touch_nothing_of_roots_and_mirrors_stay_private(workspac
     git_dir = workspace / "state" / "git"
     assert git_dir.stat().st_mode & 0o077 == 0 and git_dir.stat().st_uid == 0
     assert any("outside the directories allowed" in reason for reason in reasons), reasons
+
+
+def test_a_silent_git_server_neither_hangs_the_service_nor_holds_back_a_fix(workspace):
+    """Issue 15.13: a repo URL whose server accepts and never answers."""
+    repo = init_repo(workspace / "repo")
+    c1 = commit_files(repo, {"app.py": APP, "version.txt": "v1"})
+
+    async def scenario(hole):
+        settings = AgentSettings(
+            state_dir=workspace / "state", run_dir=workspace / "run",
+            file_repo_roots=(str(workspace),),
+        )  # fmt: skip
+        limits = GitLimits(low_speed_s=1, kill_after_s=600)  # git:// has no low-speed limit
+        r = Reconciler(settings, timeouts=Timeouts(deploy_s=8, build_s=20, git=limits))
+        task = asyncio.create_task(r.run())
+        # over HTTP the low-speed limit ends the clone: failed, not "building" for long
+        r.accept_document(document(repo, c1, 1, url=f"http://127.0.0.1:{hole.port}/app.git"))
+        await until(lambda: r.stack_status()[0] == "degraded", timeout=15)
+        assert "git: clone http://" in r.stack_status()[1][0]
+        # git:// stalls until the kill timeout (600 s here); the corrected config
+        # supersedes the sync and deploys at once
+        r.accept_document(document(repo, c1, 2, url=f"git://127.0.0.1:{hole.port}/app.git"))
+        await asyncio.to_thread(hole.wait_accepted, 2)
+        assert r.workers["app"].state == "building"
+        r.accept_document(document(repo, c1, 3))
+        await until(lambda: r.stack_status()[0] == "applied", timeout=15)
+        assert get(r.workers["app"].current.rec.port).startswith("v1")
+        assert hole.open_connections() == 0  # the superseded git was killed
+        cancelled = [e for e in r.store.pending_events(1000) if "superseded" in e["message"]]
+        assert [e["message"][:4] for e in cancelled] == ["sync"]
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await r.publisher.close()
+
+    with Blackhole() as hole:
+        asyncio.run(scenario(hole))
