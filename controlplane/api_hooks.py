@@ -12,7 +12,7 @@ from typing import Any
 
 from quart import Blueprint, request
 
-from controlplane import stacks
+from controlplane import audit, stacks
 from controlplane.context import AppContext
 from controlplane.errors import NotFound, Unauthorized
 
@@ -47,9 +47,14 @@ def blueprint(ctx: AppContext) -> Blueprint:
             )
         if request.headers.get("X-GitHub-Event") == "ping":
             return {"ok": True, "changed": False, "version": stack.version}
+        before = stack
         stack, changed = await stacks.refresh(ctx.db, stack_id, "webhook")
         if changed:
             ctx.stack_changed(stack_id, stack.doc_hash)
+        await audit.record_request(
+            ctx.db, "stack.webhook", audit.Actor("webhook", "git push"),
+            **audit.versions(before, stack, changed, event=request.headers.get("X-GitHub-Event")),
+        )  # fmt: skip
         return {"ok": True, "changed": changed, "version": stack.version}
 
     return bp

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from controlplane.audit import DEFAULT_RETENTION_DAYS
 from controlplane.enrollment import DEFAULT_INSTALL_TOKEN_TTL_S
 from controlplane.longpoll import DEFAULT_INTERVAL_S
 
@@ -26,3 +27,5 @@ class ServerSettings:
     # the key that seals secret env values; None: beside an SQLite database, else ./
     # (controlplane.secrets.default_key_file)
     secret_key_file: str | None = None
+    # audit records older than this are swept (0: keep every record)
+    audit_retention_days: int = DEFAULT_RETENTION_DAYS
