@@ -192,9 +192,9 @@ def blueprint(ctx: AppContext) -> Blueprint:
 
     @bp.delete("/instances/<instance_id>")
     async def revoke_instance(instance_id: str) -> tuple[str, int]:
-        await enrollment.revoke_instance(db, instance_id)
+        stack_id = await enrollment.revoke_instance(db, instance_id)
         ctx.directory.instance_revoked(instance_id)
-        await audit.record_request(db, "instance.revoke", target=instance_id)
+        await audit.record_request(db, "instance.revoke", stack_id=stack_id, target=instance_id)
         return "", 204
 
     # status ---------------------------------------------------------------------------
