@@ -126,7 +126,9 @@ def test_cli_and_dashboard_actions_are_recorded(
     assert refresh["actor"] == {"kind": "user", "name": user}
 
 
-def test_filters_paging_and_no_delete(api: Api, server: ControlPlane, repo: Path, unique: str) -> None:
+def test_filters_paging_and_no_delete(
+    api: Api, server: ControlPlane, repo: Path, unique: str
+) -> None:
     for i in range(3):
         api.post("/stacks", json=stack_body(f"pg{i}-{unique}", repo))
     first = api.get("/audit", params={"action": "stack.create", "limit": 2}).json()

@@ -109,6 +109,8 @@ def test_new_stack_diff_lists_everything_added() -> None:
 
 
 def test_compare_url_only_for_known_forges() -> None:
-    assert compare_url("https://gitlab.com/a/b", A, B) == f"https://gitlab.com/a/b/-/compare/{A}...{B}"
+    assert (
+        compare_url("https://gitlab.com/a/b", A, B) == f"https://gitlab.com/a/b/-/compare/{A}...{B}"
+    )
     assert compare_url("file:///srv/repo", A, B) is None
     assert compare_url("git@github.com:a/b.git", A, B) is None
