@@ -121,6 +121,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--audit-retention-days", type=int, default=audit.DEFAULT_RETENTION_DAYS,
                        metavar="DAYS", help="delete audit records older than DAYS "
                        "(default %(default)s; 0 keeps every record)")  # fmt: skip
+    serve.add_argument("--notify-interval", type=float, default=2.0, metavar="SECONDS",
+                       help="how often notifications are looked for and sent (default %(default)g)")  # fmt: skip
+    serve.add_argument("--notify-lease", type=float, default=60.0, metavar="SECONDS",
+                       help="a notification being sent is resent after this long without an "
+                       "outcome, e.g. after a crash (default %(default)g)")  # fmt: skip
 
     _add_key_file(serve)
 
@@ -183,6 +188,7 @@ def main(argv: list[str]) -> int:
             install_token_ttl_s=args.install_token_ttl, wheelhouse=args.wheelhouse,
             fast_path=args.fast_path, secret_key_file=str(_key_path(args, db_url)),
             audit_retention_days=args.audit_retention_days,
+            notify_interval_s=args.notify_interval, notify_lease_s=args.notify_lease,
         )  # fmt: skip
         if args.workers > 1:
             from controlplane.workers import serve_workers

@@ -10,6 +10,7 @@ from controlplane.directory import AgentDirectory
 from controlplane.heartbeats import HeartbeatWriter
 from controlplane.longpoll import StackWatcher
 from controlplane.secrets import Keyring, default_key_file
+from controlplane.notify.notifier import Notifier
 from controlplane.settings import ServerSettings
 
 
@@ -22,6 +23,7 @@ class AppContext:
     heartbeats: HeartbeatWriter
     keyring: Keyring
     audit_sweeper: Sweeper
+    notifier: Notifier
 
     @classmethod
     def create(cls, settings: ServerSettings, db: Database) -> "AppContext":
@@ -33,6 +35,7 @@ class AppContext:
         return cls(
             settings, db, directory, watcher, HeartbeatWriter(db), keyring,
             Sweeper(db, settings.audit_retention_days),
+            Notifier(db, settings.notify_interval_s, settings.notify_lease_s),
         )  # fmt: skip
 
     def stack_changed(self, stack_id: str, doc_hash: str | None) -> None:
@@ -46,8 +49,10 @@ class AppContext:
         self.watcher.start()
         self.heartbeats.start()
         self.audit_sweeper.start()
+        self.notifier.start()
 
     async def stop(self) -> None:
         await self.watcher.stop()
         await self.heartbeats.stop()
         await self.audit_sweeper.stop()
+        await self.notifier.stop()

@@ -29,3 +29,7 @@ class ServerSettings:
     secret_key_file: str | None = None
     # audit records older than this are swept (0: keep every record)
     audit_retention_days: int = DEFAULT_RETENTION_DAYS
+    # notifications: how often the notifier scans and sends, and how long a claimed
+    # batch is held before another attempt may resend it (controlplane/notify/)
+    notify_interval_s: float = 2.0
+    notify_lease_s: float = 60.0

@@ -1,0 +1,296 @@
+"""The notifier: one background task per control-plane process that finds what happened
+and delivers what is due.
+
+Every tick (`interval_s`, or at once when poked) it
+1. reads agent events stored since its cursor and classifies them (`events.classify`);
+2. reads audit records since its cursor for install tokens used (a new server);
+3. looks at every instance: offline (no heartbeat for 10 poll intervals) / back online,
+   and per stack whether every live server applied the current version (or one reports
+   it degraded);
+4. claims due batches from the outbox and sends each on its channel in a worker thread.
+Cursors and open conditions (offline, unhealthy) are rows in `notification_marks`; every
+notice carries a key naming its source, so running the scans twice (two processes, a
+restart before a cursor was saved) enqueues nothing twice. The first start begins at the
+current end of the event and audit logs: no flood of old history.
+"""
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from typing import Any
+
+from sqlalchemy import delete, func, select
+
+from controlplane.db import Database
+from controlplane.models import (
+    AuditRecord,
+    Event,
+    Instance,
+    NotificationMark,
+    Stack,
+    iso,
+    utcnow,
+)
+from controlplane.notify import messages, outbox, senders
+from controlplane.notify.events import classify
+from controlplane.notify.outbox import Notice
+from controlplane.status import instance_status
+
+log = logging.getLogger("controlplane.notify")
+
+DEFAULT_INTERVAL_S = 2.0
+SCAN_BATCH = 500
+
+
+async def _get_mark(db: Database, key: str) -> str | None:
+    async with db.read() as session:
+        row = await session.get(NotificationMark, key)
+    return row.value if row else None
+
+
+async def _set_mark(db: Database, key: str, value: str) -> None:
+    async with db.write() as session:
+        row = await session.get(NotificationMark, key)
+        if row is None:
+            session.add(NotificationMark(key=key, value=value, at=utcnow()))
+        else:
+            row.value, row.at = value, utcnow()
+
+
+async def _drop_mark(db: Database, key: str) -> bool:
+    async with db.write() as session:
+        gone = await session.execute(delete(NotificationMark).where(NotificationMark.key == key))
+        return bool(gone.rowcount)  # type: ignore[attr-defined]
+
+
+async def _cursor(db: Database, name: str, column: Any) -> int:
+    """The scan cursor `name`; created at the current end of the log on first use."""
+    raw = await _get_mark(db, f"cursor:{name}")
+    if raw is not None:
+        return int(raw)
+    async with db.read() as session:
+        end = int(await session.scalar(select(func.coalesce(func.max(column), 0))) or 0)
+    await _set_mark(db, f"cursor:{name}", str(end))
+    return end
+
+
+class Notifier:
+    def __init__(
+        self,
+        db: Database,
+        interval_s: float = DEFAULT_INTERVAL_S,
+        lease_s: float = outbox.DEFAULT_LEASE_S,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.db = db
+        self.interval_s = interval_s
+        self.lease_s = lease_s
+        self.ssl_context = ssl_context
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._sends: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="notifier")
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bad row or a database hiccup must not stop notifying
+                log.exception("notifier tick failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+            self._wake.clear()
+
+    async def tick(self) -> None:
+        await self.scan_events()
+        await self.scan_audit()
+        await self.scan_instances()
+        await self.deliver()
+
+    # scans ------------------------------------------------------------------------------
+
+    async def scan_events(self) -> None:
+        cursor = await _cursor(self.db, "events", Event.seq)
+        async with self.db.read() as session:
+            rows = (
+                await session.execute(
+                    select(Event, Instance.hostname, Instance.services, Stack.name)
+                    .join(Instance, Instance.id == Event.instance_id)
+                    .join(Stack, Stack.id == Event.stack_id)
+                    .where(Event.seq > cursor)
+                    .order_by(Event.seq)
+                    .limit(SCAN_BATCH)
+                )
+            ).all()
+        for ev, hostname, services, stack_name in rows:
+            kind = classify(ev.type, ev.message, ev.extra or {})
+            if kind is not None:
+                await self._event_notice(ev, kind, hostname, services or [], stack_name)
+            cursor = ev.seq
+        if rows:
+            await _set_mark(self.db, "cursor:events", str(cursor))
+
+    async def _event_notice(
+        self, ev: Event, kind: str, hostname: str, services: list[Any], stack_name: str
+    ) -> None:
+        condition = f"unhealthy:{ev.instance_id}:{ev.service}"
+        if kind == "health.unhealthy":
+            await _set_mark(self.db, condition, ev.event_id)
+        elif kind == "health.recovered" and not await _drop_mark(self.db, condition):
+            return  # healthy for the first time (a deploy), not a recovery
+        details = {k: v for k, v in (ev.extra or {}).items() if k != "log_tail"}
+        base = Notice(
+            event=kind, key=f"ev:{ev.instance_id}:{ev.event_id}", stack_id=ev.stack_id,
+            stack_name=stack_name, message=ev.message[:1000], at=ev.at,
+            instance_id=ev.instance_id, hostname=hostname, service=ev.service, details=details,
+        )  # fmt: skip
+        await outbox.enqueue(self.db, base)
+        if kind == "deploy.failed" and _old_release_serving(services, ev.service, details):
+            await outbox.enqueue(self.db, Notice(
+                event="deploy.reverted", key=base.key + ":reverted", stack_id=ev.stack_id,
+                stack_name=stack_name, at=ev.at, instance_id=ev.instance_id, hostname=hostname,
+                service=ev.service, details=details,
+                message=f"the previous release keeps serving: {ev.message[:900]}",
+            ))  # fmt: skip
+
+    async def scan_audit(self) -> None:
+        cursor = await _cursor(self.db, "audit", AuditRecord.seq)
+        async with self.db.read() as session:
+            rows = list(
+                await session.scalars(
+                    select(AuditRecord)
+                    .where(AuditRecord.seq > cursor)
+                    .order_by(AuditRecord.seq)
+                    .limit(SCAN_BATCH)
+                )
+            )
+        for r in rows:
+            if r.action == "install_token.use":
+                await outbox.enqueue(self.db, Notice(
+                    event="install_token.used", key=f"audit:{r.seq}", stack_id=r.stack_id,
+                    stack_name=r.stack_name, at=r.at, instance_id=r.target, hostname=r.actor,
+                    message=f"new server {r.actor} joined with an install token",
+                ))  # fmt: skip
+            cursor = r.seq
+        if rows:
+            await _set_mark(self.db, "cursor:audit", str(cursor))
+
+    async def scan_instances(self) -> None:
+        now = utcnow()
+        async with self.db.read() as session:
+            rows = (
+                await session.execute(
+                    select(Instance, Stack)
+                    .join(Stack, Stack.id == Instance.stack_id)
+                    .where(Instance.revoked_at.is_(None))
+                )
+            ).all()
+        live: dict[str, tuple[Stack, list[Instance]]] = {}
+        for inst, stack in rows:
+            poll = float(stack.document.get("poll_interval_s", 10))
+            state = instance_status(inst.last_seen, now, poll)
+            mark = f"offline:{inst.id}"
+            if state == "offline":
+                if await _get_mark(self.db, mark) is None:
+                    since = iso(inst.last_seen) or "never"
+                    await _set_mark(self.db, mark, since)
+                    await outbox.enqueue(self.db, Notice(
+                        event="server.offline", key=f"offline:{inst.id}:{since}",
+                        stack_id=stack.id, stack_name=stack.name, at=now,
+                        instance_id=inst.id, hostname=inst.hostname,
+                        message=f"no heartbeat since {since}",
+                    ))  # fmt: skip
+                continue
+            if state == "online":
+                was = await _get_mark(self.db, mark)
+                if was is not None and await _drop_mark(self.db, mark):
+                    await outbox.enqueue(self.db, Notice(
+                        event="server.online", key=f"online:{inst.id}:{was}",
+                        stack_id=stack.id, stack_name=stack.name, at=now,
+                        instance_id=inst.id, hostname=inst.hostname,
+                        message=f"back online (offline since {was})",
+                    ))  # fmt: skip
+            live.setdefault(stack.id, (stack, []))[1].append(inst)
+        for stack, instances in live.values():
+            await self._stack_deploy(stack, instances)
+
+    async def _stack_deploy(self, stack: Stack, instances: list[Instance]) -> None:
+        current = [i for i in instances if i.applied_version == stack.version]
+        failed = [i for i in current if i.state == "degraded"]
+        base: dict[str, Any] = {"stack_id": stack.id, "stack_name": stack.name, "at": stack.updated_at,
+                "details": {"version": stack.version}}  # fmt: skip
+        if failed:
+            hosts = ", ".join(sorted(i.hostname for i in failed))
+            await outbox.enqueue(self.db, Notice(
+                event="stack.deploy.failed", key=f"stack:{stack.id}:v{stack.version}:failed",
+                message=f"v{stack.version} degraded on {hosts}", **base,
+            ))  # fmt: skip
+        elif (
+            instances
+            and len(current) == len(instances)
+            and all(i.state == "applied" for i in current)
+        ):
+            await outbox.enqueue(self.db, Notice(
+                event="stack.deploy.succeeded", key=f"stack:{stack.id}:v{stack.version}:ok",
+                message=f"v{stack.version} applied on {len(current)} server(s)", **base,
+            ))  # fmt: skip
+
+    # delivery ---------------------------------------------------------------------------
+
+    async def deliver(self) -> None:
+        batches = await outbox.claim(self.db, self.lease_s)
+        if batches:
+            await asyncio.gather(*(self._send(b) for b in batches))
+
+    async def _send(self, batch: outbox.Batch) -> None:
+        summary = messages.summary(batch.payloads)
+        ch = batch.channel
+        try:
+            await asyncio.to_thread(
+                senders.send, ch.kind, ch.config, ch.secret, batch.id, batch.payloads,
+                self.ssl_context,
+            )  # fmt: skip
+            error = None
+        except senders.DeliveryError as exc:
+            error = str(exc)
+            log.warning("notification on %s failed (attempt %d): %s", ch.name, batch.attempt, exc)
+        await outbox.finish(self.db, batch, summary, error)
+
+
+def _old_release_serving(services: list[Any], service: str | None, details: dict[str, Any]) -> bool:
+    """Whether the server still runs another commit of `service` (a failed deploy kept the
+    old release: the automatic revert)."""
+    for s in services:
+        if isinstance(s, dict) and s.get("name") == service:
+            return s.get("state") == "running" and s.get("commit") not in (
+                None,
+                details.get("commit"),
+            )
+    return False
+
+
+async def send_test(db: Database, channel_id: str, notifier: "Notifier | None", who: str) -> str:
+    """Enqueue a test message for one channel (delivered like any other); its key."""
+    now = utcnow()
+    key = f"test:{now.timestamp():.6f}"
+    await outbox.enqueue(db, Notice(
+        event="test", key=key, stack_id=None, stack_name=None, at=now,
+        message=f"test message requested by {who}", service=None,
+    ), only_channel=channel_id)  # fmt: skip
+    if notifier is not None:
+        notifier.poke()
+    return key

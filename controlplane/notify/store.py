@@ -1,0 +1,101 @@
+"""Channels in the database: create, read, update, delete (names unique; 404 / 409 with
+what to do)."""
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from controlplane.db import Database
+from controlplane.errors import Conflict, NotFound, Unprocessable
+from controlplane.models import NotificationChannel, Stack, utcnow
+from controlplane.notify.channels import ChannelSpec
+
+
+async def list_channels(db: Database, stack_id: str | None = None) -> list[NotificationChannel]:
+    stmt = select(NotificationChannel).order_by(NotificationChannel.name)
+    if stack_id:
+        stmt = stmt.where(NotificationChannel.stack_id == stack_id)
+    async with db.read() as session:
+        return list(await session.scalars(stmt))
+
+
+async def get(db: Database, channel_id: str) -> NotificationChannel:
+    async with db.read() as session:
+        row = await session.get(NotificationChannel, channel_id)
+        if row is None:
+            row = await session.scalar(
+                select(NotificationChannel).where(NotificationChannel.name == channel_id)
+            )
+    if row is None:
+        raise NotFound(
+            f"no notification channel {channel_id!r}; GET /api/v1/notifications/channels lists them"
+        )
+    return row
+
+
+async def _check_stack(session: object, stack_id: str | None) -> None:
+    if stack_id is not None and await session.get(Stack, stack_id) is None:  # type: ignore[attr-defined]
+        raise Unprocessable(f"no stack with id {stack_id!r}", field="stack")
+
+
+def _duplicate(name: str) -> Conflict:
+    return Conflict(f"a channel named {name!r} already exists; choose another name",
+                    field="name", code="duplicate_name")  # fmt: skip
+
+
+async def create(db: Database, spec: ChannelSpec) -> NotificationChannel:
+    now = utcnow()
+    row = NotificationChannel(
+        id=str(uuid.uuid4()), name=spec.name, kind=spec.kind, stack_id=spec.stack_id,
+        events=spec.events, config=spec.config, secret=spec.secret, enabled=spec.enabled,
+        rate_per_hour=spec.rate_per_hour, group_window_s=spec.group_window_s,
+        created_at=now, updated_at=now,
+    )  # fmt: skip
+    try:
+        async with db.write() as session:
+            await _check_stack(session, spec.stack_id)
+            if await session.scalar(
+                select(NotificationChannel.id).where(NotificationChannel.name == spec.name)
+            ):
+                raise _duplicate(spec.name)
+            session.add(row)
+    except IntegrityError as exc:
+        raise _duplicate(spec.name) from exc
+    return row
+
+
+async def update(db: Database, channel_id: str, spec: ChannelSpec) -> NotificationChannel:
+    try:
+        async with db.write() as session:
+            row = await session.get(NotificationChannel, channel_id)
+            if row is None:
+                raise NotFound(f"no notification channel {channel_id!r}")
+            await _check_stack(session, spec.stack_id)
+            other = await session.scalar(
+                select(NotificationChannel.id).where(NotificationChannel.name == spec.name)
+            )
+            if other is not None and other != row.id:
+                raise _duplicate(spec.name)
+            if spec.kind != row.kind and spec.secret is None and spec.kind == "webhook":
+                raise Unprocessable(
+                    "a channel turned into a webhook needs a secret", field="secret"
+                )
+            row.name, row.kind, row.stack_id = spec.name, spec.kind, spec.stack_id
+            row.events, row.config, row.enabled = spec.events, spec.config, spec.enabled
+            row.rate_per_hour, row.group_window_s = spec.rate_per_hour, spec.group_window_s
+            if spec.secret is not None:
+                row.secret = spec.secret
+            row.updated_at = utcnow()
+    except IntegrityError as exc:
+        raise _duplicate(spec.name) from exc
+    return row
+
+
+async def delete(db: Database, channel_id: str) -> NotificationChannel:
+    row = await get(db, channel_id)
+    async with db.write() as session:
+        found = await session.get(NotificationChannel, row.id)
+        if found is not None:
+            await session.delete(found)
+    return row
