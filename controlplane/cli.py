@@ -126,6 +126,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--notify-lease", type=float, default=60.0, metavar="SECONDS",
                        help="a notification being sent is resent after this long without an "
                        "outcome, e.g. after a crash (default %(default)g)")  # fmt: skip
+    serve.add_argument("--notify-backoff", type=float, default=5.0, metavar="SECONDS",
+                       help="wait before a failed notification's first retry; doubles per "
+                       "attempt, at most 8 attempts (default %(default)g)")  # fmt: skip
 
     _add_key_file(serve)
 
@@ -189,6 +192,7 @@ def main(argv: list[str]) -> int:
             fast_path=args.fast_path, secret_key_file=str(_key_path(args, db_url)),
             audit_retention_days=args.audit_retention_days,
             notify_interval_s=args.notify_interval, notify_lease_s=args.notify_lease,
+            notify_backoff_s=args.notify_backoff,
         )  # fmt: skip
         if args.workers > 1:
             from controlplane.workers import serve_workers

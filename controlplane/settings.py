@@ -33,3 +33,4 @@ class ServerSettings:
     # batch is held before another attempt may resend it (controlplane/notify/)
     notify_interval_s: float = 2.0
     notify_lease_s: float = 60.0
+    notify_backoff_s: float = 5.0  # the first retry's wait; doubles per attempt

@@ -81,8 +81,10 @@ class Notifier:
         db: Database,
         interval_s: float = DEFAULT_INTERVAL_S,
         lease_s: float = outbox.DEFAULT_LEASE_S,
+        backoff_base_s: float = outbox.BACKOFF_BASE_S,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        self.backoff_base_s = backoff_base_s
         self.db = db
         self.interval_s = interval_s
         self.lease_s = lease_s
@@ -268,7 +270,7 @@ class Notifier:
         except senders.DeliveryError as exc:
             error = str(exc)
             log.warning("notification on %s failed (attempt %d): %s", ch.name, batch.attempt, exc)
-        await outbox.finish(self.db, batch, summary, error)
+        await outbox.finish(self.db, batch, summary, error, self.backoff_base_s)
 
 
 def _old_release_serving(services: list[Any], service: str | None, details: dict[str, Any]) -> bool:

@@ -43,9 +43,9 @@ DEFAULT_LEASE_S = 60.0
 CLAIM_GROUPS = 50
 
 
-def backoff_s(attempts: int) -> float:
+def backoff_s(attempts: int, base_s: float = BACKOFF_BASE_S) -> float:
     """Wait before attempt `attempts + 1`: 5 s, 10 s, 20 s ... capped at an hour."""
-    return min(BACKOFF_BASE_S * 2 ** max(attempts - 1, 0), BACKOFF_CAP_S)
+    return min(base_s * 2 ** max(attempts - 1, 0), BACKOFF_CAP_S)
 
 
 @dataclass(frozen=True)
@@ -106,9 +106,12 @@ async def enqueue(db: Database, notice: Notice, *, only_channel: str | None = No
         channels = [
             c
             for c in await session.scalars(stmt)
-            if (c.stack_id is None or c.stack_id == notice.stack_id)
-            and wanted(c.events, notice.event)
-            and (only_channel or c.created_at <= notice.at)
+            if only_channel  # "send test": that channel, whatever it listens to
+            or (
+                (c.stack_id is None or c.stack_id == notice.stack_id)
+                and wanted(c.events, notice.event)
+                and c.created_at <= notice.at
+            )
         ]
     for channel in channels:
         try:
@@ -234,22 +237,27 @@ async def claim(db: Database, lease_s: float = DEFAULT_LEASE_S) -> list[Batch]:
 async def _rate_limited(
     session: Any, channel: NotificationChannel, now: datetime
 ) -> datetime | None:
-    """When the channel may send again, or None if it may send now."""
+    """When the channel may start another message, or None if it may now: messages sent
+    in the last hour plus those being sent (retries of one message count once)."""
     hour_ago = now - timedelta(hours=1)
-    sent = list(
-        await session.scalars(
-            select(NotificationDelivery.at)
+    rows = (
+        await session.execute(
+            select(NotificationOutbox.batch, func.max(NotificationOutbox.sent_at))
             .where(
-                NotificationDelivery.channel_id == channel.id,
-                NotificationDelivery.ok.is_(True),
-                NotificationDelivery.at > hour_ago,
+                NotificationOutbox.channel_id == channel.id,
+                (NotificationOutbox.state == "sending")
+                | ((NotificationOutbox.state == "sent") & (NotificationOutbox.sent_at > hour_ago)),
             )
-            .order_by(NotificationDelivery.at)
+            .group_by(NotificationOutbox.batch)
         )
-    )
-    if len(sent) < channel.rate_per_hour:
+    ).all()
+    if len(rows) < channel.rate_per_hour:
         return None
-    return sent[len(sent) - channel.rate_per_hour] + timedelta(hours=1)
+    sent = sorted(at for _, at in rows if at is not None)
+    over = len(rows) - channel.rate_per_hour  # this many must age out first
+    if over < len(sent):
+        return sent[over] + timedelta(hours=1)
+    return now + timedelta(seconds=DEFAULT_LEASE_S)  # all slots are messages in flight
 
 
 async def _load(db: Database, batch_id: str) -> Batch | None:
@@ -269,7 +277,10 @@ async def _load(db: Database, batch_id: str) -> Batch | None:
     return Batch(batch_id, channel, rows, rows[0].attempts + 1)
 
 
-async def finish(db: Database, batch: Batch, summary: str, error: str | None) -> None:
+async def finish(
+    db: Database, batch: Batch, summary: str, error: str | None,
+    backoff_base_s: float = BACKOFF_BASE_S,
+) -> None:  # fmt: skip
     """Record one attempt: sent, or a later retry, or failed for good."""
     now = utcnow()
     async with db.write() as session:
@@ -281,7 +292,7 @@ async def finish(db: Database, batch: Batch, summary: str, error: str | None) ->
             values = {"state": "failed", "lease_until": None, "last_error": error,
                       "attempts": batch.attempt}  # fmt: skip
         else:
-            retry_at = now + timedelta(seconds=backoff_s(batch.attempt))
+            retry_at = now + timedelta(seconds=backoff_s(batch.attempt, backoff_base_s))
             values = {"lease_until": retry_at, "last_error": error, "attempts": batch.attempt}
         await session.execute(
             update(NotificationOutbox)

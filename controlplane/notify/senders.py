@@ -10,6 +10,8 @@
 Every failure raises `DeliveryError` with a short reason for the delivery log.
 """
 
+import hashlib
+import hmac
 import json
 import smtplib
 import ssl
@@ -19,7 +21,6 @@ from typing import Any
 
 import requests
 
-from controlplane.api_hooks import sign
 from controlplane.notify import messages
 
 TIMEOUT_S = 10.0
@@ -28,6 +29,11 @@ USER_AGENT = "Berth-Notify/1"
 
 class DeliveryError(Exception):
     pass
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The scheme of `api_hooks.sign` (GitHub's), so one verifier serves both directions."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 def _post(url: str, body: bytes, headers: dict[str, str]) -> None:
