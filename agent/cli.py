@@ -1,7 +1,7 @@
 """The `berth` command: one entry point that hands each subcommand to its owner.
 
     berth controlplane serve|migrate|token|user ...   controlplane.cli
-    berth stack|token|audit ...                       controlplane.client (HTTP API client)
+    berth stack|token|audit|notify ...                controlplane.client (HTTP API client)
     berth demo                                        controlplane.demo
     berth agent run-all|<component> ...               agent processes
     berth firewall status|plan|apply|confirm|revert   agent.firewall.cli
@@ -46,6 +46,7 @@ DELEGATES = {
     "stack": "controlplane.client:main_stack",
     "token": "controlplane.client:main_token",
     "audit": "controlplane.client:main_audit",
+    "notify": "controlplane.client:main_notify",
     "demo": "controlplane.demo:main",
     "firewall": "agent.firewall.cli:main",
     "installer": "installer.cli:main",
@@ -66,6 +67,8 @@ commands:
                   e.g. berth token create --stack web
   audit         who changed what: the control plane's audit trail
                   e.g. berth audit --stack web --since 2026-11-01T00:00:00Z
+  notify        notification channels: webhook, Slack, email (list, add, test, log)
+                  e.g. berth notify add ops --kind slack --url https://hooks.slack.com/...
   agent         run the agent's processes (run-all, or one component)
                   e.g. berth agent run-all --control-plane https://cp.example
   firewall      inspect and change this server's security mode

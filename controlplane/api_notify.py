@@ -68,9 +68,9 @@ def blueprint(ctx: AppContext) -> Blueprint:
 
     @bp.put("/channels/<channel_id>")
     async def replace_channel(channel_id: str) -> dict[str, Any]:
-        await store.get(db, channel_id)
+        found = await store.get(db, channel_id)
         spec = channels.parse_channel(await read_json(), creating=False)
-        row = await store.update(db, channel_id, spec)
+        row = await store.update(db, found.id, spec)
         await audit.record_request(
             db, "channel.update", stack_id=row.stack_id, target=row.id,
             detail={"name": row.name, "kind": row.kind, "enabled": row.enabled},
@@ -88,18 +88,18 @@ def blueprint(ctx: AppContext) -> Blueprint:
 
     @bp.post("/channels/<channel_id>/test")
     async def test_channel(channel_id: str) -> tuple[dict[str, Any], int]:
-        await store.get(db, channel_id)
+        row = await store.get(db, channel_id)
         actor = g.get("audit_actor")
-        key = await send_test(db, channel_id, ctx.notifier, str(actor or "admin"))
+        key = await send_test(db, row.id, ctx.notifier, str(actor or "admin"))
         return {"queued": True, "key": key}, 202
 
     @bp.get("/channels/<channel_id>/deliveries")
     async def list_deliveries(channel_id: str) -> dict[str, Any]:
-        await store.get(db, channel_id)
-        rows = await outbox.deliveries(db, channel_id)
+        row = await store.get(db, channel_id)
+        rows = await outbox.deliveries(db, row.id)
         return {
             "deliveries": [delivery_json(d) for d in rows],
-            "backlog": await outbox.backlog(db, channel_id),
+            "backlog": await outbox.backlog(db, row.id),
         }
 
     return bp

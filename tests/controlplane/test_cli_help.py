@@ -15,6 +15,7 @@ from tests.controlplane.harness import berth
 GROUPS = [
     (["stack"], [c.name for c in client.STACK_COMMANDS]),
     (["token"], [c.name for c in client.TOKEN_COMMANDS]),
+    (["notify"], [c.name for c in client.NOTIFY_COMMANDS]),
     (["controlplane"], [c.name for c in cp_cli.COMMANDS]),
     (["controlplane", "token"], [c.name for c in cp_cli.TOKEN_COMMANDS]),
     (["controlplane", "user"], [c.name for c in cp_cli.USER_COMMANDS]),
@@ -35,8 +36,8 @@ def test_berth_without_arguments_prints_the_help_and_exits_2() -> None:
     assert bare.returncode == 2
     helped = berth("--help")
     assert helped.returncode == 0 and helped.stdout == bare.stderr
-    for command in ("controlplane", "stack", "token", "audit", "agent", "firewall", "installer",
-                    "demo"):  # fmt: skip
+    for command in ("controlplane", "stack", "token", "audit", "notify", "agent", "firewall",
+                    "installer", "demo"):  # fmt: skip
         assert f"\n  {command} " in helped.stdout
         assert f"e.g. berth {command}" in helped.stdout
     unknown = berth("nope")

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,36 @@ def test_client_errors(server: ControlPlane, admin_token: str, repo: Path, tmp_p
     assert run.returncode == 1 and "401" in run.stderr
     run = berth("stack", "list", env={"BERTH_URL": server.url, "BERTH_TOKEN": ""})
     assert run.returncode == 1 and "BERTH_TOKEN" in run.stderr
+
+
+def test_notify_commands(server: ControlPlane, admin_token: str, repo: Path, unique: str) -> None:
+    from tests.controlplane.receivers import WebhookReceiver
+
+    env = {"BERTH_URL": server.url, "BERTH_TOKEN": admin_token}
+    hook = WebhookReceiver()
+    try:
+        name = f"cli-hook-{unique}"
+        added = berth("notify", "add", name, "--kind", "webhook", "--url", hook.url,
+                      "--events", "deploy.failed,server.offline", "--rate", "10", env=env)  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        hook.secret = added.stdout.strip().rsplit(" ", 1)[-1]
+        listed = berth("notify", "list", env=env).stdout
+        assert name in listed and "deploy.failed,server.offline" in listed and hook.url in listed
+        assert berth("notify", "test", name, env=env).returncode == 0
+        try:
+            got = hook.wait_for(lambda g: bool(g))
+        except AssertionError:
+            raise AssertionError(server.log()[-3000:]) from None
+        assert got[0].signed is True and got[0].json()["event"] == "test"
+        deadline = time.monotonic() + 30
+        while "ok" not in (log := berth("notify", "log", name, env=env).stdout):
+            assert time.monotonic() < deadline, log
+        assert "[Berth] test: " in log
+        assert "server.online" in berth("notify", "events", env=env).stdout
+        bad = berth("notify", "add", "x", "--kind", "email", "--smtp-host", "h", env=env)
+        assert bad.returncode == 1 and "(to)" in bad.stderr
+        assert berth("notify", "remove", name, env=env).returncode == 0
+        assert name not in berth("notify", "list", env=env).stdout
+        assert berth("notify", "log", name, env=env).returncode == 1
+    finally:
+        hook.close()
