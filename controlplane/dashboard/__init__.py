@@ -9,7 +9,8 @@ Every page but `/login` needs a session (`auth.require_login`, run before each r
 every POST must carry the session's CSRF token. The parts, by subject: `pages_stacks`
 (list, overview, edit, versions and rollback), `pages_instances` (instances, service
 detail, install tokens), `pages_events` (timeline), `pages_changes` (audit trail, version
-diffs), `stream` (SSE), `agent_logs`.
+diffs), `pages_notify` (notification channels, delivery log, send test), `stream` (SSE),
+`agent_logs`.
 """
 
 from quart import Blueprint
@@ -21,6 +22,7 @@ from controlplane.dashboard import (
     pages_changes,
     pages_events,
     pages_instances,
+    pages_notify,
     pages_stacks,
     stream,
 )
@@ -37,6 +39,7 @@ def blueprint(ctx: AppContext) -> Blueprint:
     pages_instances.register(bp, dash)
     pages_events.register(bp, dash)
     pages_changes.register(bp, dash)
+    pages_notify.register(bp, dash)
     stream.register(bp, dash)
     agent_logs.register(bp, dash)
 

@@ -10,6 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.controlplane.harness import stack_body
+from tests.controlplane.receivers import WebhookReceiver
 from tests.dashboard.a11y import assert_accessible
 from tests.dashboard.conftest import USER, Server, snap
 from tests.support.gitrepo import commit_files, init_repo
@@ -66,3 +67,47 @@ def test_audit_page_filters_and_links_to_the_diff(page: Any, server: Server, rep
     page.get_by_label("To version").fill("9")
     page.get_by_role("button", name="Compare").click()
     expect(page.get_by_role("alert")).to_contain_text("versions are 1 to 2")
+
+
+def test_notification_channels_send_test_and_delivery_log(page: Any, server: Server) -> None:
+    hook = WebhookReceiver()
+    try:
+        page.get_by_role("link", name="Notifications", exact=True).click()
+        expect(page.get_by_role("heading", name="Notifications", exact=True)).to_be_visible()
+        page.get_by_label("Name", exact=True).fill("team-hook")
+        page.get_by_label("Kind").select_option("webhook")
+        page.get_by_label("URL (webhook, slack)").fill("ftp://nowhere")
+        page.locator("input[value='deploy.failed']").check()
+        page.get_by_role("button", name="Add channel").click()
+        expect(page.locator("#f-url-err")).to_contain_text("http:// or https://")
+        expect(page.locator("input[value='deploy.failed']")).to_be_checked()  # nothing typed is lost
+        assert_accessible(page)
+        snap(page, "notifications")
+
+        page.get_by_label("URL (webhook, slack)").fill(hook.url)
+        page.get_by_role("button", name="Add channel").click()
+        expect(page.get_by_role("heading", name="team-hook")).to_be_visible()
+        expect(page.get_by_role("status")).to_contain_text("Channel added")
+        page.get_by_role("button", name="Send test").click()
+        got = hook.wait_for(lambda g: bool(g))
+        assert got[0].json()["event"] == "test"
+        assert f"requested by user:{USER}" in got[0].json()["message"]
+        row = page.locator("#deliveries tbody tr").filter(has_text="[Berth] test:")
+        for _ in range(100):  # the log row is written right after the receiver answers
+            if row.count():
+                break
+            page.reload()
+        expect(row).to_have_count(1)
+        expect(row).to_contain_text("sent")
+        assert_accessible(page)
+        snap(page, "channel")
+
+        page.once("dialog", lambda d: d.accept())
+        page.get_by_role("button", name="Delete").click()
+        expect(page.get_by_role("status")).to_contain_text("Channel deleted")
+        expect(page.locator("#channels")).not_to_contain_text("team-hook")
+        trail = server.api.get("/audit", params={"action": "channel."}).json()["records"]
+        assert [(r["action"], r["actor"]["name"]) for r in trail][:2] == [
+            ("channel.delete", USER), ("channel.create", USER)]  # fmt: skip
+    finally:
+        hook.close()
