@@ -80,7 +80,9 @@ def test_notification_channels_send_test_and_delivery_log(page: Any, server: Ser
         page.locator("input[value='deploy.failed']").check()
         page.get_by_role("button", name="Add channel").click()
         expect(page.locator("#f-url-err")).to_contain_text("http:// or https://")
-        expect(page.locator("input[value='deploy.failed']")).to_be_checked()  # nothing typed is lost
+        expect(
+            page.locator("input[value='deploy.failed']")
+        ).to_be_checked()  # nothing typed is lost
         assert_accessible(page)
         snap(page, "notifications")
 
