@@ -91,7 +91,7 @@ class Notifier:
         self.ssl_context = ssl_context
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._sends: set[asyncio.Task[None]] = set()
+        self._enqueued: set[str] = set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="notifier")
@@ -192,64 +192,97 @@ class Notifier:
             await _set_mark(self.db, "cursor:audit", str(cursor))
 
     async def scan_instances(self) -> None:
+        """Offline / back online per server, and whole-stack deploy results. One query for
+        the instances (a few columns), one for the stacks, one for the open offline marks:
+        the cost per tick stays a handful of queries however large the fleet."""
         now = utcnow()
         async with self.db.read() as session:
-            rows = (
+            stacks = {
+                s.id: s
+                for s in (
+                    await session.execute(
+                        select(
+                            Stack.id,
+                            Stack.name,
+                            Stack.version,
+                            Stack.updated_at,
+                            Stack.document["poll_interval_s"].as_float(),
+                        )  # fmt: skip
+                    )
+                ).all()
+            }
+            instances = (
                 await session.execute(
-                    select(Instance, Stack)
-                    .join(Stack, Stack.id == Instance.stack_id)
-                    .where(Instance.revoked_at.is_(None))
+                    select(
+                        Instance.id,
+                        Instance.stack_id,
+                        Instance.hostname,
+                        Instance.last_seen,
+                        Instance.applied_version,
+                        Instance.state,
+                    ).where(Instance.revoked_at.is_(None))  # fmt: skip
                 )
             ).all()
-        live: dict[str, tuple[Stack, list[Instance]]] = {}
-        for inst, stack in rows:
-            poll = float(stack.document.get("poll_interval_s", 10))
-            state = instance_status(inst.last_seen, now, poll)
-            mark = f"offline:{inst.id}"
-            if state == "offline":
-                if await _get_mark(self.db, mark) is None:
-                    since = iso(inst.last_seen) or "never"
-                    await _set_mark(self.db, mark, since)
-                    await outbox.enqueue(self.db, Notice(
-                        event="server.offline", key=f"offline:{inst.id}:{since}",
-                        stack_id=stack.id, stack_name=stack.name, at=now,
-                        instance_id=inst.id, hostname=inst.hostname,
-                        message=f"no heartbeat since {since}",
-                    ))  # fmt: skip
+            offline = {
+                m.key.removeprefix("offline:"): m.value
+                for m in await session.scalars(
+                    select(NotificationMark).where(NotificationMark.key.startswith("offline:"))
+                )
+            }
+        live: dict[str, list[Any]] = {}
+        for inst in instances:
+            stack = stacks.get(inst.stack_id)
+            if stack is None:
                 continue
-            if state == "online":
-                was = await _get_mark(self.db, mark)
-                if was is not None and await _drop_mark(self.db, mark):
-                    await outbox.enqueue(self.db, Notice(
-                        event="server.online", key=f"online:{inst.id}:{was}",
-                        stack_id=stack.id, stack_name=stack.name, at=now,
-                        instance_id=inst.id, hostname=inst.hostname,
-                        message=f"back online (offline since {was})",
-                    ))  # fmt: skip
-            live.setdefault(stack.id, (stack, []))[1].append(inst)
-        for stack, instances in live.values():
-            await self._stack_deploy(stack, instances)
+            state = instance_status(inst.last_seen, now, float(stack[4] or 10))
+            where = {"stack_id": stack.id, "stack_name": stack.name, "at": now,
+                     "instance_id": inst.id, "hostname": inst.hostname}  # fmt: skip
+            if state == "offline":
+                if inst.id not in offline:
+                    since = iso(inst.last_seen) or "never"
+                    await _set_mark(self.db, f"offline:{inst.id}", since)
+                    await self._enqueue(Notice(event="server.offline",
+                                               key=f"offline:{inst.id}:{since}",
+                                               message=f"no heartbeat since {since}", **where))  # fmt: skip
+                continue
+            was = offline.get(inst.id)
+            if (
+                state == "online"
+                and was is not None
+                and await _drop_mark(self.db, f"offline:{inst.id}")
+            ):
+                await self._enqueue(Notice(event="server.online", key=f"online:{inst.id}:{was}",
+                                           message=f"back online (offline since {was})", **where))  # fmt: skip
+            live.setdefault(inst.stack_id, []).append(inst)
+        for stack_id, members in live.items():
+            await self._stack_deploy(stacks[stack_id], members)
 
-    async def _stack_deploy(self, stack: Stack, instances: list[Instance]) -> None:
+    async def _stack_deploy(self, stack: Any, instances: list[Any]) -> None:
         current = [i for i in instances if i.applied_version == stack.version]
         failed = [i for i in current if i.state == "degraded"]
-        base: dict[str, Any] = {"stack_id": stack.id, "stack_name": stack.name, "at": stack.updated_at,
-                "details": {"version": stack.version}}  # fmt: skip
+        base: dict[str, Any] = {"stack_id": stack.id, "stack_name": stack.name,
+                                "at": stack.updated_at, "details": {"version": stack.version}}  # fmt: skip
         if failed:
             hosts = ", ".join(sorted(i.hostname for i in failed))
-            await outbox.enqueue(self.db, Notice(
+            await self._enqueue(Notice(
                 event="stack.deploy.failed", key=f"stack:{stack.id}:v{stack.version}:failed",
                 message=f"v{stack.version} degraded on {hosts}", **base,
             ))  # fmt: skip
-        elif (
-            instances
-            and len(current) == len(instances)
-            and all(i.state == "applied" for i in current)
-        ):
-            await outbox.enqueue(self.db, Notice(
+        elif len(current) == len(instances) and all(i.state == "applied" for i in current):
+            await self._enqueue(Notice(
                 event="stack.deploy.succeeded", key=f"stack:{stack.id}:v{stack.version}:ok",
                 message=f"v{stack.version} applied on {len(current)} server(s)", **base,
             ))  # fmt: skip
+
+    async def _enqueue(self, notice: Notice) -> None:
+        """`outbox.enqueue` once per key and process: repeated scans find the same facts
+        every tick; the database's unique key is what makes it exactly once overall."""
+        if notice.key in self._enqueued:
+            return
+        await outbox.enqueue(self.db, notice)
+        self._enqueued.add(notice.key)
+        if len(self._enqueued) > 100_000:  # a bounded memo: forgetting only costs a lookup
+            self._enqueued.clear()
 
     # delivery ---------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ plane killed mid-delivery that loses nothing and sends nothing twice (by idempot
 
 import os
 import signal
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -84,6 +85,17 @@ def channel(api: Api, **body: Any) -> dict[str, Any]:
     return resp.json()
 
 
+def settled(api: Api, channel_id: str, backlog: dict[str, int]) -> dict[str, Any]:
+    """The channel's delivery log once its backlog is `backlog` (the outcome of a send is
+    recorded just after the receiver answered it)."""
+    deadline = time.monotonic() + 30
+    while True:
+        log: dict[str, Any] = api.get(f"/notifications/channels/{channel_id}/deliveries").json()
+        if log["backlog"] == backlog or time.monotonic() > deadline:
+            return log
+        time.sleep(0.05)
+
+
 def events_of(got: list[Received], kind: str) -> list[dict[str, Any]]:
     return [r.json() for r in got if r.json()["event"] == kind]
 
@@ -148,8 +160,9 @@ def test_webhook_signed_events_grouping_and_delivery_log(
         got = hook.wait_for(lambda g: bool(events_of(g, "stack.deploy.succeeded")))
         assert events_of(got, "health.recovered")[0]["instance"] is not None
 
-        log = api.get(f"/notifications/channels/{ch['id']}/deliveries").json()
-        assert log["backlog"] == {"sent": sum(r.json()["count"] for r in got)}
+        total = sum(r.json()["count"] for r in got)
+        log = settled(api, ch["id"], {"sent": total})
+        assert log["backlog"] == {"sent": total}
         assert all(d["ok"] for d in log["deliveries"]) and len(log["deliveries"]) == len(got)
         assert len({r.json()["id"] for r in got}) == len(got)  # one key per message
     finally:
@@ -181,7 +194,7 @@ def test_rate_limit_retries_and_stack_scope(
         assert api.post(f"/notifications/channels/{ch['id']}/test").status_code == 202
         got = hook.wait_for(lambda g: any(r.json()["event"] == "test" for r in g))
         assert [r.json()["event"] for r in got].count("deploy.succeeded") == 4
-        log = api.get(f"/notifications/channels/{ch['id']}/deliveries").json()
+        log = settled(api, ch["id"], {"sent": 3, "pending": 1})
         assert log["backlog"] == {"sent": 3, "pending": 1}
         attempts = sorted((d["batch"], d["attempt"], d["ok"]) for d in log["deliveries"]
                           if d["batch"] in keys)  # fmt: skip
@@ -279,7 +292,7 @@ def test_restart_mid_delivery_loses_nothing_and_sends_nothing_twice(
         got = hook.wait_for(lambda g: len(g) == 4)
         assert {r.json()["id"] for r in got[2:]} == keys
         assert sorted(r.json()["event"] for r in got[2:]) == ["deploy.failed", "deploy.succeeded"]
-        log = api.get(f"/notifications/channels/{ch['id']}/deliveries").json()
+        log = settled(api, ch["id"], {"sent": 2})
         assert log["backlog"] == {"sent": 2}
         assert sorted(d["batch"] for d in log["deliveries"] if d["ok"]) == sorted(keys)
         # a new event after the restart is delivered once; nothing old comes again
@@ -288,7 +301,6 @@ def test_restart_mid_delivery_loses_nothing_and_sends_nothing_twice(
         got = hook.wait_for(lambda g: len(g) >= 5)
         assert got[4].json()["event"] == "deploy.failed" and got[4].json()["id"] not in keys
         assert len(got) == 5
-        assert api.get(f"/notifications/channels/{ch['id']}/deliveries").json()["backlog"] == {
-            "sent": 3}  # fmt: skip
+        assert settled(api, ch["id"], {"sent": 3})["backlog"] == {"sent": 3}
     finally:
         hook.close()
