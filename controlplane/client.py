@@ -14,7 +14,6 @@ $BERTH_TOKEN. A stack is named by name or id. Exit status: 0 ok, 1 the API refus
 """
 
 import argparse
-import difflib
 import json
 import os
 import sys
@@ -93,18 +92,6 @@ def load_stack_file(path: Path) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ClientError(f"{path}: must contain one stack (a table / object)")
     return body
-
-
-def document_diff(before: dict[str, Any] | None, after: dict[str, Any], label: str) -> str:
-    def lines(doc: dict[str, Any] | None) -> list[str]:
-        if doc is None:
-            return []
-        text = json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-        return text.splitlines(keepends=True)
-
-    return "".join(
-        difflib.unified_diff(lines(before), lines(after), f"{label} (current)", f"{label} (new)")
-    )
 
 
 def confirm(question: str, stdin: Any = sys.stdin, err: Any = sys.stderr) -> bool:
