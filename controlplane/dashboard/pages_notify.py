@@ -19,6 +19,8 @@ NOTICES = {
     "added": "Channel added. Send a test message to check it.",
     "tested": "Test message queued; it appears in the delivery log when sent.",
     "deleted": "Channel deleted.",
+    "enabled": "Channel enabled.",
+    "disabled": "Channel disabled: nothing is queued for it until it is enabled again.",
 }
 INT_FIELDS = ("rate_per_hour", "group_window_s", "smtp_port")
 
@@ -104,6 +106,18 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
             abort(404)
         await send_test(db, row.id, dash.ctx.notifier, f"user:{current_login().user_name}")
         return redirect(f"/notifications/{row.id}?notice=tested")
+
+    @bp.post("/notifications/<channel_id>/enabled")
+    async def set_enabled(channel_id: str) -> ResponseReturnValue:
+        try:
+            row = await store.get(db, channel_id)
+        except ApiError:
+            abort(404)
+        on = (await request.form).get("enabled") == "1"
+        row = await store.set_enabled(db, row.id, on)
+        await audit.record_request(db, "channel.update", stack_id=row.stack_id, target=row.id,
+                                   detail={"name": row.name, "enabled": on})  # fmt: skip
+        return redirect(f"/notifications/{row.id}?notice={'enabled' if on else 'disabled'}")
 
     @bp.post("/notifications/<channel_id>/delete")
     async def delete_channel(channel_id: str) -> ResponseReturnValue:

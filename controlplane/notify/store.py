@@ -92,6 +92,15 @@ async def update(db: Database, channel_id: str, spec: ChannelSpec) -> Notificati
     return row
 
 
+async def set_enabled(db: Database, channel_id: str, enabled: bool) -> NotificationChannel:
+    async with db.write() as session:
+        row = await session.get(NotificationChannel, channel_id)
+        if row is None:
+            raise NotFound(f"no notification channel {channel_id!r}")
+        row.enabled, row.updated_at = enabled, utcnow()
+    return row
+
+
 async def delete(db: Database, channel_id: str) -> NotificationChannel:
     row = await get(db, channel_id)
     async with db.write() as session:

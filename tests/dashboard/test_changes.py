@@ -104,12 +104,19 @@ def test_notification_channels_send_test_and_delivery_log(page: Any, server: Ser
         assert_accessible(page)
         snap(page, "channel")
 
+        page.get_by_role("button", name="Disable").click()
+        expect(page.get_by_role("status")).to_contain_text("Channel disabled")
+        expect(page.locator(".kv")).to_contain_text("stopped")
+        page.get_by_role("button", name="Enable").click()
+        expect(page.locator(".kv")).to_contain_text("active")
+
         page.once("dialog", lambda d: d.accept())
         page.get_by_role("button", name="Delete").click()
         expect(page.get_by_role("status")).to_contain_text("Channel deleted")
         expect(page.locator("#channels")).not_to_contain_text("team-hook")
         trail = server.api.get("/audit", params={"action": "channel."}).json()["records"]
-        assert [(r["action"], r["actor"]["name"]) for r in trail][:2] == [
-            ("channel.delete", USER), ("channel.create", USER)]  # fmt: skip
+        assert [(r["action"], r["actor"]["name"]) for r in trail][:4] == [
+            ("channel.delete", USER), ("channel.update", USER), ("channel.update", USER),
+            ("channel.create", USER)]  # fmt: skip
     finally:
         hook.close()
