@@ -41,6 +41,7 @@ log = logging.getLogger("controlplane.notify")
 
 DEFAULT_INTERVAL_S = 2.0
 SCAN_BATCH = 500
+MAX_PAGES_PER_TICK = 10
 
 
 async def _get_mark(db: Database, key: str) -> str | None:
@@ -118,14 +119,17 @@ class Notifier:
             self._wake.clear()
 
     async def tick(self) -> None:
-        await self.scan_events()
+        for _ in range(MAX_PAGES_PER_TICK):  # a burst is read in pages, a few per tick
+            if await self.scan_events() < SCAN_BATCH:
+                break
         await self.scan_audit()
         await self.scan_instances()
         await self.deliver()
 
     # scans ------------------------------------------------------------------------------
 
-    async def scan_events(self) -> None:
+    async def scan_events(self) -> int:
+        """Classify the next page of stored agent events; how many were read."""
         cursor = await _cursor(self.db, "events", Event.seq)
         async with self.db.read() as session:
             rows = (
@@ -145,6 +149,7 @@ class Notifier:
             cursor = ev.seq
         if rows:
             await _set_mark(self.db, "cursor:events", str(cursor))
+        return len(rows)
 
     async def _event_notice(
         self, ev: Event, kind: str, hostname: str, services: list[Any], stack_name: str

@@ -126,14 +126,23 @@ async def enqueue(db: Database, notice: Notice, *, only_channel: str | None = No
                     continue
                 due = now
                 if channel.group_window_s and notice.event != "test":
-                    last_sent = await session.scalar(
-                        select(func.max(NotificationOutbox.sent_at)).where(
-                            NotificationOutbox.channel_id == channel.id,
-                            NotificationOutbox.group_key == notice.group_key,
-                        )
+                    group = (
+                        NotificationOutbox.channel_id == channel.id,
+                        NotificationOutbox.group_key == notice.group_key,
                     )
-                    if last_sent is not None:
-                        due = max(now, last_sent + timedelta(seconds=channel.group_window_s))
+                    last_sent = await session.scalar(
+                        select(func.max(NotificationOutbox.sent_at)).where(*group)
+                    )
+                    in_flight = await session.scalar(
+                        select(NotificationOutbox.id)
+                        .where(*group, NotificationOutbox.state == "sending")
+                        .limit(1)
+                    )
+                    window = timedelta(seconds=channel.group_window_s)
+                    if in_flight is not None:  # a message of the group is going out now
+                        due = now + window
+                    elif last_sent is not None:
+                        due = max(now, last_sent + window)
                 session.add(
                     NotificationOutbox(
                         channel_id=channel.id,
