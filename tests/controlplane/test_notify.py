@@ -109,7 +109,7 @@ def test_webhook_signed_events_grouping_and_delivery_log(
                      events=["install_token.used", "deploy.succeeded", "deploy.failed",
                              "deploy.reverted", "crash_loop", "health.unhealthy",
                              "health.recovered", "security.changed", "firewall.reverted",
-                             "stack.deploy.succeeded"])  # fmt: skip
+                             "stack.deploy.succeeded", "stack.deploy.failed"])  # fmt: skip
         hook.secret = ch["secret"]
         stack = api.post("/stacks", json=stack_body(f"n-{unique}", repo)).json()
         agent = Agent(api, cp.url, stack["id"], f"host-{unique}")
@@ -149,12 +149,18 @@ def test_webhook_signed_events_grouping_and_delivery_log(
                       "service": "web"})  # fmt: skip
         agent.events({"type": "health", "message": "healthy", "service": "web"})
         agent.events({"type": "security", "message": "security mode proxy-only confirmed"})
-        kinds = ("security.changed", "health.unhealthy", "health.recovered", "deploy.reverted")
+        agent.events({"type": "security", "message": "control plane unreachable after applying "
+                      "open: not confirming (it reverts by itself)"})  # fmt: skip
+        kinds = ("security.changed", "health.unhealthy", "health.recovered", "deploy.reverted",
+                 "firewall.reverted", "stack.deploy.failed")  # fmt: skip
         got = hook.wait_for(lambda g: all(events_of(g, k) for k in kinds))
         assert len(events_of(got, "health.unhealthy")) == 1
         assert len(events_of(got, "health.recovered")) == 1
         assert all(r.signed for r in got)
         assert events_of(got, "deploy.reverted")[0]["service"] == "api"
+        assert (
+            events_of(got, "stack.deploy.failed")[0]["message"] == f"v1 degraded on host-{unique}"
+        )
 
         agent.heartbeat(1, "applied", [])
         got = hook.wait_for(lambda g: bool(events_of(g, "stack.deploy.succeeded")))
