@@ -12,7 +12,6 @@ from typing import Any
 from quart import Blueprint, request
 from sqlalchemy import select
 
-from agent.schema.document import build_document
 from controlplane import audit, diffs, stacks
 from controlplane.context import AppContext
 from controlplane.httpjson import read_json
@@ -49,11 +48,12 @@ def blueprint(ctx: AppContext) -> Blueprint:
         prepared = await stacks.prepare(await read_json())
         async with db.read() as session:
             current = await session.scalar(select(Stack).where(Stack.name == prepared.spec.name))
+        content, after = stacks.proposed(current, prepared, ctx.keyring)
         if current is None:
-            after = build_document("", 1, prepared.spec, prepared.commits)
             return {"stack_id": None, "exists": False, **diffs.diff_documents(None, after)}
-        after = build_document(current.id, current.version + 1, prepared.spec, prepared.commits)
         diff = diffs.diff_documents(current.document, after)
+        # equal content is no change, whatever the document's fresh seals look like
+        diff["empty"] = diff["empty"] or content == current.content_hash
         return {"stack_id": current.id, "exists": True, **diff}
 
     return bp

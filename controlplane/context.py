@@ -9,8 +9,8 @@ from controlplane.db import Database
 from controlplane.directory import AgentDirectory
 from controlplane.heartbeats import HeartbeatWriter
 from controlplane.longpoll import StackWatcher
-from controlplane.secrets import Keyring, default_key_file
 from controlplane.notify.notifier import Notifier
+from controlplane.secrets import Keyring, default_key_file
 from controlplane.settings import ServerSettings
 
 

@@ -10,13 +10,16 @@ removed.
 
 Secret values never appear: every value under `env` (or any key whose name contains
 "secret") goes through `shown_value`, the one place that decides what a diff may reveal.
-A plain string env value is shown; anything else (a secret reference, a masked entry)
-is replaced by `HIDDEN`. Point `shown_value` at the secrets module's masking helper
-when secret env entries exist.
+A secret env entry is shown as `controlplane.secrets.mask_entry` shows it to people (set or
+not, and a fingerprint that changes with the value), and compared in that form too, so a
+re-sealed but unchanged value is no change; a plain value is shown; any other structured
+value is replaced by `HIDDEN`.
 """
 
 from dataclasses import dataclass
 from typing import Any
+
+from controlplane.secrets import is_secret_entry, mask_entry
 
 HIDDEN = "(hidden)"
 STACK_FIELDS = ("name", "security_mode", "poll_interval_s", "proxy", "dns")
@@ -31,11 +34,18 @@ def shown_value(path: str, value: Any) -> Any:
     """What a diff may show of `value` at `path` (e.g. ``env.API_KEY``)."""
     if value is None:
         return None
+    if is_secret_entry(value):
+        return mask_entry(value)
     if is_sensitive(path):
         return HIDDEN
     if path.startswith("env.") and not isinstance(value, str | int | float | bool):
-        return HIDDEN  # structured env entries (secret references) are never shown
+        return HIDDEN  # any other structured env entry is never shown either
     return value
+
+
+def _comparable(value: Any) -> Any:
+    """The form two env values are compared in: a secret by its mask (fingerprint)."""
+    return mask_entry(value) if is_secret_entry(value) else value
 
 
 @dataclass(frozen=True)
@@ -83,7 +93,7 @@ def _env_changes(before: dict[str, Any], after: dict[str, Any]) -> list[Change]:
     out = []
     for key in sorted(set(before) | set(after)):
         a, b = before.get(key), after.get(key)
-        if a == b and key in before and key in after:
+        if _comparable(a) == _comparable(b) and key in before and key in after:
             continue
         path = f"env.{key}"
         kind = "added" if key not in before else "removed" if key not in after else "changed"
@@ -159,6 +169,10 @@ def _added(service: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fmt(value: Any) -> str:
+    if is_secret_entry(value):  # a masked secret: never a value, at most its fingerprint
+        if not value.get("set"):
+            return "(secret, no value)"
+        return f"(secret {value['fingerprint']})" if value.get("fingerprint") else "(secret)"
     if isinstance(value, str):
         return value if value == HIDDEN else repr(value)
     if value is None:

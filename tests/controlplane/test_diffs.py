@@ -114,3 +114,25 @@ def test_compare_url_only_for_known_forges() -> None:
     )
     assert compare_url("file:///srv/repo", A, B) is None
     assert compare_url("git@github.com:a/b.git", A, B) is None
+
+
+def test_secret_entries_compared_and_shown_by_their_mask() -> None:
+    def doc_with(version: int, token: dict[str, Any]) -> dict[str, Any]:
+        return {"version": version, "name": "s", "services": [
+            {"name": "web", "commit": A, "env": {"TOKEN": token, "PLAIN": "p"}}]}  # fmt: skip
+
+    stored = {"secret": True, "digest": "d" * 64, "sealed": "v1.key.nonce-one"}
+    resealed = {"secret": True, "digest": "d" * 64, "sealed": "v1.key.nonce-two"}
+    changed = {"secret": True, "digest": "e" * 64, "sealed": "v1.key.nonce-three"}
+    # sealed again with a fresh nonce, same value: no change
+    assert diff_documents(doc_with(1, stored), doc_with(2, resealed))["empty"] is True
+    d = diff_documents(doc_with(1, stored), doc_with(2, changed))
+    (change,) = d["services"]["changed"][0]["changes"]
+    assert change == {"field": "env.TOKEN", "kind": "changed",
+                      "before": {"secret": True, "set": True, "fingerprint": "d" * 16},
+                      "after": {"secret": True, "set": True, "fingerprint": "e" * 16}}  # fmt: skip
+    text = render_text(d)
+    assert f"~ env.TOKEN: (secret {'d' * 16}) -> (secret {'e' * 16})" in text
+    assert "nonce" not in repr(d) + text
+    new = diff_documents(None, doc_with(1, {"secret": True, "value": "plain-text-value"}))
+    assert "plain-text-value" not in repr(new) + render_text(new)

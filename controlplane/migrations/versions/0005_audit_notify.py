@@ -1,8 +1,8 @@
 """Audit trail (append-only records of every change by a person or token) and
 notifications (channels, a durable outbox, the delivery log, the notifier's marks).
 
-Revision ID: 0004_audit_notify
-Revises: 0003
+Revision ID: 0005_audit_notify
+Revises: 0004_secrets
 Create Date: 2026-11-29 14:40:00.000000
 """
 
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004_audit_notify"
-down_revision: str | None = "0003"
+revision: str = "0005_audit_notify"
+down_revision: str | None = "0004_secrets"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
