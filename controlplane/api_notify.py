@@ -51,7 +51,7 @@ def blueprint(ctx: AppContext) -> Blueprint:
     @bp.post("/channels")
     async def create_channel() -> tuple[dict[str, Any], int, dict[str, str]]:
         spec = channels.parse_channel(await read_json(), creating=True)
-        row = await store.create(db, spec)
+        row = await store.create(db, spec, ctx.keyring)
         await audit.record_request(
             db, "channel.create", stack_id=row.stack_id, target=row.id,
             detail={"name": row.name, "kind": row.kind},
@@ -70,7 +70,7 @@ def blueprint(ctx: AppContext) -> Blueprint:
     async def replace_channel(channel_id: str) -> dict[str, Any]:
         found = await store.get(db, channel_id)
         spec = channels.parse_channel(await read_json(), creating=False)
-        row = await store.update(db, found.id, spec)
+        row = await store.update(db, found.id, spec, ctx.keyring)
         await audit.record_request(
             db, "channel.update", stack_id=row.stack_id, target=row.id,
             detail={"name": row.name, "kind": row.kind, "enabled": row.enabled},

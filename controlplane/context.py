@@ -36,7 +36,7 @@ class AppContext:
             settings, db, directory, watcher, HeartbeatWriter(db), keyring,
             Sweeper(db, settings.audit_retention_days),
             Notifier(db, settings.notify_interval_s, settings.notify_lease_s,
-                     settings.notify_backoff_s),
+                     settings.notify_backoff_s, keyring=keyring),
         )  # fmt: skip
 
     def stack_changed(self, stack_id: str, doc_hash: str | None) -> None:

@@ -69,7 +69,7 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
         form = await request.form
         try:
             spec = channels.parse_channel(body_from_form(form), creating=True)
-            row = await store.create(db, spec)
+            row = await store.create(db, spec, dash.ctx.keyring)
         except ApiError as exc:
             field = (exc.field or "name").split("[")[0]
             values = {k: form.get(k, "") for k in form if k != "password"}

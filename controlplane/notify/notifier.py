@@ -32,9 +32,10 @@ from controlplane.models import (
     iso,
     utcnow,
 )
-from controlplane.notify import messages, outbox, senders
+from controlplane.notify import messages, outbox, senders, store
 from controlplane.notify.events import classify
 from controlplane.notify.outbox import Notice
+from controlplane.secrets import Keyring, SecretKeyUnavailable
 from controlplane.status import instance_status
 
 log = logging.getLogger("controlplane.notify")
@@ -84,7 +85,9 @@ class Notifier:
         lease_s: float = outbox.DEFAULT_LEASE_S,
         backoff_base_s: float = outbox.BACKOFF_BASE_S,
         ssl_context: ssl.SSLContext | None = None,
+        keyring: Keyring | None = None,
     ) -> None:
+        self.keyring = keyring or Keyring(None)
         self.backoff_base_s = backoff_base_s
         self.db = db
         self.interval_s = interval_s
@@ -300,12 +303,13 @@ class Notifier:
         summary = messages.summary(batch.payloads)
         ch = batch.channel
         try:
+            secret = store.open_secret(ch, self.keyring)
             await asyncio.to_thread(
-                senders.send, ch.kind, ch.config, ch.secret, batch.id, batch.payloads,
+                senders.send, ch.kind, ch.config, secret, batch.id, batch.payloads,
                 self.ssl_context,
             )  # fmt: skip
             error = None
-        except senders.DeliveryError as exc:
+        except (senders.DeliveryError, SecretKeyUnavailable) as exc:
             error = str(exc)
             log.warning("notification on %s failed (attempt %d): %s", ch.name, batch.attempt, exc)
         await outbox.finish(self.db, batch, summary, error, self.backoff_base_s)

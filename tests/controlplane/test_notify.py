@@ -16,7 +16,11 @@ from typing import Any
 
 import pytest
 import requests
+from sqlalchemy import create_engine
+from sqlalchemy import text as sql
 
+from controlplane.dburl import parse_db_url
+from controlplane.secrets import ensure_key_file
 from tests.controlplane.harness import Api, ControlPlane, stack_body
 from tests.controlplane.receivers import Received, SmtpReceiver, WebhookReceiver
 
@@ -39,8 +43,12 @@ def cp(
     # reads SSL_CERT_FILE); nothing else in it talks TLS during these tests
     old = os.environ.get("SSL_CERT_FILE")
     os.environ["SSL_CERT_FILE"] = str(smtp.cert)
+    logs = tmp_path_factory.mktemp("logs")
+    ensure_key_file(logs / "secret-key")  # seals the SMTP password (PostgreSQL has no default)
     try:
-        server = ControlPlane(db_url, tmp_path_factory.mktemp("logs"), *NOTIFY_ARGS)
+        server = ControlPlane(
+            db_url, logs, *NOTIFY_ARGS, "--secret-key-file", str(logs / "secret-key")
+        )
     finally:
         if old is None:
             os.environ.pop("SSL_CERT_FILE")
@@ -218,7 +226,9 @@ def test_rate_limit_retries_and_stack_scope(
         other.close()
 
 
-def test_slack_and_email_with_starttls(api: Api, smtp: SmtpReceiver, unique: str) -> None:
+def test_slack_and_email_with_starttls(
+    api: Api, cp: ControlPlane, smtp: SmtpReceiver, unique: str
+) -> None:
     slack = WebhookReceiver()
     try:
         s = channel(api, name=f"slack-{unique}", kind="slack", url=slack.url)
@@ -227,6 +237,11 @@ def test_slack_and_email_with_starttls(api: Api, smtp: SmtpReceiver, unique: str
                     to=["ops@example.test"], username=SMTP_USER, password=SMTP_PASSWORD)  # fmt: skip
         assert "password" not in e and e["password_set"] is True
         assert SMTP_PASSWORD not in api.get(f"/notifications/channels/{e['id']}").text
+        # stored sealed (AES-GCM under the control plane's key file), never in clear
+        with create_engine(parse_db_url(cp.db_url).sync_url).connect() as conn:
+            stored = conn.execute(sql("SELECT secret FROM notification_channels WHERE id = :i"),
+                                  {"i": e["id"]}).scalar_one()  # fmt: skip
+        assert SMTP_PASSWORD not in stored and stored.startswith("v1.")
         before = len(smtp.messages)
         for c in (s, e):
             assert api.post(f"/notifications/channels/{c['id']}/test").status_code == 202
@@ -293,7 +308,8 @@ def test_restart_mid_delivery_loses_nothing_and_sends_nothing_twice(
         cp.proc.wait(10)
         hook.release.set()
         hook.hold.clear()
-        cp.proc = ControlPlane(cp.db_url, cp.log_path.parent, *NOTIFY_ARGS, port=cp.port).proc
+        key = ("--secret-key-file", str(cp.log_path.parent / "secret-key"))
+        cp.proc = ControlPlane(cp.db_url, cp.log_path.parent, *NOTIFY_ARGS, *key, port=cp.port).proc
         # after the lease, the same batches are sent again, with the same keys
         got = hook.wait_for(lambda g: len(g) == 4)
         assert {r.json()["id"] for r in got[2:]} == keys

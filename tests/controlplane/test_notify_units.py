@@ -19,6 +19,7 @@ from controlplane.notify import channels, messages, outbox, store
 from controlplane.notify.events import classify, wanted
 from controlplane.notify.notifier import Notifier
 from controlplane.notify.outbox import MAX_ATTEMPTS, Notice, backoff_s
+from controlplane.secrets import Keyring
 from controlplane.testing import migrate
 
 
@@ -120,7 +121,7 @@ def test_attempts_are_bounded_and_offline_online_notify_once(db: str) -> None:
             spec = channels.parse_channel(
                 {"name": "c", "kind": "webhook", "url": "http://127.0.0.1:9/x",
                  "events": ["server.offline", "server.online"]}, creating=True)  # fmt: skip
-            ch = await store.create(d, spec)
+            ch = await store.create(d, spec, Keyring(None))  # a webhook: nothing sealed
             sid, iid = await _stack_and_instance(d, last_seen_ago_s=60)
             notifier = Notifier(d)
             for _ in range(2):  # the second scan (or a restarted process) adds nothing
@@ -154,6 +155,32 @@ def test_attempts_are_bounded_and_offline_online_notify_once(db: str) -> None:
             n = Notice(event="server.offline", key="same", stack_id=sid, stack_name="s",
                        message="m", at=utcnow())  # fmt: skip
             assert await outbox.enqueue(d, n) == 1 and await outbox.enqueue(d, n) == 0
+        finally:
+            await d.close()
+
+    asyncio.run(run())
+
+
+def test_smtp_password_sealed_and_kept_through_a_key_rotation(db: str, tmp_path: Path) -> None:
+    from controlplane.rotation import rotate
+    from controlplane.secrets import ensure_key_file, token_key_id
+
+    key_file = tmp_path / "key"
+    ensure_key_file(key_file)
+
+    async def run() -> None:
+        d = Database(parse_db_url(db))
+        try:
+            spec = channels.parse_channel(
+                {"name": "mail", "kind": "email", "smtp_host": "h", "from": "a@b.c",
+                 "to": "d@e.f", "password": "hunter2 smtp"}, creating=True)  # fmt: skip
+            row = await store.create(d, spec, Keyring(key_file))
+            assert row.secret and "hunter2" not in row.secret
+            before = token_key_id(row.secret)
+            await rotate(d, key_file)
+            again = await store.get(d, row.id)
+            assert again.secret and token_key_id(again.secret) != before
+            assert store.open_secret(again, Keyring(key_file)) == "hunter2 smtp"
         finally:
             await d.close()
 
