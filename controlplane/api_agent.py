@@ -12,7 +12,7 @@ from typing import Any
 
 from quart import Blueprint, Response, request
 
-from controlplane import enrollment, ingest, status, tokens
+from controlplane import audit, enrollment, ingest, status, tokens
 from controlplane.context import AppContext
 from controlplane.directory import AgentIdentity
 from controlplane.errors import BadRequest, Unprocessable
@@ -39,6 +39,10 @@ def blueprint(ctx: AppContext) -> Blueprint:
                 "must be the server's hostname (1-255 characters)", field="hostname"
             )
         reg = await enrollment.register(db, token, hostname)
+        await audit.record_request(
+            db, "install_token.use", audit.Actor("agent", hostname),
+            stack_id=reg.stack_id, target=reg.instance_id,
+        )  # fmt: skip
         return {
             "instance_id": reg.instance_id,
             "credential": reg.credential,

@@ -14,7 +14,7 @@ from typing import Any
 
 from quart import Blueprint, request
 
-from controlplane import stacks
+from controlplane import audit, stacks
 from controlplane.context import AppContext
 from controlplane.deliveries import DELIVERY_HEADERS, DeliveryGuard
 from controlplane.errors import NotFound, Unauthorized
@@ -54,11 +54,16 @@ def blueprint(ctx: AppContext) -> Blueprint:
         delivery_id = next(filter(None, map(request.headers.get, DELIVERY_HEADERS)), None)
         if (await guard.admit(stack_id, delivery_id)).duplicate:
             return {"ok": True, "changed": False, "version": stack.version, "duplicate": True}
+        before = stack
         stack, changed = await stacks.refresh(
             ctx.db, stack_id, "webhook", ctx.settings.file_repo_roots
         )
         if changed:
             ctx.stack_changed(stack_id, stack.doc_hash)
+        await audit.record_request(
+            ctx.db, "stack.webhook", audit.Actor("webhook", "git push"),
+            **audit.versions(before, stack, changed, event=request.headers.get("X-GitHub-Event")),
+        )  # fmt: skip
         return {"ok": True, "changed": changed, "version": stack.version}
 
     return bp

@@ -9,7 +9,7 @@ from typing import Any
 
 from quart import Blueprint, Response, jsonify, request
 
-from controlplane import enrollment, stacks, status, tokens
+from controlplane import audit, enrollment, stacks, status
 from controlplane.context import AppContext
 from controlplane.errors import NotFound, Unprocessable
 from controlplane.httpjson import json_object, read_json
@@ -29,7 +29,7 @@ def blueprint(ctx: AppContext) -> Blueprint:
 
     @bp.before_request
     async def _admin_only() -> None:
-        await enrollment.check_admin(db, tokens.bearer(request.headers.get("Authorization")))
+        await audit.authenticate_admin(db)
 
     def public_url() -> str:
         return ctx.settings.public_url or request.host_url.rstrip("/")
@@ -44,6 +44,9 @@ def blueprint(ctx: AppContext) -> Blueprint:
     async def create_stack() -> tuple[dict[str, Any], int, dict[str, str]]:
         prepared = await stacks.prepare(await read_json(), ctx.settings.file_repo_roots)
         stack = await stacks.create(db, prepared, ctx.keyring)
+        await audit.record_request(
+            db, "stack.create", stack_id=stack.id, stack_name=stack.name, version_to=1
+        )
         return stacks.stack_json(stack), 201, {"Location": f"/api/v1/stacks/{stack.id}"}
 
     @bp.get("/stacks/<stack_id>")
@@ -52,25 +55,32 @@ def blueprint(ctx: AppContext) -> Blueprint:
 
     @bp.put("/stacks/<stack_id>")
     async def replace_stack(stack_id: str) -> dict[str, Any]:
-        await stacks.get(db, stack_id)  # 404 before a slow git ls-remote
+        before = await stacks.get(db, stack_id)  # 404 before a slow git ls-remote
         prepared = await stacks.prepare(await read_json(), ctx.settings.file_repo_roots)
         stack, changed = await stacks.publish(db, stack_id, prepared, "update", ctx.keyring)
         if changed:
             ctx.stack_changed(stack_id, stack.doc_hash)
+        await audit.record_request(db, "stack.update", **audit.versions(before, stack, changed))
         return {**stacks.stack_json(stack), "changed": changed}
 
     @bp.delete("/stacks/<stack_id>")
     async def delete_stack(stack_id: str) -> tuple[str, int]:
+        gone = await stacks.get(db, stack_id)
         await stacks.delete(db, stack_id)
         ctx.stack_changed(stack_id, None)
+        await audit.record_request(
+            db, "stack.delete", stack_id=gone.id, stack_name=gone.name, version_from=gone.version
+        )
         return "", 204
 
     @bp.post("/stacks/<stack_id>/refresh")
     async def refresh_stack(stack_id: str) -> dict[str, Any]:
         """Re-resolve every ref; a new version only if some commit moved."""
+        before = await stacks.get(db, stack_id)
         stack, changed = await stacks.refresh(db, stack_id, file_roots=ctx.settings.file_repo_roots)
         if changed:
             ctx.stack_changed(stack_id, stack.doc_hash)
+        await audit.record_request(db, "stack.refresh", **audit.versions(before, stack, changed))
         return {**stacks.stack_json(stack), "changed": changed}
 
     @bp.get("/stacks/<stack_id>/desired-state")
@@ -120,10 +130,14 @@ def blueprint(ctx: AppContext) -> Blueprint:
             raise Unprocessable(
                 "must be a positive integer: the version to restore", field="version"
             )
+        before = await stacks.get(db, stack_id)
         old = stacks.spec_of(await stacks.version_document(db, stack_id, version))
         stack, changed = await stacks.publish(db, stack_id, old, "rollback")
         if changed:
             ctx.stack_changed(stack_id, stack.doc_hash)
+        await audit.record_request(
+            db, "stack.rollback", **audit.versions(before, stack, changed, restored=version)
+        )
         return {**stacks.stack_json(stack), "changed": changed}
 
     # enrollment -----------------------------------------------------------------------
@@ -141,6 +155,10 @@ def blueprint(ctx: AppContext) -> Blueprint:
                 f"must be a number of seconds from {MIN_TTL_S:g} to {MAX_TTL_S:g}", field="ttl_s"
             )
         new = await enrollment.create_install_token(db, stack_id, float(ttl))
+        await audit.record_request(
+            db, "install_token.create", stack_id=stack_id, target=new.id,
+            detail={"expires_at": iso(new.expires_at)},
+        )  # fmt: skip
         return {
             "id": new.id,
             "token": new.token,
@@ -169,12 +187,14 @@ def blueprint(ctx: AppContext) -> Blueprint:
     @bp.delete("/stacks/<stack_id>/install-tokens/<token_id>")
     async def revoke_install_token(stack_id: str, token_id: str) -> tuple[str, int]:
         await enrollment.revoke_install_token(db, stack_id, token_id)
+        await audit.record_request(db, "install_token.revoke", stack_id=stack_id, target=token_id)
         return "", 204
 
     @bp.delete("/instances/<instance_id>")
     async def revoke_instance(instance_id: str) -> tuple[str, int]:
-        await enrollment.revoke_instance(db, instance_id)
+        stack_id = await enrollment.revoke_instance(db, instance_id)
         ctx.directory.instance_revoked(instance_id)
+        await audit.record_request(db, "instance.revoke", stack_id=stack_id, target=instance_id)
         return "", 204
 
     # status ---------------------------------------------------------------------------
@@ -213,6 +233,7 @@ def blueprint(ctx: AppContext) -> Blueprint:
     async def revoke_admin_token(token_id: str) -> tuple[str, int]:
         if not await enrollment.revoke_admin_token(db, token_id):
             raise NotFound(f"no active admin token with id or name {token_id!r}")
+        await audit.record_request(db, "admin_token.revoke", target=token_id)
         return "", 204
 
     return bp

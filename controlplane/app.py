@@ -11,7 +11,16 @@ import math
 from quart import Quart, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from controlplane import api_agent, api_hooks, api_user, dashboard, public
+from controlplane import (
+    api_agent,
+    api_changes,
+    api_hooks,
+    api_notify,
+    api_user,
+    audit,
+    dashboard,
+    public,
+)
 from controlplane.context import AppContext
 from controlplane.db import Database
 from controlplane.dburl import parse_db_url
@@ -29,7 +38,10 @@ def create_app(settings: ServerSettings) -> Quart:
     ctx = AppContext.create(settings, db)
     app.extensions["berth"] = ctx
 
+    audit.install_request_ids(app)
     app.register_blueprint(api_user.blueprint(ctx), url_prefix="/api/v1")
+    app.register_blueprint(api_changes.blueprint(ctx), url_prefix="/api/v1")
+    app.register_blueprint(api_notify.blueprint(ctx), url_prefix="/api/v1/notifications")
     app.register_blueprint(api_agent.blueprint(ctx), url_prefix="/api/v1/agent")
     app.register_blueprint(api_hooks.blueprint(ctx), url_prefix="/api/v1/hooks")
     app.register_blueprint(public.blueprint(ctx))

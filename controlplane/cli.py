@@ -8,6 +8,8 @@
     user create NAME [--reset] [--db URL]                      dashboard login; password on stdin
     secrets rotate [--db URL] [--secret-key-file PATH]          re-seal secrets under a new key
 
+`serve --audit-retention-days DAYS` (default 365, 0 = forever) bounds the audit trail.
+
 `--db` defaults to $BERTH_DB, else sqlite:///./berth-controlplane.sqlite3.
 `--secret-key-file` (serve, migrate, secrets) defaults to $BERTH_SECRET_KEY_FILE, else the
 SQLite database's path + ".secret-key" (./berth-controlplane.secret-key for PostgreSQL);
@@ -22,7 +24,8 @@ import sys
 from pathlib import Path
 
 from agent.logs import setup_logging
-from controlplane import enrollment, limits, migrate, status
+from controlplane import audit, enrollment, limits, migrate, status
+from controlplane.clihelp import Command, add_commands, command_parser
 from controlplane.db import Database
 from controlplane.dburl import DEFAULT_DB_URL, DatabaseURL, parse_db_url
 from controlplane.models import iso
@@ -78,11 +81,39 @@ def _heartbeat_interval(raw: str) -> float:
     return value
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="berth controlplane", description="Berth control plane.")
-    sub = parser.add_subparsers(dest="command", required=True)
+COMMANDS = (
+    Command("serve", "serve the API and dashboard",
+            "berth controlplane serve --db sqlite:///berth.db --bind 0.0.0.0:8000"),
+    Command("migrate", "create or upgrade the database schema",
+            "berth controlplane migrate --db postgresql+psycopg://berth@db/berth"),
+    Command("token", "admin API tokens: create, list, revoke",
+            "berth controlplane token create --name ci"),
+    Command("user", "dashboard users: create (password on stdin)",
+            "berth controlplane user create alice"),
+    Command("secrets", "the key that seals secret env values: rotate",
+            "berth controlplane secrets rotate"),
+)  # fmt: skip
+SECRETS_COMMANDS = (
+    Command("rotate", "re-seal every secret under a new key, while servers keep serving",
+            "berth controlplane secrets rotate --secret-key-file /var/lib/berth/cp.secret-key"),
+)  # fmt: skip
+TOKEN_COMMANDS = (
+    Command("create", "create an admin token and print it (once)",
+            "berth controlplane token create --name ci"),
+    Command("list", "list admin tokens (never the tokens themselves)",
+            "berth controlplane token list"),
+    Command("revoke", "revoke admin tokens by id or name", "berth controlplane token revoke ci"),
+)  # fmt: skip
+USER_COMMANDS = (
+    Command("create", "create a dashboard user (password read from stdin)",
+            "echo \"$PW\" | berth controlplane user create alice"),
+)  # fmt: skip
 
-    serve = sub.add_parser("serve", help="serve the API and dashboard")
+
+def _parser() -> argparse.ArgumentParser:
+    parser, cmds = command_parser("berth controlplane", "Berth control plane.", COMMANDS)
+
+    serve = cmds["serve"]
     _add_db(serve)
     serve.add_argument("--bind", default=DEFAULT_BIND, metavar="HOST:PORT")
     serve.add_argument(
@@ -107,36 +138,37 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-fast-path", dest="fast_path", action="store_false",
                        help="serve agents' polls and heartbeats through the full app only "
                        "(for comparisons)")  # fmt: skip
+    serve.add_argument("--audit-retention-days", type=int, default=audit.DEFAULT_RETENTION_DAYS,
+                       metavar="DAYS", help="delete audit records older than DAYS "
+                       "(default %(default)s; 0 keeps every record)")  # fmt: skip
+    serve.add_argument("--notify-interval", type=float, default=2.0, metavar="SECONDS",
+                       help="how often notifications are looked for and sent (default %(default)g)")  # fmt: skip
+    serve.add_argument("--notify-lease", type=float, default=60.0, metavar="SECONDS",
+                       help="a notification being sent is resent after this long without an "
+                       "outcome, e.g. after a crash (default %(default)g)")  # fmt: skip
+    serve.add_argument("--notify-backoff", type=float, default=5.0, metavar="SECONDS",
+                       help="wait before a failed notification's first retry; doubles per "
+                       "attempt, at most 8 attempts (default %(default)g)")  # fmt: skip
 
     _add_key_file(serve)
     limits.add_arguments(serve)
 
-    mig = sub.add_parser("migrate", help="create or upgrade the database schema")
-    _add_db(mig)
-    _add_key_file(mig)
+    _add_db(cmds["migrate"])
+    _add_key_file(cmds["migrate"])
 
-    secrets = sub.add_parser("secrets", help="the key that seals secret env values")
-    ssub = secrets.add_subparsers(dest="secrets_command", required=True)
-    rotate = ssub.add_parser(
-        "rotate", help="re-seal every secret under a new key, while servers keep serving"
-    )
+    rotate = add_commands(cmds["secrets"], SECRETS_COMMANDS, "secrets_command")["rotate"]
     _add_db(rotate)
     _add_key_file(rotate)
 
-    token = sub.add_parser("token", help="admin API tokens")
-    tsub = token.add_subparsers(dest="token_command", required=True)
-    create = tsub.add_parser("create", help="create an admin token and print it")
-    create.add_argument("--name", required=True)
-    _add_db(create)
-    lst = tsub.add_parser("list", help="list admin tokens (never the tokens themselves)")
-    _add_db(lst)
-    rev = tsub.add_parser("revoke", help="revoke admin tokens by id or name")
-    rev.add_argument("token", metavar="ID_OR_NAME")
-    _add_db(rev)
+    tsub = add_commands(cmds["token"], TOKEN_COMMANDS, "token_command")
+    tsub["create"].add_argument("--name", required=True)
+    _add_db(tsub["create"])
+    _add_db(tsub["list"])
+    tsub["revoke"].add_argument("token", metavar="ID_OR_NAME")
+    _add_db(tsub["revoke"])
 
-    user = sub.add_parser("user", help="dashboard users")
-    usub = user.add_subparsers(dest="user_command", required=True)
-    ucreate = usub.add_parser("create", help="create a dashboard user (password read from stdin)")
+    usub = add_commands(cmds["user"], USER_COMMANDS, "user_command")
+    ucreate = usub["create"]
     ucreate.add_argument("name", metavar="NAME")
     ucreate.add_argument("--reset", action="store_true", help="reset the password if NAME exists")
     _add_db(ucreate)
@@ -182,6 +214,9 @@ def main(argv: list[str]) -> int:
             file_repo_roots=tuple(os.path.abspath(d) for d in args.allow_file_repos),
             limits=limits.from_args(args),
             heartbeat_interval_s=args.heartbeat_interval,
+            audit_retention_days=args.audit_retention_days,
+            notify_interval_s=args.notify_interval, notify_lease_s=args.notify_lease,
+            notify_backoff_s=args.notify_backoff,
         )  # fmt: skip
         if args.workers > 1:
             from controlplane.workers import serve_workers
@@ -231,7 +266,11 @@ async def _token_command(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 2
-            _, token = await enrollment.create_admin_token(db, name)
+            token_id, token = await enrollment.create_admin_token(db, name)
+            await audit.record(
+                db, "admin_token.create", audit.cli_actor(), client_addr="local",
+                target=token_id, detail={"name": name},
+            )  # fmt: skip
             print(token)
             return 0
         if args.token_command == "list":
@@ -246,6 +285,10 @@ async def _token_command(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
+        await audit.record(
+            db, "admin_token.revoke", audit.cli_actor(), client_addr="local",
+            target=args.token, detail={"count": count},
+        )  # fmt: skip
         print(f"revoked {count} token(s)", file=sys.stderr)
         return 0
     finally:

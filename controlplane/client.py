@@ -1,9 +1,11 @@
-"""`berth stack ...` and `berth token ...`: the user API from a terminal.
+"""`berth stack ...`, `berth token ...` and `berth audit`: the user API from a terminal.
 
-    berth stack apply -f stack.toml     create or update the stack named in the file; print
-                                        the diff of the desired state and the new version
+    berth stack apply -f stack.toml [--yes]   show the field diff the file would make,
+                                        ask on a terminal, then create or update the stack
     berth stack list | get NAME | versions NAME | refresh NAME | rollback NAME VERSION
-    berth stack delete NAME
+    berth stack diff NAME A B | delete NAME
+    berth audit [--actor A] [--stack S] [--action X] [--since T] [--until T]
+    berth notify list | add NAME --kind K ... | remove | test | log NAME | events
     berth token create --stack NAME [--ttl SECONDS]   an install token (stdout), with the
                                                       install command on stderr
 
@@ -12,15 +14,18 @@ $BERTH_TOKEN. A stack is named by name or id. Exit status: 0 ok, 1 the API refus
 """
 
 import argparse
-import difflib
 import json
 import os
 import sys
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import requests
+
+from controlplane.clihelp import Command, HelpParser, command_parser
+from controlplane.diffs import diff_documents, render_text
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -89,55 +94,80 @@ def load_stack_file(path: Path) -> dict[str, Any]:
     return body
 
 
-def document_diff(before: dict[str, Any] | None, after: dict[str, Any], label: str) -> str:
-    def lines(doc: dict[str, Any] | None) -> list[str]:
-        if doc is None:
-            return []
-        text = json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-        return text.splitlines(keepends=True)
-
-    return "".join(
-        difflib.unified_diff(lines(before), lines(after), f"{label} (current)", f"{label} (new)")
-    )
+def confirm(question: str, stdin: Any = sys.stdin, err: Any = sys.stderr) -> bool:
+    err.write(f"{question} [y/N] ")
+    err.flush()
+    return stdin.readline().strip().lower() in ("y", "yes")
 
 
-def apply(client: Client, path: Path, out: Any = sys.stdout) -> int:
+def apply(
+    client: Client, path: Path, out: Any = sys.stdout, *, yes: bool = False,
+    interactive: bool | None = None,
+) -> int:  # fmt: skip
+    """Show the field diff the file would make, ask (on a terminal), then save it."""
     body = load_stack_file(path)
     name = body.get("name")
     if not isinstance(name, str) or not name.strip():
         raise ClientError(f'{path}: the stack needs a name (name = "...")')
-    existing = client.find_stack(name.strip())
-    if existing is None:
+    preview = client.call("POST", "/stacks/preview", body)
+    if preview["exists"] and preview["empty"]:
+        print(f"stack {name}: nothing to change", file=sys.stderr)
+        return 0
+    out.write(render_text(preview, f"stack {name}"))
+    out.flush()
+    if not yes:
+        tty = sys.stdin.isatty() if interactive is None else interactive
+        if not tty:
+            print(
+                "berth stack apply: not applied: stdin is not a terminal, so nobody can "
+                "confirm; pass --yes to apply without asking",
+                file=sys.stderr,
+            )
+            return 1
+        if not confirm(f"apply these changes to {name}?"):
+            print("not applied", file=sys.stderr)
+            return 1
+    if not preview["exists"]:
         created = client.call("POST", "/stacks", body)
-        after = client.call("GET", f"/stacks/{created['id']}/desired-state")
-        out.write(document_diff(None, after, name))
         print(f"created stack {name} ({created['id']}) version {created['version']}", file=out)
         return 0
-    before = client.call("GET", f"/stacks/{existing['id']}/desired-state")
-    updated = client.call("PUT", f"/stacks/{existing['id']}", body)
+    updated = client.call("PUT", f"/stacks/{preview['stack_id']}", body)
     if not updated.get("changed"):
-        return 0  # nothing changed: print nothing
-    after = client.call("GET", f"/stacks/{existing['id']}/desired-state")
-    out.write(document_diff(before, after, name))
+        print(f"stack {name}: nothing to change", file=sys.stderr)
+        return 0
     print(f"updated stack {name} to version {updated['version']}", file=out)
     return 0
 
 
+STACK_COMMANDS = (
+    Command("apply", "create or update a stack from a file (shows the diff, asks)",
+            "berth stack apply -f stack.toml [--yes]"),
+    Command("list", "list stacks", "berth stack list"),
+    Command("get", "print a stack as JSON", "berth stack get web"),
+    Command("versions", "list a stack's versions", "berth stack versions web"),
+    Command("diff", "field-level diff between two versions", "berth stack diff web 3 5"),
+    Command("refresh", "re-resolve git refs (a new version if a commit moved)",
+            "berth stack refresh web"),
+    Command("rollback", "publish an earlier version's content as a new version",
+            "berth stack rollback web 3"),
+    Command("delete", "delete a stack", "berth stack delete web"),
+)  # fmt: skip
+
+
 def _stack_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="berth stack", description="Manage stacks ($BERTH_URL, $BERTH_TOKEN)."
+    p, parsers = command_parser(
+        "berth stack", "Manage stacks ($BERTH_URL, $BERTH_TOKEN).", STACK_COMMANDS
     )
-    sub = p.add_subparsers(dest="command", required=True)
-    ap = sub.add_parser("apply", help="create or update a stack from a file")
-    ap.add_argument("-f", "--file", type=Path, required=True, metavar="stack.toml")
-    sub.add_parser("list", help="list stacks")
-    for name, text in (("get", "print a stack as JSON"), ("versions", "list a stack's versions"),
-                       ("refresh", "re-resolve git refs"), ("delete", "delete a stack")):  # fmt: skip
-        sp = sub.add_parser(name, help=text)
-        sp.add_argument("stack", metavar="NAME_OR_ID")
-    rb = sub.add_parser("rollback", help="publish an earlier version's content as a new version")
-    rb.add_argument("stack", metavar="NAME_OR_ID")
-    rb.add_argument("version", type=int)
+    parsers["apply"].add_argument("-f", "--file", type=Path, required=True, metavar="stack.toml")
+    parsers["apply"].add_argument(
+        "-y", "--yes", action="store_true", help="apply without asking for confirmation"
+    )
+    for name in ("get", "versions", "refresh", "delete", "diff", "rollback"):
+        parsers[name].add_argument("stack", metavar="NAME_OR_ID")
+    parsers["rollback"].add_argument("version", type=int)
+    parsers["diff"].add_argument("a", type=int, metavar="A", help="the older version")
+    parsers["diff"].add_argument("b", type=int, metavar="B", help="the newer version")
+    parsers["diff"].add_argument("--json", action="store_true", help="print the diff as JSON")
     return p
 
 
@@ -146,7 +176,7 @@ def main_stack(argv: list[str]) -> int:
     try:
         client = Client.from_env()
         if args.command == "apply":
-            return apply(client, args.file)
+            return apply(client, args.file, yes=args.yes)
         if args.command == "list":
             for s in client.call("GET", "/stacks")["stacks"]:
                 services = ",".join(x["name"] for x in s["services"])
@@ -162,6 +192,12 @@ def main_stack(argv: list[str]) -> int:
         elif args.command == "versions":
             for v in client.call("GET", f"/stacks/{stack['id']}/versions")["versions"]:
                 print(f"v{v['version']}\t{v['created_at']}\t{v['reason']}\t{v['hash'][:12]}")
+        elif args.command == "diff":
+            diff = client.call("GET", f"/stacks/{stack['id']}/versions/{args.a}/diff/{args.b}")
+            if args.json:
+                print(json.dumps(diff, indent=2, ensure_ascii=False))
+            else:
+                sys.stdout.write(render_text(diff, f"stack {stack['name']}"))
         elif args.command == "refresh":
             got = client.call("POST", f"/stacks/{stack['id']}/refresh")
             print(
@@ -176,7 +212,9 @@ def main_stack(argv: list[str]) -> int:
             got = client.call("POST", f"/stacks/{stack['id']}/rollback", {"version": args.version})
             if got["changed"]:
                 after = client.call("GET", f"/stacks/{stack['id']}/desired-state")
-                sys.stdout.write(document_diff(before, after, stack["name"]))
+                sys.stdout.write(
+                    render_text(diff_documents(before, after), f"stack {stack['name']}")
+                )
                 print(
                     f"rolled back stack {stack['name']} to the content of v{args.version}: now version {got['version']}"
                 )
@@ -186,12 +224,17 @@ def main_stack(argv: list[str]) -> int:
         return 1
 
 
+TOKEN_COMMANDS = (
+    Command("create", "create a one-time install token for a stack",
+            "berth token create --stack web --ttl 3600"),
+)  # fmt: skip
+
+
 def main_token(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(
-        prog="berth token", description="Install tokens ($BERTH_URL, $BERTH_TOKEN)."
+    p, parsers = command_parser(
+        "berth token", "Install tokens ($BERTH_URL, $BERTH_TOKEN).", TOKEN_COMMANDS
     )
-    sub = p.add_subparsers(dest="command", required=True)
-    create = sub.add_parser("create", help="create a one-time install token for a stack")
+    create = parsers["create"]
     create.add_argument("--stack", required=True, metavar="NAME_OR_ID")
     create.add_argument(
         "--ttl", type=float, metavar="SECONDS", help="lifetime (default: the server's, 1 h)"
@@ -211,3 +254,154 @@ def main_token(argv: list[str]) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _audit_parser() -> argparse.ArgumentParser:
+    p = HelpParser(
+        prog="berth audit",
+        description="Who changed what: the control plane's audit trail, newest first.",
+        epilog="examples:\n  berth audit\n  berth audit --stack web --action stack. --since 2026-11-01T00:00:00Z\n"
+        "  berth audit --actor alice --limit 20 --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--actor", help="a token or user name")
+    p.add_argument("--stack", metavar="NAME_OR_ID")
+    p.add_argument("--action", help="e.g. stack.update, or a prefix ending in '.' (stack.)")
+    p.add_argument("--since", metavar="TIME", help="ISO 8601, e.g. 2026-11-29T00:00:00Z")
+    p.add_argument("--until", metavar="TIME")
+    p.add_argument("--before", type=int, metavar="SEQ", help="the page before this record")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true", help="print the records as JSON")
+    return p
+
+
+def audit_line(r: dict[str, Any]) -> str:
+    what = r["stack"]["name"] or r["stack"]["id"] if r["stack"] else (r["target"] or "")
+    if r["version_from"] is not None or r["version_to"] is not None:
+        what += f" v{r['version_from'] or '-'}->v{r['version_to'] or '-'}"
+    actor = f"{r['actor']['kind']}:{r['actor']['name']}"
+    return (
+        f"{r['seq']}\t{r['at']}\t{r['action']}\t{actor}\t{r['client_addr'] or '-'}"
+        f"\t{what}\t{r['request_id'] or '-'}"
+    )
+
+
+def main_audit(argv: list[str]) -> int:
+    args = _audit_parser().parse_args(argv)
+    query = {k: v for k in ("actor", "stack", "action", "since", "until", "before", "limit")
+             if (v := getattr(args, k)) is not None}  # fmt: skip
+    try:
+        got = Client.from_env().call("GET", "/audit?" + urlencode(query))
+    except ClientError as exc:
+        print(f"berth audit: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(got, indent=2, ensure_ascii=False))
+        return 0
+    for r in got["records"]:
+        print(audit_line(r))
+    if got["next_before"]:
+        print(f"(more: --before {got['next_before']})", file=sys.stderr)
+    return 0
+
+
+NOTIFY_COMMANDS = (
+    Command("list", "list notification channels", "berth notify list --stack web"),
+    Command("add", "add a channel (webhook, slack or email)",
+            "berth notify add ops --kind slack --url https://hooks.slack.com/services/T/B/X"),
+    Command("remove", "delete a channel", "berth notify remove ops"),
+    Command("test", "send a test message through a channel", "berth notify test ops"),
+    Command("log", "a channel's delivery log", "berth notify log ops"),
+    Command("events", "the events a channel can subscribe to", "berth notify events"),
+)  # fmt: skip
+
+
+def _notify_parser() -> argparse.ArgumentParser:
+    p, parsers = command_parser(
+        "berth notify", "Notification channels ($BERTH_URL, $BERTH_TOKEN).", NOTIFY_COMMANDS
+    )
+    parsers["list"].add_argument("--stack", metavar="NAME_OR_ID", help="only this stack's")
+    add = parsers["add"]
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("--kind", required=True, choices=("webhook", "slack", "email"))
+    add.add_argument("--url", help="webhook / slack: where to POST")
+    add.add_argument("--stack", metavar="NAME_OR_ID", help="only this stack (default: all)")
+    add.add_argument("--events", metavar="A,B", help="comma-separated (default: every event)")
+    add.add_argument("--rate", type=int, metavar="N", help="at most N messages an hour")
+    add.add_argument("--window", type=int, metavar="SECONDS",
+                     help="group repeats of an event within this window")  # fmt: skip
+    add.add_argument("--smtp-host", metavar="HOST")
+    add.add_argument("--smtp-port", type=int, metavar="PORT")
+    add.add_argument("--from", dest="sender", metavar="ADDRESS")
+    add.add_argument("--to", action="append", metavar="ADDRESS", help="repeatable")
+    add.add_argument("--username")
+    add.add_argument("--no-starttls", action="store_true", help="plain SMTP (not advised)")
+    add.add_argument(
+        "--password-stdin", action="store_true", help="read the SMTP password from stdin"
+    )
+    for name in ("remove", "test", "log"):
+        parsers[name].add_argument("channel", metavar="NAME_OR_ID")
+    return p
+
+
+def _channel_body(client: Client, args: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {"name": args.name, "kind": args.kind}
+    if args.stack:
+        body["stack"] = client.stack(args.stack)["id"]
+    if args.events:
+        body["events"] = [e.strip() for e in args.events.split(",") if e.strip()]
+    optional = {"url": args.url, "rate_per_hour": args.rate, "group_window_s": args.window,
+                "smtp_host": args.smtp_host, "smtp_port": args.smtp_port, "from": args.sender,
+                "to": args.to, "username": args.username}  # fmt: skip
+    body.update({k: v for k, v in optional.items() if v is not None})
+    if args.no_starttls:
+        body["starttls"] = False
+    if args.password_stdin:
+        body["password"] = sys.stdin.readline().rstrip("\r\n")
+    return body
+
+
+def main_notify(argv: list[str]) -> int:
+    args = _notify_parser().parse_args(argv)
+    try:
+        client = Client.from_env()
+        if args.command == "events":
+            for e in client.call("GET", "/notifications/events")["events"]:
+                print(f"{e['name']}\t{e['description']}")
+        elif args.command == "list":
+            query = f"?stack={client.stack(args.stack)['id']}" if args.stack else ""
+            for c in client.call("GET", f"/notifications/channels{query}")["channels"]:
+                where = c.get("url") or ",".join(c.get("to") or [])
+                events = ",".join(c["events"]) or "all events"
+                state = "on" if c["enabled"] else "off"
+                print(f"{c['id']}\t{c['name']}\t{c['kind']}\t{c['stack'] or 'all stacks'}"
+                      f"\t{events}\t{state}\t{where}")  # fmt: skip
+        elif args.command == "add":
+            made = client.call("POST", "/notifications/channels", _channel_body(client, args))
+            print(f"added channel {made['name']} ({made['id']})", file=sys.stderr)
+            if made["kind"] == "webhook":
+                print(f"signing secret (X-Berth-Signature-256): {made['secret']}")
+        else:
+            ref = quote(args.channel, safe="")
+            if args.command == "remove":
+                client.call("DELETE", f"/notifications/channels/{ref}")
+                print(f"removed channel {args.channel}", file=sys.stderr)
+            elif args.command == "test":
+                client.call("POST", f"/notifications/channels/{ref}/test")
+                print(
+                    f"test message queued on {args.channel}; see: berth notify log {args.channel}"
+                )
+            else:
+                got = client.call("GET", f"/notifications/channels/{ref}/deliveries")
+                for d in got["deliveries"]:
+                    outcome = "ok" if d["ok"] else f"failed: {d['error']}"
+                    print(f"{d['at']}\tattempt {d['attempt']}\t{d['events']} event(s)\t{outcome}"
+                          f"\t{d['summary']}")  # fmt: skip
+                waiting = {k: v for k, v in got["backlog"].items() if k != "sent"}
+                if waiting:
+                    print("backlog: " + ", ".join(f"{v} {k}" for k, v in waiting.items()),
+                          file=sys.stderr)  # fmt: skip
+        return 0
+    except ClientError as exc:
+        print(f"berth notify: {exc}", file=sys.stderr)
+        return 1

@@ -4,10 +4,12 @@ watcher, heartbeat writer and the secrets' keyring."""
 from dataclasses import dataclass
 from pathlib import Path
 
+from controlplane.audit import Sweeper
 from controlplane.db import Database
 from controlplane.directory import AgentDirectory
 from controlplane.heartbeats import HeartbeatWriter
 from controlplane.longpoll import StackWatcher
+from controlplane.notify.notifier import Notifier
 from controlplane.secrets import Keyring, default_key_file
 from controlplane.settings import ServerSettings
 
@@ -20,6 +22,8 @@ class AppContext:
     watcher: StackWatcher
     heartbeats: HeartbeatWriter
     keyring: Keyring
+    audit_sweeper: Sweeper
+    notifier: Notifier
 
     @classmethod
     def create(cls, settings: ServerSettings, db: Database) -> "AppContext":
@@ -28,7 +32,12 @@ class AppContext:
         )
         directory = AgentDirectory(db, keyring)
         watcher = StackWatcher(directory.refresh, settings.longpoll_interval_s)
-        return cls(settings, db, directory, watcher, HeartbeatWriter(db), keyring)
+        return cls(
+            settings, db, directory, watcher, HeartbeatWriter(db), keyring,
+            Sweeper(db, settings.audit_retention_days),
+            Notifier(db, settings.notify_interval_s, settings.notify_lease_s,
+                     settings.notify_backoff_s, keyring=keyring),
+        )  # fmt: skip
 
     def stack_changed(self, stack_id: str, doc_hash: str | None) -> None:
         """After a committed save/delete here: update the directory, wake long polls."""
@@ -40,7 +49,11 @@ class AppContext:
         await self.directory.preload()
         self.watcher.start()
         self.heartbeats.start()
+        self.audit_sweeper.start()
+        self.notifier.start()
 
     async def stop(self) -> None:
         await self.watcher.stop()
         await self.heartbeats.stop()
+        await self.audit_sweeper.stop()
+        await self.notifier.stop()

@@ -178,10 +178,12 @@ async def revoke_install_token(db: Database, stack_id: str, token_id: str) -> No
 # agents -----------------------------------------------------------------------------
 
 
-async def revoke_instance(db: Database, instance_id: str) -> None:
+async def revoke_instance(db: Database, instance_id: str) -> str:
+    """Revoke an instance's credential; returns the id of its stack."""
     async with db.write() as session:
         row = await session.get(Instance, instance_id)
         if row is None:
             raise NotFound(f"no instance with id {instance_id!r}")
         if row.revoked_at is None:
             row.revoked_at = utcnow()
+        return row.stack_id

@@ -359,5 +359,12 @@ def document(server_url: str) -> dict[str, Any]:
                     errors=("400", "401", "422"),
                 )
             },
+            **_changes_paths(),
         },
     }
+
+
+def _changes_paths() -> dict[str, Any]:
+    from controlplane.openapi_changes import paths  # it builds on the helpers above
+
+    return paths()

@@ -22,6 +22,7 @@ from sqlalchemy import select, text
 from controlplane import secrets as sec
 from controlplane.db import Database
 from controlplane.models import Stack, StackVersion
+from controlplane.notify import store as notify_store
 
 MAX_PASSES = 20  # each pass waits for the saves in flight; more than two means trouble
 
@@ -79,4 +80,5 @@ async def _reseal_pass(db: Database, keyring: sec.Keyring) -> int:
             if (doc := sec.reseal_document(version.document, version.stack_id, keyring)) is not None:  # fmt: skip
                 version.document = doc
                 count += 1
+        count += await notify_store.reseal(session, keyring, primary)  # SMTP passwords
     return count

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from controlplane.audit import DEFAULT_RETENTION_DAYS
 from controlplane.enrollment import DEFAULT_INSTALL_TOKEN_TTL_S
 from controlplane.limits import Limits
 from controlplane.longpoll import DEFAULT_INTERVAL_S
@@ -35,3 +36,10 @@ class ServerSettings:
     file_repo_roots: tuple[str, ...] = ()
     # abuse limits and retention (issue 15; docs/api.md "Limits")
     limits: Limits = Limits()
+    # audit records older than this are swept (0: keep every record)
+    audit_retention_days: int = DEFAULT_RETENTION_DAYS
+    # notifications: how often the notifier scans and sends, and how long a claimed
+    # batch is held before another attempt may resend it (controlplane/notify/)
+    notify_interval_s: float = 2.0
+    notify_lease_s: float = 60.0
+    notify_backoff_s: float = 5.0  # the first retry's wait; doubles per attempt

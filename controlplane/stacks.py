@@ -152,6 +152,21 @@ def _sealed_document(
     return content_hash(sealed.spec, prepared.commits), sec.attach_tokens(doc, sealed.tokens)
 
 
+def proposed(
+    current: Stack | None, prepared: Prepared, keyring: sec.Keyring
+) -> tuple[str, dict[str, Any]]:
+    """(content hash, document) that saving `prepared` over `current` (None: a new stack)
+    would store, computed on a detached copy: nothing is written (a preview)."""
+    copy = Stack(
+        id=current.id if current else "", name=prepared.spec.name, document={},
+        secret_key=current.secret_key if current else None,
+    )  # fmt: skip
+    source = current.document if current else {}
+    version = current.version + 1 if current else 1
+    return _sealed_document(copy, version, Prepared(prepared.spec, prepared.commits,
+                                                    prepared.secrets_from or source), keyring)  # fmt: skip
+
+
 async def create(db: Database, prepared: Prepared, keyring: sec.Keyring | None = None) -> Stack:
     now = utcnow()
     stack_id = str(uuid.uuid4())

@@ -8,7 +8,9 @@ created here and handed to each part; the hub stops with the app.
 Every page but `/login` needs a session (`auth.require_login`, run before each request);
 every POST must carry the session's CSRF token. The parts, by subject: `pages_stacks`
 (list, overview, edit, versions and rollback), `pages_instances` (instances, service
-detail, install tokens), `pages_events` (timeline), `stream` (SSE), `agent_logs`.
+detail, install tokens), `pages_events` (timeline), `pages_changes` (audit trail, version
+diffs), `pages_notify` (notification channels, delivery log, send test), `stream` (SSE),
+`agent_logs`.
 """
 
 from quart import Blueprint
@@ -17,8 +19,10 @@ from controlplane.context import AppContext
 from controlplane.dashboard import (
     agent_logs,
     auth,
+    pages_changes,
     pages_events,
     pages_instances,
+    pages_notify,
     pages_stacks,
     stream,
 )
@@ -39,6 +43,8 @@ def blueprint(ctx: AppContext) -> Blueprint:
     pages_stacks.register(bp, dash)
     pages_instances.register(bp, dash)
     pages_events.register(bp, dash)
+    pages_changes.register(bp, dash)
+    pages_notify.register(bp, dash)
     stream.register(bp, dash)
     agent_logs.register(bp, dash)
 

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from quart import Blueprint, Response, abort, g, redirect, request
 
+from controlplane import audit
 from controlplane.dashboard import users
 from controlplane.dashboard.common import Dashboard, render
 from controlplane.dashboard.throttle import login_keys
@@ -77,6 +78,7 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
                 return redirect(f"/login?next={request.full_path.rstrip('?')}")  # type: ignore[return-value]
             abort(401)
         g.login = login
+        audit.set_actor(audit.Actor("user", login.user_name))
         if request.method == "POST":
             form = await request.form
             sent = form.get("csrf_token", "")
@@ -133,13 +135,18 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
         keys = login_keys(name.lower(), request.remote_addr or "-")
         wait = await dash.throttle.begin(*keys)  # counts this attempt, or refuses it
         if wait > 0:
+            await audit.record_request(
+                db, "login.failure", audit.Actor("user", name), detail={"throttled": True}
+            )
             return await login_page(
                 f"Too many failed attempts. Try again in {int(wait) + 1} s.", name, 429
             )
         user = await users.authenticate(db, name, password)
         if user is None:
+            await audit.record_request(db, "login.failure", audit.Actor("user", name))
             return await login_page("Wrong user name or password.", name, 401)
         await dash.throttle.success(*keys)
+        await audit.record_request(db, "login.success", audit.Actor("user", user.name))
         token, session = await users.open_session(db, user)
         resp = redirect(safe_next(form.get("next")))
         resp.set_cookie(

@@ -10,6 +10,7 @@ import asyncio
 import getpass
 import sys
 
+from controlplane import audit
 from controlplane.dashboard import users
 from controlplane.db import Database
 from controlplane.dburl import parse_db_url
@@ -45,7 +46,11 @@ def user_command(args: argparse.Namespace) -> int:
 async def set_user(db_url: str, name: str, password: str, replace: bool) -> None:
     db = Database(parse_db_url(db_url))
     try:
-        await users.set_user(db, name, password, replace=replace)
+        user_id = await users.set_user(db, name, password, replace=replace)
+        await audit.record(
+            db, "user.reset" if replace else "user.create", audit.cli_actor(),
+            client_addr="local", target=user_id, detail={"name": name},
+        )  # fmt: skip
     finally:
         await db.close()
 

@@ -5,7 +5,7 @@
 from quart import Blueprint, Response, abort, redirect, request
 from sqlalchemy import select
 
-from controlplane import enrollment, status
+from controlplane import audit, enrollment, status
 from controlplane.api_user import MAX_TTL_S, MIN_TTL_S, install_command
 from controlplane.dashboard import logstore
 from controlplane.dashboard.common import Dashboard, load_stack, render
@@ -56,6 +56,7 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
         await load_instance(stack_id, instance_id)
         await enrollment.revoke_instance(db, instance_id)
         dash.ctx.directory.instance_revoked(instance_id)
+        await audit.record_request(db, "instance.revoke", stack_id=stack_id, target=instance_id)
         return redirect(f"/stacks/{stack_id}/instances?notice=revoked")  # type: ignore[return-value]
 
     @bp.get("/stacks/<stack_id>/instances/<instance_id>/services/<service>")
@@ -136,9 +137,11 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
                 stack_id, error=f"Lifetime must be {MIN_TTL_S:g} to {MAX_TTL_S:g} seconds."
             )
         new = await enrollment.create_install_token(db, stack_id, float(raw))
+        await audit.record_request(db, "install_token.create", stack_id=stack_id, target=new.id)
         return await install_page(stack_id, new=new)
 
     @bp.post("/stacks/<stack_id>/install/<token_id>/revoke")
     async def revoke_token(stack_id: str, token_id: str) -> Response:
         await enrollment.revoke_install_token(db, stack_id, token_id)
+        await audit.record_request(db, "install_token.revoke", stack_id=stack_id, target=token_id)
         return redirect(f"/stacks/{stack_id}/install")  # type: ignore[return-value]

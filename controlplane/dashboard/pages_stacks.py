@@ -10,7 +10,7 @@ from quart import Blueprint, redirect, request
 from quart.typing import ResponseReturnValue
 from sqlalchemy import select
 
-from controlplane import stacks, status
+from controlplane import audit, stacks, status
 from controlplane.dashboard import forms
 from controlplane.dashboard.common import Dashboard, load_stack, render
 from controlplane.dashboard.views import stack_picture
@@ -125,12 +125,18 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
                 if stack is None:
                     created = await stacks.create(db, prepared, dash.ctx.keyring)
                     dash.ctx.stack_changed(created.id, created.doc_hash)
+                    await audit.record_request(
+                        db, "stack.create", stack_id=created.id, version_to=1
+                    )
                     return redirect(f"/stacks/{created.id}?notice=created")
                 saved, changed = await stacks.publish(
                     db, stack.id, prepared, "update", dash.ctx.keyring
                 )
                 if changed:
                     dash.ctx.stack_changed(saved.id, saved.doc_hash)
+                await audit.record_request(
+                    db, "stack.update", **audit.versions(stack, saved, changed)
+                )
                 notice = "saved" if changed else "unchanged"
                 return redirect(f"/stacks/{saved.id}?notice={notice}")
             except ApiError as exc:
@@ -153,7 +159,7 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
 
     @bp.post("/stacks/<stack_id>/refresh")
     async def refresh_stack(stack_id: str) -> ResponseReturnValue:
-        await load_stack(dash, stack_id)
+        before = await load_stack(dash, stack_id)
         try:
             stack, changed = await stacks.refresh(
                 db, stack_id, "refresh", dash.ctx.settings.file_repo_roots
@@ -162,6 +168,7 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
             return await _overview_error(stack_id, exc)
         if changed:
             dash.ctx.stack_changed(stack_id, stack.doc_hash)
+        await audit.record_request(db, "stack.refresh", **audit.versions(before, stack, changed))
         return redirect(f"/stacks/{stack_id}?notice={'refreshed' if changed else 'current'}")
 
     async def _overview_error(stack_id: str, exc: ApiError) -> tuple[str, int]:
@@ -197,7 +204,7 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
 
     @bp.post("/stacks/<stack_id>/rollback")
     async def rollback(stack_id: str) -> ResponseReturnValue:
-        await load_stack(dash, stack_id)
+        before = await load_stack(dash, stack_id)
         raw = (await request.form).get("version", "")
         if not raw.isdigit():
             return await _overview_error(
@@ -210,4 +217,7 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
             return await _overview_error(stack_id, exc)
         if changed:
             dash.ctx.stack_changed(stack_id, stack.doc_hash)
+        await audit.record_request(
+            db, "stack.rollback", **audit.versions(before, stack, changed, restored=int(raw))
+        )
         return redirect(f"/stacks/{stack_id}?notice={'rolledback' if changed else 'unchanged'}")

@@ -17,12 +17,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def berth(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run `berth ...` as a real process (the console script's module)."""
     return subprocess.run(
         [sys.executable, "-m", "agent.cli", *args],
         cwd=REPO, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+        input=input, stdin=None if input is not None else subprocess.DEVNULL,
     )  # fmt: skip
 
 

@@ -178,13 +178,13 @@ def test_a_secret_set_through_the_api_and_a_toml_file_never_shows(
         f'[services.env]\nPLAIN = "p"\nAPI_KEY = {{ secret = true, value = "{v4}" }}\n'
     )
     cli = {"BERTH_URL": env.cp.url, "BERTH_TOKEN": env.token}
-    for args in (("stack", "apply", "-f", str(toml)), ("stack", "get", name)):
+    for args in (("stack", "apply", "-f", str(toml), "--yes"), ("stack", "get", name)):
         done = berth(*args, env=cli)
         assert done.returncode == 0, done.stderr
         env.bodies += [done.stdout, done.stderr]
     assert '"API_KEY"' in done.stdout and '"set": true' in done.stdout
     toml.write_text(toml.read_text().replace(f', value = "{v4}"', ""))
-    kept = berth("stack", "apply", "-f", str(toml), env=cli)
+    kept = berth("stack", "apply", "-f", str(toml), "--yes", env=cli)
     assert kept.returncode == 0 and kept.stdout == "", kept.stdout + kept.stderr  # no change
     toml_stack = env.call("GET", "/stacks")["stacks"]
     toml_id = next(s["id"] for s in toml_stack if s["name"] == name)

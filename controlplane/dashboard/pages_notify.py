@@ -1,0 +1,130 @@
+"""Notification pages: the channels (global and per stack) with a form to add one, and a
+channel's page with its settings, delivery log, backlog, "Send test" and delete. Changes
+go through `notify.channels` / `notify.store` exactly as the API's do and are audited."""
+
+from typing import Any
+
+from quart import Blueprint, abort, redirect, request
+from quart.typing import ResponseReturnValue
+from werkzeug.datastructures import MultiDict
+
+from controlplane import audit, stacks
+from controlplane.dashboard.common import Dashboard, current_login, render
+from controlplane.errors import ApiError
+from controlplane.notify import channels, outbox, store
+from controlplane.notify.events import EVENTS
+from controlplane.notify.notifier import send_test
+
+NOTICES = {
+    "added": "Channel added. Send a test message to check it.",
+    "tested": "Test message queued; it appears in the delivery log when sent.",
+    "deleted": "Channel deleted.",
+    "enabled": "Channel enabled.",
+    "disabled": "Channel disabled: nothing is queued for it until it is enabled again.",
+}
+INT_FIELDS = ("rate_per_hour", "group_window_s", "smtp_port")
+
+
+def body_from_form(form: "MultiDict[str, str]") -> dict[str, Any]:
+    """The API body a channel form describes (blank fields left out, so defaults apply)."""
+    body: dict[str, Any] = {"events": form.getlist("events")}
+    for key in ("name", "kind", "url", "secret", "smtp_host", "from", "username", "password"):
+        if form.get(key, "").strip():
+            body[key] = form[key].strip() if key != "password" else form[key]
+    for key in INT_FIELDS:
+        raw = form.get(key, "").strip()
+        if raw:
+            body[key] = int(raw) if raw.isdigit() else raw
+    if form.get("to", "").strip():
+        body["to"] = [a.strip() for a in form["to"].split(",") if a.strip()]
+    body["stack"] = form.get("stack") or None
+    body["starttls"] = form.get("starttls") == "on" or form.get("kind") != "email"
+    return body
+
+
+def register(bp: Blueprint, dash: Dashboard) -> None:
+    db = dash.ctx.db
+
+    async def list_page(status: int = 200, **extra: Any) -> tuple[str, int]:
+        rows = await store.list_channels(db)
+        all_stacks = await stacks.list_all(db)
+        return await render(
+            "dashboard/notifications.html",
+            status,
+            channels=rows,
+            stacks={s.id: s.name for s in all_stacks},
+            events=[(k, v) for k, v in EVENTS.items() if k != "test"],
+            kinds=channels.KINDS,
+            notice=NOTICES.get(request.args.get("notice", "")),
+            nav="notifications",
+            **{"form": {}, "errors": {}, **extra},
+        )
+
+    @bp.get("/notifications")
+    async def notifications() -> tuple[str, int]:
+        return await list_page()
+
+    @bp.post("/notifications")
+    async def add_channel() -> ResponseReturnValue:
+        form = await request.form
+        try:
+            spec = channels.parse_channel(body_from_form(form), creating=True)
+            row = await store.create(db, spec, dash.ctx.keyring)
+        except ApiError as exc:
+            field = (exc.field or "name").split("[")[0]
+            values = {k: form.get(k, "") for k in form if k != "password"}
+            values["events"] = form.getlist("events")  # type: ignore[assignment]
+            return await list_page(422, form=values, errors={field: exc.detail})
+        await audit.record_request(db, "channel.create", stack_id=row.stack_id, target=row.id,
+                                   detail={"name": row.name, "kind": row.kind})  # fmt: skip
+        return redirect(f"/notifications/{row.id}?notice=added")
+
+    @bp.get("/notifications/<channel_id>")
+    async def channel_page(channel_id: str) -> tuple[str, int]:
+        try:
+            row = await store.get(db, channel_id)
+        except ApiError:
+            abort(404)
+        stack_name = None
+        if row.stack_id:
+            stack_name = (await stacks.get(db, row.stack_id)).name
+        return await render(
+            "dashboard/channel.html",
+            channel=row,
+            stack_name=stack_name,
+            deliveries=await outbox.deliveries(db, row.id),
+            backlog=await outbox.backlog(db, row.id),
+            notice=NOTICES.get(request.args.get("notice", "")),
+            nav="notifications",
+        )
+
+    @bp.post("/notifications/<channel_id>/test")
+    async def test_channel(channel_id: str) -> ResponseReturnValue:
+        try:
+            row = await store.get(db, channel_id)
+        except ApiError:
+            abort(404)
+        await send_test(db, row.id, dash.ctx.notifier, f"user:{current_login().user_name}")
+        return redirect(f"/notifications/{row.id}?notice=tested")
+
+    @bp.post("/notifications/<channel_id>/enabled")
+    async def set_enabled(channel_id: str) -> ResponseReturnValue:
+        try:
+            row = await store.get(db, channel_id)
+        except ApiError:
+            abort(404)
+        on = (await request.form).get("enabled") == "1"
+        row = await store.set_enabled(db, row.id, on)
+        await audit.record_request(db, "channel.update", stack_id=row.stack_id, target=row.id,
+                                   detail={"name": row.name, "enabled": on})  # fmt: skip
+        return redirect(f"/notifications/{row.id}?notice={'enabled' if on else 'disabled'}")
+
+    @bp.post("/notifications/<channel_id>/delete")
+    async def delete_channel(channel_id: str) -> ResponseReturnValue:
+        try:
+            row = await store.delete(db, channel_id)
+        except ApiError:
+            abort(404)
+        await audit.record_request(db, "channel.delete", stack_id=row.stack_id, target=row.id,
+                                   detail={"name": row.name, "kind": row.kind})  # fmt: skip
+        return redirect("/notifications?notice=deleted")
