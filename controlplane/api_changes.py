@@ -45,7 +45,7 @@ def blueprint(ctx: AppContext) -> Blueprint:
     @bp.post("/stacks/preview")
     async def preview() -> dict[str, Any]:
         """The diff that saving this body would make (refs resolved, nothing stored)."""
-        prepared = await stacks.prepare(await read_json())
+        prepared = await stacks.prepare(await read_json(), ctx.settings.file_repo_roots)
         async with db.read() as session:
             current = await session.scalar(select(Stack).where(Stack.name == prepared.spec.name))
         content, after = stacks.proposed(current, prepared, ctx.keyring)

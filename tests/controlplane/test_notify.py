@@ -189,14 +189,17 @@ def test_rate_limit_retries_and_stack_scope(
     hook = WebhookReceiver(answers=[500, 502])
     other = WebhookReceiver()
     try:
-        stack = api.post("/stacks", json=stack_body(f"r-{unique}", repo)).json()
+        body = stack_body(f"r-{unique}", repo)
+        worker = {"name": "worker", "repo": f"file://{repo}", "ref": "main", "run": "python3 app.py"}
+        body["services"].append(worker)  # three services: the control plane refuses others
+        stack = api.post("/stacks", json=body).json()
         elsewhere = api.post("/stacks", json=stack_body(f"o-{unique}", repo)).json()
         ch = channel(api, name=f"rl-{unique}", kind="webhook", url=hook.url, stack=stack["id"],
                      events=["deploy.succeeded"], rate_per_hour=2, group_window_s=0)  # fmt: skip
         scoped = channel(api, name=f"other-{unique}", kind="slack", url=other.url,
                          stack=elsewhere["id"], events=["deploy.succeeded"])  # fmt: skip
         agent = Agent(api, cp.url, stack["id"], f"rl-{unique}")
-        for svc in ("a", "b", "c"):
+        for svc in ("web", "api", "worker"):
             agent.events({"type": "run", "message": "serving abc", "service": svc,
                           "commit": "a" * 40})  # fmt: skip
         # two messages within the limit; the two failures (500, 502) were retried with
