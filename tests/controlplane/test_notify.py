@@ -190,7 +190,12 @@ def test_rate_limit_retries_and_stack_scope(
     other = WebhookReceiver()
     try:
         body = stack_body(f"r-{unique}", repo)
-        worker = {"name": "worker", "repo": f"file://{repo}", "ref": "main", "run": "python3 app.py"}
+        worker = {
+            "name": "worker",
+            "repo": f"file://{repo}",
+            "ref": "main",
+            "run": "python3 app.py",
+        }
         body["services"].append(worker)  # three services: the control plane refuses others
         stack = api.post("/stacks", json=body).json()
         elsewhere = api.post("/stacks", json=stack_body(f"o-{unique}", repo)).json()
