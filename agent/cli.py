@@ -4,6 +4,7 @@
     berth stack|token|audit|notify ...                controlplane.client (HTTP API client)
     berth demo                                        controlplane.demo
     berth agent run-all|<component> ...               agent processes
+    berth agent upgrade [--version V]                 installer.upgrade (root)
     berth firewall status|plan|apply|confirm|revert   agent.firewall.cli
 
 Modules are imported only when their subcommand runs, so a server without the control
@@ -89,6 +90,11 @@ def _load(target: str):  # type: ignore[no-untyped-def]
 
 
 def _agent_main(argv: list[str]) -> int:
+    if argv[:1] == ["upgrade"]:
+        from installer import upgrade
+
+        setup_logging("upgrade")
+        return upgrade.main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="berth agent", description="Run the Berth agent.", epilog=AGENT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -76,7 +76,11 @@ def blueprint(ctx: AppContext) -> Blueprint:
         ident = await identify()
         hb = status.parse_heartbeat(await read_json())
         await ctx.heartbeats.record(ident.instance_id, hb)
-        return status.heartbeat_answer(ident.doc_hash, ctx.settings.heartbeat_interval_s)
+        reply = status.heartbeat_answer(ident.doc_hash, ctx.settings.heartbeat_interval_s)
+        upgrade = await ctx.rollouts.signal(ident.stack_id, ident.instance_id)
+        if upgrade is not None:  # this server's turn in its stack's rolling agent upgrade
+            reply["upgrade"] = upgrade
+        return reply
 
     @bp.post("/events")
     async def events() -> dict[str, Any]:

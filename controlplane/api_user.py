@@ -9,7 +9,7 @@ from typing import Any
 
 from quart import Blueprint, Response, jsonify, request
 
-from controlplane import audit, enrollment, stacks, status
+from controlplane import agentupgrades, audit, enrollment, stacks, status
 from controlplane.context import AppContext
 from controlplane.errors import NotFound, Unprocessable
 from controlplane.httpjson import json_object, read_json
@@ -201,11 +201,26 @@ def blueprint(ctx: AppContext) -> Blueprint:
 
     @bp.get("/stacks/<stack_id>/instances")
     async def list_instances(stack_id: str) -> dict[str, Any]:
+        served = ctx.rollouts.wheelhouse.version()
         return {
             "instances": await status.list_instances(
-                db, stack_id, ctx.settings.heartbeat_interval_s
+                db, stack_id, ctx.settings.heartbeat_interval_s, served
             )
         }
+
+    @bp.get("/stacks/<stack_id>/agent-upgrades")
+    async def get_agent_upgrades(stack_id: str) -> dict[str, Any]:
+        served = ctx.rollouts.wheelhouse.version()
+        rollout = await agentupgrades.stack_rollout(
+            db, stack_id, served, ctx.settings.heartbeat_interval_s
+        )
+        return {"auto": rollout.state != "off", **rollout.json()}
+
+    @bp.put("/stacks/<stack_id>/agent-upgrades")
+    async def put_agent_upgrades(stack_id: str) -> dict[str, Any]:
+        await agentupgrades.set_auto(db, stack_id, await read_json())
+        ctx.rollouts.forget(stack_id)
+        return await get_agent_upgrades(stack_id)
 
     @bp.get("/stacks/<stack_id>/events")
     async def list_events(stack_id: str) -> dict[str, Any]:

@@ -151,6 +151,10 @@ STACK_COMMANDS = (
     Command("rollback", "publish an earlier version's content as a new version",
             "berth stack rollback web 3"),
     Command("delete", "delete a stack", "berth stack delete web"),
+    Command("instances", "a stack's servers: status, agent version, behind the served one?",
+            "berth stack instances web"),
+    Command("agent-upgrades", "the rolling agent upgrade: show, or switch it on or off",
+            "berth stack agent-upgrades web --auto on"),
 )  # fmt: skip
 
 
@@ -162,12 +166,16 @@ def _stack_parser() -> argparse.ArgumentParser:
     parsers["apply"].add_argument(
         "-y", "--yes", action="store_true", help="apply without asking for confirmation"
     )
-    for name in ("get", "versions", "refresh", "delete", "diff", "rollback"):
+    for name in ("get", "versions", "refresh", "delete", "diff", "rollback", "instances",
+                 "agent-upgrades"):  # fmt: skip
         parsers[name].add_argument("stack", metavar="NAME_OR_ID")
     parsers["rollback"].add_argument("version", type=int)
     parsers["diff"].add_argument("a", type=int, metavar="A", help="the older version")
     parsers["diff"].add_argument("b", type=int, metavar="B", help="the newer version")
     parsers["diff"].add_argument("--json", action="store_true", help="print the diff as JSON")
+    parsers["agent-upgrades"].add_argument(
+        "--auto", choices=("on", "off"), help="switch automatic upgrades on or off"
+    )
     return p
 
 
@@ -198,6 +206,21 @@ def main_stack(argv: list[str]) -> int:
                 print(json.dumps(diff, indent=2, ensure_ascii=False))
             else:
                 sys.stdout.write(render_text(diff, f"stack {stack['name']}"))
+        elif args.command == "instances":
+            for i in client.call("GET", f"/stacks/{stack['id']}/instances")["instances"]:
+                served = i.get("served_version")
+                behind = (
+                    f"behind {served}" if i.get("agent_behind") else "current" if served else "-"
+                )
+                print(f"{i['id']}\t{i['hostname']}\t{i['status']}\t{i.get('state') or '-'}\t"
+                      f"agent {i.get('agent_version') or '-'}\t{behind}")  # fmt: skip
+        elif args.command == "agent-upgrades":
+            path = f"/stacks/{stack['id']}/agent-upgrades"
+            if args.auto:
+                got = client.call("PUT", path, {"auto": args.auto == "on"})
+            else:
+                got = client.call("GET", path)
+            print(f"automatic agent upgrades: {got['state']}: {got['message']}")
         elif args.command == "refresh":
             got = client.call("POST", f"/stacks/{stack['id']}/refresh")
             print(

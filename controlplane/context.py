@@ -1,9 +1,10 @@
 """The one object every blueprint receives: settings, database, agent directory, long-poll
-watcher, heartbeat writer and the secrets' keyring."""
+watcher, heartbeat writer, the secrets' keyring and agent rollouts."""
 
 from dataclasses import dataclass
 from pathlib import Path
 
+from controlplane.agentupgrades import Rollouts, Wheelhouse
 from controlplane.audit import Sweeper
 from controlplane.db import Database
 from controlplane.directory import AgentDirectory
@@ -24,6 +25,7 @@ class AppContext:
     keyring: Keyring
     audit_sweeper: Sweeper
     notifier: Notifier
+    rollouts: Rollouts  # the wheelhouse's version and each stack's rolling agent upgrade
 
     @classmethod
     def create(cls, settings: ServerSettings, db: Database) -> "AppContext":
@@ -37,6 +39,7 @@ class AppContext:
             Sweeper(db, settings.audit_retention_days),
             Notifier(db, settings.notify_interval_s, settings.notify_lease_s,
                      settings.notify_backoff_s, keyring=keyring),
+            Rollouts(db, Wheelhouse(settings.wheelhouse), settings.heartbeat_interval_s),
         )  # fmt: skip
 
     def stack_changed(self, stack_id: str, doc_hash: str | None) -> None:

@@ -11,7 +11,8 @@ in the common case, straight from the ASGI scope:
   Anything else (a 200 with the document, `?wait=`, a malformed request) goes to Quart.
 - heartbeat: a `Content-Length` within `MAX_BODY_BYTES` (chunked or oversized bodies go to
   Quart, which owns the 413) → authenticate, read, parse with `status.parse_heartbeat`,
-  queue to the batched `HeartbeatWriter`, answer `{"ok": true, "desired_hash": ..., "heartbeat_interval_s": ...}`.
+  queue to the batched `HeartbeatWriter`, answer `{"ok": true, "desired_hash": ..., "heartbeat_interval_s": ...}`
+  (plus `upgrade` when it is this server's turn in a rolling agent upgrade: `agentupgrades`).
 
 The answers, including every error body (`ApiError.as_dict()`, the JSON the Quart app's
 error handlers render), are byte-for-byte those of the Quart handlers in `api_agent.py`;
@@ -104,6 +105,10 @@ class AgentFastPath:
             )
             hb = status.parse_heartbeat(parse_json_body(await _read_body(receive)))
             await self.ctx.heartbeats.record(ident.instance_id, hb)
+            reply = status.heartbeat_answer(ident.doc_hash, self.ctx.settings.heartbeat_interval_s)
+            upgrade = await self.ctx.rollouts.signal(ident.stack_id, ident.instance_id)
+            if upgrade is not None:  # its turn in the stack's rolling agent upgrade
+                reply["upgrade"] = upgrade
         except ApiError as exc:
             await _respond(send, exc.status, _dumps(exc.as_dict()), _JSON_HEADERS)
             return
@@ -114,8 +119,7 @@ class AgentFastPath:
             body = {"error": "internal_error", "detail": f"{type(exc).__name__}: see the control plane's log"}  # fmt: skip
             await _respond(send, 500, _dumps(body), _JSON_HEADERS)
             return
-        answer = status.heartbeat_answer(ident.doc_hash, self.ctx.settings.heartbeat_interval_s)
-        await _respond(send, 200, _dumps(answer), _JSON_HEADERS)
+        await _respond(send, 200, _dumps(reply), _JSON_HEADERS)
 
 
 class _Disconnected(Exception):

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -89,6 +91,8 @@ class Stack(Base):
     updated_at: Mapped[datetime]
     # the stack's HMAC key for secret digests, sealed under the key file (controlplane/secrets.py)
     secret_key: Mapped[str | None] = mapped_column(Text, default=None)
+    # roll the agents to the wheelhouse's Berth version, one server at a time (issue 16)
+    auto_upgrade: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class StackVersion(Base):

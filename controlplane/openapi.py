@@ -248,6 +248,40 @@ def document(server_url: str) -> dict[str, Any]:
                     _resp("200", "{instances: [...]}", _OBJ),
                 ),
             },
+            "/api/v1/stacks/{stack_id}/agent-upgrades": {
+                "parameters": stack_id,
+                "get": _op(
+                    "The stack's rolling agent upgrade: on/off, target version, progress",
+                    _ADMIN,
+                    _resp(
+                        "200",
+                        "{auto, state, target_version, upgrading, message, upgraded, total}",
+                        _OBJ,
+                    ),
+                ),
+                "put": _op(
+                    "Switch automatic (rolling) agent upgrades on or off",
+                    _ADMIN,
+                    _resp(
+                        "200",
+                        "{auto, state, target_version, upgrading, message, upgraded, total}",
+                        _OBJ,
+                    ),
+                    body={
+                        "type": "object",
+                        "required": ["auto"],
+                        "properties": {"auto": {"type": "boolean"}},
+                    },
+                ),
+            },
+            "/api/v1/version": {
+                "get": _op(
+                    "This control plane's Berth version and the agent version its wheelhouse serves",
+                    None,
+                    _resp("200", "{controlplane, agent}", _OBJ),
+                    errors=(),
+                )
+            },
             "/api/v1/stacks/{stack_id}/events": {
                 "parameters": stack_id,
                 "get": _op(

@@ -11,6 +11,8 @@ package it installs.
   wheelhouse DIR`): an HTML page of links that `pip install --no-index --find-links
   <cp>/dist/` reads, and the files themselves. Only plain file names that exist in that
   one directory are served: no subdirectories, no dot files, no path tricks.
+* `/api/v1/version`: the control plane's own Berth version and the agent version its
+  wheelhouse serves (read from the Berth wheel's name), which agents are compared with.
 """
 
 import asyncio
@@ -23,6 +25,7 @@ from typing import Any
 
 from quart import Blueprint, Response, request, send_file
 
+from agent import version as versions
 from controlplane import openapi
 from controlplane.context import AppContext
 from controlplane.errors import NotFound
@@ -88,6 +91,11 @@ def blueprint(ctx: AppContext) -> Blueprint:
     @bp.get("/api/v1/openapi.json")
     async def openapi_json() -> dict[str, Any]:
         return openapi.document(ctx.settings.public_url or request.host_url.rstrip("/"))
+
+    @bp.get("/api/v1/version")
+    async def version_json() -> dict[str, Any]:
+        # what this control plane runs, and the agent version its wheelhouse serves
+        return {"controlplane": versions.installed(), "agent": ctx.rollouts.wheelhouse.version()}
 
     @bp.get("/healthz")
     async def healthz() -> dict[str, Any]:

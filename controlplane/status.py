@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from agent.version import is_behind
 from controlplane.db import Database
 from controlplane.errors import BadRequest, NotFound, Unprocessable
 from controlplane.httpjson import batch_items
@@ -173,7 +174,9 @@ async def record_events(
     return list(dict.fromkeys(e.id for e in events))
 
 
-def instance_json(row: Instance, heartbeat_interval_s: float, now: datetime) -> dict[str, Any]:
+def instance_json(
+    row: Instance, heartbeat_interval_s: float, now: datetime, served: str | None = None
+) -> dict[str, Any]:
     return {
         **row.extra,
         "id": row.id,
@@ -186,6 +189,9 @@ def instance_json(row: Instance, heartbeat_interval_s: float, now: datetime) -> 
         else instance_status(row.last_seen, now, heartbeat_interval_s),
         "revoked_at": iso(row.revoked_at),
         "agent_version": row.agent_version,
+        # the Berth version the wheelhouse serves, and whether this agent is older (issue 16)
+        "served_version": served,
+        "agent_behind": is_behind(row.agent_version, served),
         "applied_version": row.applied_version,
         "state": row.state,
         "services": row.services,
@@ -209,7 +215,7 @@ def event_json(row: Event) -> dict[str, Any]:
 
 
 async def list_instances(
-    db: Database, stack_id: str, heartbeat_interval_s: float
+    db: Database, stack_id: str, heartbeat_interval_s: float, served: str | None = None
 ) -> list[dict[str, Any]]:
     async with db.read() as session:
         stack = await session.get(Stack, stack_id)
@@ -219,7 +225,7 @@ async def list_instances(
             select(Instance).where(Instance.stack_id == stack_id).order_by(Instance.created_at)
         )
         now = utcnow()
-        return [instance_json(r, heartbeat_interval_s, now) for r in rows]
+        return [instance_json(r, heartbeat_interval_s, now, served) for r in rows]
 
 
 @dataclass(frozen=True)

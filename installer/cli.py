@@ -48,6 +48,8 @@ def _setup_parser() -> argparse.ArgumentParser:
                    help="extra option for every agent unit, e.g. --agent-arg=--dns-bind=127.0.0.153:53")  # fmt: skip
     p.add_argument("--units-dir", type=Path, default=Layout().units_src,
                    help="unit files to install (install.sh unpacks them here)")  # fmt: skip
+    p.add_argument("--venv", type=Path, metavar="DIR",
+                   help="the fresh venv install.sh made: switch the units to it, back on failure")  # fmt: skip
     return p
 
 
@@ -67,7 +69,7 @@ def _setup(argv: list[str]) -> int:
     )  # fmt: skip
     layout = Layout()
     try:
-        outcome = setup.install(opts, layout, args.units_dir)
+        outcome = setup.install(opts, layout, args.units_dir, args.venv)
     except plan.PlanError as exc:
         parser.error(str(exc))
     except EarlyStop as exc:

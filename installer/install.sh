@@ -5,10 +5,13 @@
 #       [--security-mode open|proxy-only|tunnel-only] [--ssh-cidr CIDR]... [--consent-block-ssh]
 #
 # This shell part checks the OS, installs Debian's python3/python3-venv/git if missing,
-# installs Berth into /opt/berth/venv from the control plane's /dist/ (the server needs no
-# other source), unpacks the systemd units, then hands over to `berth installer setup`
-# (registration, users, config, units, security mode). Safe to run again. A bad token, an
-# unreachable control plane or an unsupported OS stop it before anything is left behind.
+# installs Berth into a fresh venv under /opt/berth/venvs/ from the control plane's /dist/
+# (the server needs no other source), unpacks the systemd units, then hands over to `berth
+# installer setup` (registration, users, config, units, security mode). The units run
+# /opt/berth/venv, a symlink: a first install points it at the new venv; run again, setup
+# switches it over unit by unit and back if the new version does not come up (the same
+# switch as `berth agent upgrade`). Safe to run again. A bad token, an unreachable control
+# plane or an unsupported OS stop it before anything is left behind.
 # Every file fetched from /dist/ must match the SHA-256 the control plane embedded below,
 # and plain http is refused unless the control plane is on a loopback or private address
 # (or --insecure-http is given).
@@ -125,21 +128,23 @@ done <"$dist/SHA256SUMS"
   die "checksum mismatch on the packages from $CP_URL/dist/ (see above): they are not what the control plane's install.sh listed; nothing was installed"
 [ -f "$dist/berth-systemd.tar.gz" ] || die "the control plane lists no berth-systemd.tar.gz"
 
-# --- Berth into its own venv, from the checked packages ----------------------------------
+# --- Berth into a fresh venv beside any old one, from the checked packages -------------
 fresh=no
 [ -e "$PREFIX" ] || fresh=yes
+venv="$PREFIX/venvs/$(date -u +%Y%m%dT%H%M%S)"
 cleanup() {
-  if [ "$fresh" = yes ]; then rm -rf "$PREFIX"; say "removed $PREFIX: nothing is left installed"; fi
+  if [ "$fresh" = yes ]; then rm -rf "$PREFIX"; say "removed $PREFIX: nothing is left installed"
+  else rm -rf "$venv"; fi
 }
-say "installing Berth into $PREFIX/venv"
-if ! [ -x "$PREFIX/venv/bin/python" ]; then
-  python3 -m venv "$PREFIX/venv" || { cleanup; die "python3 -m venv failed (is python3-venv installed?)"; }
-fi
+say "installing Berth into $venv"
+mkdir -p "$PREFIX/venvs"
+python3 -m venv "$venv" || { cleanup; die "python3 -m venv failed (is python3-venv installed?)"; }
 # --isolated: no PIP_* environment or pip.conf of this host steers where Berth comes from.
-pip="$PREFIX/venv/bin/pip --quiet --disable-pip-version-check --isolated"
-{ $pip install --no-index --find-links "$dist" --upgrade berth &&
-  $pip install --no-index --find-links "$dist" --force-reinstall --no-deps berth; } ||
+pip="$venv/bin/pip --quiet --disable-pip-version-check --isolated"
+$pip install --no-index --find-links "$dist" berth ||
   { cleanup; die "pip could not install Berth from the packages of $CP_URL/dist/ (see above)"; }
+# a first install: the units' path points at it now (a re-run switches in setup)
+[ -e "$PREFIX/venv" ] || [ -L "$PREFIX/venv" ] || ln -s "venvs/${venv##*/}" "$PREFIX/venv"
 rm -rf "$PREFIX/systemd.new" && mkdir -p "$PREFIX/systemd.new"
 tar -xzf "$dist/berth-systemd.tar.gz" -C "$PREFIX/systemd.new" ||
   { cleanup; die "could not unpack the systemd units (berth-systemd.tar.gz)"; }
@@ -147,8 +152,10 @@ rm -rf "$PREFIX/systemd" && mv "$PREFIX/systemd.new" "$PREFIX/systemd"
 
 # --- registration, users, config, units, security mode -----------------------------------
 set +e
-"$PREFIX/venv/bin/berth" installer setup --control-plane "$CP_URL" --units-dir "$PREFIX/systemd" "$@"
+"$venv/bin/berth" installer setup --control-plane "$CP_URL" --units-dir "$PREFIX/systemd" --venv "$venv" "$@"
 status=$?
 set -e
 if [ "$status" = "$EARLY_STOP" ]; then cleanup; exit 1; fi
+# a re-run that failed switched back (or never switched): drop the unused venv
+[ "$(readlink -f "$PREFIX/venv")" = "$(readlink -f "$venv")" ] || rm -rf "$venv"
 exit "$status"

@@ -15,8 +15,10 @@ AGENT_UNITS = (
     "berth-proxy.service",
     "berth-reconciler.service",
     "berth-dns-wiring.path",
+    "berth-upgrade.path",
 )
-HELPER_UNITS = ("berth-dns-wiring.service",)  # started by the .path unit, never enabled
+# started by their .path units, never enabled
+HELPER_UNITS = ("berth-dns-wiring.service", "berth-upgrade.service")
 TARGET = "berth-agent.target"
 CONTROLPLANE_UNIT = "berth-controlplane.service"
 UNITS_TARBALL = "berth-systemd.tar.gz"  # the units, served beside the wheels
@@ -43,7 +45,13 @@ class Layout:
 
     @property
     def venv(self) -> Path:
+        """What the units run: a symlink to one of `venvs` (a directory before issue 16)."""
         return self.prefix / "venv"
+
+    @property
+    def venvs(self) -> Path:
+        """Every installed Berth venv, one per install/upgrade; `venv` points at one."""
+        return self.prefix / "venvs"
 
     @property
     def units_src(self) -> Path:

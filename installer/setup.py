@@ -179,6 +179,28 @@ def start_units() -> dict[str, str]:
         ) from exc
 
 
+def switch_or_start(layout: Layout, venv: Path | None) -> dict[str, str]:
+    """A re-run on an installed server switches to install.sh's fresh venv the way `berth
+    agent upgrade` does (unit by unit, back to the old venv if they do not come up); a
+    first install just starts the units."""
+    from installer import upgrade
+
+    current = upgrade.current_venv(layout)
+    if venv is None or current is None or current.resolve() == venv.resolve():
+        say("starting " + ", ".join(AGENT_UNITS))
+        return start_units()
+    try:
+        with upgrade.locked(layout):
+            code, message = upgrade.switch(layout, venv.resolve())
+    except upgrade.UpgradeError as exc:
+        raise StepError(f"switch to the new venv: {exc}") from exc
+    if code != upgrade.UPGRADED:
+        raise StepError(f"switch to the new venv: {message}")
+    say(message)
+    system.systemctl("start", TARGET)  # units new in this version (e.g. a .path unit)
+    return {u: system.unit_state(u) for u in AGENT_UNITS}
+
+
 def wait_acknowledged(layout: Layout, event_id: str, timeout_s: float, what: str) -> None:
     def acked() -> bool:
         pending = _store_op(layout, lambda s: [e["id"] for e in s.pending_events(1000)])
@@ -286,7 +308,9 @@ def apply_security_mode(
 # ---- the whole install --------------------------------------------------------------
 
 
-def install(opts: plan.InstallOptions, layout: Layout, units_src: Path) -> plan.Outcome:
+def install(
+    opts: plan.InstallOptions, layout: Layout, units_src: Path, venv: Path | None = None
+) -> plan.Outcome:
     opts = plan.validate(opts)
     try:
         preflight(opts, layout, units_src)
@@ -304,8 +328,7 @@ def install(opts: plan.InstallOptions, layout: Layout, units_src: Path) -> plan.
     event_id = store_registration(layout, reg)
     env_text = plan.render_agent_env(plan.agent_args(opts, layout))
     install_units(layout, units_src, env_text)
-    say("starting " + ", ".join(AGENT_UNITS))
-    states = start_units()
+    states = switch_or_start(layout, venv)
     say("waiting for the control plane to accept the first heartbeat")
     wait_acknowledged(layout, event_id, opts.wait_s, "the first heartbeat to be accepted")
     doc = desired_state(layout, opts.wait_s)

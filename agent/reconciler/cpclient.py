@@ -12,7 +12,9 @@ from typing import Any
 
 import requests
 
-AGENT_VERSION = "0.1.0"
+from agent.version import installed as installed_version
+
+AGENT_VERSION = installed_version()  # of the package this process imports
 
 
 class Unreachable(Exception):
@@ -118,7 +120,8 @@ class ControlPlaneClient:
         return Fetched(True, resp.json(), (resp.headers.get("ETag") or "").strip('"') or None)
 
     def heartbeat(self, snapshot: dict[str, Any]) -> dict[str, Any]:
-        """Send a snapshot; the answer says e.g. the heartbeat interval to keep."""
+        """Send a snapshot; the answer says e.g. the heartbeat interval to keep, or (`upgrade`)
+        that it is this server's turn in a rolling agent upgrade."""
         resp = self._call("POST", "/api/v1/agent/heartbeat", json=snapshot)
         try:
             body = resp.json()

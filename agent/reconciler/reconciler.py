@@ -22,7 +22,7 @@ from typing import Any
 from agent.bus.messages import ROUTES_TOPIC
 from agent.bus.publisher import Publisher
 from agent.notify import Notifier
-from agent.reconciler import health, process
+from agent.reconciler import health, process, upgraderequest
 from agent.reconciler.cpclient import (
     AGENT_VERSION,
     ControlPlaneClient,
@@ -379,6 +379,8 @@ class Reconciler:
                 for s in (w.snapshot() for w in self.workers.values())
             ],
             "security": self.security.status,
+            # the last `berth agent upgrade` (or install.sh re-run) and how it ended
+            "upgrade": self.store.get_json("upgrade"),
         }
 
     async def _housekeeping_loop(self) -> None:
@@ -535,6 +537,7 @@ class Reconciler:
                         answer.get("heartbeat_interval_s")
                     )
                     wait = self._heartbeat_interval_s
+                    self._maybe_request_upgrade(answer)
                 await self._flush_events(client)
                 delay = RETRY_BASE_S
             except (Unreachable, Rejected) as exc:
@@ -545,6 +548,14 @@ class Reconciler:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._report_wanted.wait(), max(0.01, wait))
+
+    def _maybe_request_upgrade(self, reply: dict[str, Any]) -> None:
+        """The control plane's rolling upgrade says it is our turn: ask berth-upgrade.path."""
+        target = upgraderequest.wanted(reply, AGENT_VERSION, self.store.get_json("upgrade"))
+        if target is not None and upgraderequest.request(self.settings.state_dir, target):
+            log.info("the control plane asks for agent %s: upgrade requested", target)
+            self.event("upgrade", f"the control plane's rolling upgrade asks for {target}",
+                       to=target)  # fmt: skip
 
     async def _flush_events(self, client: ControlPlaneClient) -> None:
         """Send the outbox; on 429 keep it and wait as asked (heartbeats go on meanwhile)."""

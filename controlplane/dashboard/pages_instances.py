@@ -1,11 +1,13 @@
-"""Server pages: the instances of a stack (and revoking one), one service on one server
+"""Server pages: the instances of a stack (and revoking one; each agent's version against
+the one the wheelhouse serves, and the stack's rolling agent upgrade), one service on one server
 (state, health history, restarts, build log and live run log), and the install page
 (one-time install tokens with the one-line command)."""
 
 from quart import Blueprint, Response, abort, redirect, request
 from sqlalchemy import select
 
-from controlplane import audit, enrollment, status
+from agent import version as versions
+from controlplane import agentupgrades, audit, enrollment, status
 from controlplane.api_user import MAX_TTL_S, MIN_TTL_S, install_command
 from controlplane.dashboard import logstore
 from controlplane.dashboard.common import Dashboard, load_stack, render
@@ -41,15 +43,27 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
             )
         beat_s = dash.ctx.settings.heartbeat_interval_s
         views = [instance_view(r, desired, beat_s, now) for r in rows]
+        served = dash.ctx.rollouts.wheelhouse.version()
+        rollout = await agentupgrades.stack_rollout(db, stack_id, served, beat_s)
         return await render(
             "dashboard/instances.html",
             stack=stack,
             doc=doc,
             instances=views,
+            served=served,
+            behind={v.id: versions.is_behind(v.agent_version, served) for v in views},
+            rollout=rollout,
             partials={"live": "dashboard/_instances_live.html"},
             live_stack=stack.id,
             tab="instances",
         )
+
+    @bp.post("/stacks/<stack_id>/agent-upgrades")
+    async def agent_upgrades(stack_id: str) -> Response:
+        auto = (await request.form).get("auto") == "on"
+        await agentupgrades.set_auto(db, stack_id, {"auto": auto})
+        dash.ctx.rollouts.forget(stack_id)
+        return redirect(f"/stacks/{stack_id}/instances")  # type: ignore[return-value]
 
     @bp.post("/stacks/<stack_id>/instances/<instance_id>/revoke")
     async def revoke(stack_id: str, instance_id: str) -> Response:

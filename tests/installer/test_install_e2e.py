@@ -270,6 +270,8 @@ def test_one_line_install_to_uninstall(world: tuple[Server, ControlPlane, str]) 
     )
     assert again.returncode == 0, f"{again.stdout}\n{again.stderr}\n{debug(server)}"
     assert "already registered" in again.stderr
+    # a re-run installs into a fresh venv and switches the units to it (issue 16)
+    assert "berth-upgrade: switching /opt/berth/venv -> /opt/berth/venvs/" in again.stderr
     wait_until("the proxy on loopback only",
                lambda: API_TEXT in server.exec(["curl", "-fsS", f"http://127.0.0.1:{PROXY_PORT}/api/hello"]).stdout)  # fmt: skip
     for port in (PROXY_PORT, 80, 53, 22):
