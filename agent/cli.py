@@ -29,7 +29,7 @@ COMPONENTS = {
 
 AGENT_EPILOG = """components:
   run-all         every component below as child processes (development, the demo)
-                    e.g. berth agent run-all --control-plane http://127.0.0.1:8000 --token T
+                    e.g. berth agent run-all --control-plane http://127.0.0.1:8000 --token-file ./token
   reconciler      poll the desired state, build, run, supervise, report
                     e.g. berth agent reconciler --state-dir /var/lib/berth
   proxy           the external HTTP reverse proxy
@@ -40,6 +40,8 @@ AGENT_EPILOG = """components:
                     e.g. berth agent dns --dns-bind 127.0.0.53:53
   firewall        the privileged firewall helper (root)
                     e.g. berth agent firewall --state-dir /var/lib/berth
+  upgrade         install a newer agent beside this one and switch, or switch back (root)
+                    e.g. berth agent upgrade --version 0.2.0
 """
 
 DELEGATES = {
@@ -95,6 +97,24 @@ def _agent_main(argv: list[str]) -> int:
 
         setup_logging("upgrade")
         return upgrade.main(argv[1:])
+    parser = _agent_parser()
+    if not argv:  # the components with examples, not just a usage line
+        parser.print_help(sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
+    try:
+        settings = agent_settings.from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    setup_logging(args.component)
+    if args.component == "run-all":
+        from agent.runall import run_all
+
+        return run_all(settings, argv[1:])
+    return int(_load(COMPONENTS[args.component])(settings) or 0)
+
+
+def _agent_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="berth agent", description="Run the Berth agent.", epilog=AGENT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -107,17 +127,7 @@ def _agent_main(argv: list[str]) -> int:
         action="store_true",
         help="run-all: stop the services too on exit",
     )
-    args = parser.parse_args(argv)
-    try:
-        settings = agent_settings.from_args(args)
-    except ValueError as exc:
-        parser.error(str(exc))
-    setup_logging(args.component)
-    if args.component == "run-all":
-        from agent.runall import run_all
-
-        return run_all(settings, argv[1:])
-    return int(_load(COMPONENTS[args.component])(settings) or 0)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,18 @@
-"""`berth installer ...`: the Python half of install.sh and uninstall.sh, and their tools.
+"""usage: berth installer COMMAND [ARGS...]
 
-    berth installer setup --control-plane URL [--token T] [--security-mode M] ...   (root)
-    berth installer remove [--purge]                                                 (root)
-    berth installer wire-dns AGENT-OPTIONS --names-from CACHE     (berth-dns-wiring.service)
-    berth installer wheelhouse DIR [--source TREE] [pip wheel options]   (control-plane host)
+The Python half of install.sh and uninstall.sh, and their tools.
+
+commands:
+  setup       install the agent on this server (root; install.sh runs it)
+                e.g. berth installer setup --control-plane https://cp.example --security-mode open
+  remove      uninstall the agent, reverting the firewall (root; uninstall.sh runs it)
+                e.g. berth installer remove --purge
+  wire-dns    point the resolver at the DNS responder (berth-dns-wiring.service)
+                e.g. berth installer wire-dns /etc/berth/agent.env --names-from CACHE
+  wheelhouse  build the wheels a control plane serves to install.sh (control-plane host)
+                e.g. berth installer wheelhouse /var/lib/berth/dist
+
+Run 'berth installer COMMAND --help' for its options.
 
 Exit status: 0 done, 1 a step failed (the message says which and what to do), 2 bad
 options, 3 setup stopped before changing anything (install.sh then removes the venv).
@@ -106,8 +115,9 @@ def main(argv: list[str]) -> int:
 
     commands = {"setup": _setup, "remove": _remove}
     if not argv or argv[0] not in (*commands, "wire-dns", "wheelhouse"):
-        print(__doc__, file=sys.stderr)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+        helped = bool(argv) and argv[0] in ("-h", "--help")
+        print(__doc__, file=sys.stdout if helped else sys.stderr)
+        return 0 if helped else 2
     setup_logging(f"installer-{argv[0]}")
     if argv[0] == "wire-dns":
         from installer import dnswire

@@ -61,9 +61,28 @@ FLAGS = {
 }
 
 
+# the verbs, for `berth firewall --help`: one line each, with an example
+ACTIONS_HELP = """commands:
+  status   the mode in force, its backend and any pending confirmation
+             e.g. berth firewall status --json
+  plan     the rules a mode would install, changing nothing
+             e.g. berth firewall plan --mode proxy-only --proxy-port 8080 --ssh-cidr 10.0.0.0/8
+  apply    install a mode, reverted unless confirmed within --confirm-timeout
+             e.g. berth firewall apply --mode tunnel-only --consent-block-ssh
+  confirm  keep the mode just applied (stops its automatic revert)
+             e.g. berth firewall confirm
+  revert   undo the last apply, or restore the firewall as before Berth
+             e.g. berth firewall revert --to baseline
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="berth firewall", description=__doc__.split("\n\n")[0])
-    p.add_argument("action", choices=("status", "plan", "apply", "confirm", "revert"))
+    p = argparse.ArgumentParser(
+        prog="berth firewall", description=__doc__.split("\n\n")[0], epilog=ACTIONS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    p.add_argument("action", choices=("status", "plan", "apply", "confirm", "revert"),
+                   metavar="COMMAND", help="one of the commands below")  # fmt: skip
     p.add_argument("--mode", choices=MODES, help="security mode (plan, apply)")
     p.add_argument("--proxy-port", type=int, help="external proxy port (proxy-only)")
     p.add_argument("--ssh-port", type=int, default=DEFAULT_SSH_PORT)
@@ -232,6 +251,9 @@ def _print(reply: FirewallReply) -> None:
 
 def main(argv: list[str]) -> int:
     parser = build_parser()
+    if not argv:  # the commands with examples, not just a usage line
+        parser.print_help(sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     where = locate(args.state_dir, args.run_dir, _read_agent_env(args.agent_env))
     args.state_dir = where.state_dir

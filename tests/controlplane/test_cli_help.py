@@ -72,3 +72,26 @@ def test_a_bad_option_still_says_what_is_wrong(capsys: pytest.CaptureFixture[str
     code, text = run(["stack", "diff", "web", "one", "2"], capsys)
     assert code == 2 and "invalid int value: 'one'" in text
     assert isinstance(client._stack_parser(), argparse.ArgumentParser)
+
+
+@pytest.mark.parametrize(
+    ("command", "subcommands"),
+    [
+        ("agent", ["run-all", *berth_cli.COMPONENTS, "upgrade"]),
+        ("firewall", ["status", "plan", "apply", "confirm", "revert"]),
+        ("installer", ["setup", "remove", "wire-dns", "wheelhouse"]),
+    ],
+)
+def test_agent_firewall_and_installer_list_their_commands_with_examples(
+    command: str, subcommands: list[str]
+) -> None:
+    """Without a subcommand: the list on stderr and exit 2; with --help: on stdout, exit 0."""
+    bare = berth(command)
+    assert bare.returncode == 2
+    helped = berth(command, "--help")
+    assert helped.returncode == 0
+    for text in (bare.stderr, helped.stdout):
+        listed = text.split("commands:")[1] if "commands:" in text else text.split("components:")[1]
+        for name in subcommands:
+            assert f"\n  {name} " in listed, (command, name)
+            assert f"e.g. berth {command} {name}" in listed, (command, name)
