@@ -115,6 +115,7 @@ def document(server_url: str) -> dict[str, Any]:
                             },
                         },
                         "health": {"type": ["object", "null"]},
+                        "drain_timeout_s": {"type": "number", "minimum": 0, "maximum": 3600},
                         "commit": {"type": "string", "readOnly": True},
                     },
                 },

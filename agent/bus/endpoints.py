@@ -17,6 +17,11 @@ class BusEndpoints:
         return f"ipc://{self.run_dir / 'bus-snapshot.sock'}"
 
     @property
+    def reports(self) -> str:
+        """Proxies -> reconciler: announcements, acknowledgements, in-flight counts."""
+        return f"ipc://{self.run_dir / 'bus-reports.sock'}"
+
+    @property
     def firewall(self) -> str:
         return f"ipc://{self.run_dir / 'firewall.sock'}"
 

@@ -21,7 +21,7 @@ import zmq.asyncio
 
 from agent.bus.durable import write_atomic
 from agent.bus.endpoints import BusEndpoints
-from agent.bus.messages import ROUTES_TOPIC, RouteTable
+from agent.bus.messages import ROUTES_TOPIC, RouteTable, Version
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +58,12 @@ class RouteFollower:
         cache: Path,
         on_table: Callable[[RouteTable], None],
         ctx: zmq.asyncio.Context | None = None,
+        on_live: Callable[[Version], None] | None = None,
     ) -> None:
         self._endpoints = endpoints
         self._cache = cache
         self._on_table = on_table
+        self._on_live = on_live  # after each live version is taken (acknowledgements)
         self._ctx = ctx or zmq.asyncio.Context.instance()
         self.current: RouteTable | None = None
         self.live = False  # True once `current` came from the publisher, not the cache
@@ -83,6 +85,8 @@ class RouteFollower:
         if changed:
             self._on_table(table)
         if live:
+            if self._on_live is not None:
+                self._on_live(table.version)
             try:
                 write_atomic(self._cache, table.to_json(), mode=CACHE_MODE)
             except OSError as exc:  # a read-only disk must not stop routing

@@ -17,10 +17,12 @@ import signal
 import uvloop
 
 from agent.bus.messages import RouteTable
+from agent.bus.reports import ReportSender
 from agent.bus.subscriber import RouteFollower, load_cached, wait_forever
 from agent.notify import Notifier
 from agent.proxy.config import ProxyConfig
 from agent.proxy.privileges import drop_privileges
+from agent.proxy.reporting import Reporter
 from agent.proxy.server import EXTERNAL, INTERNAL, ProxyServer
 from agent.settings import AgentSettings
 
@@ -118,8 +120,12 @@ async def _serve(settings: AgentSettings, kind: str, config: ProxyConfig) -> int
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    follower = RouteFollower(settings.bus, cache, on_table)
+    reporter = Reporter(server, ReportSender(settings.bus))
+    reporter.acknowledge(None)  # the announcement
+    # every live version it takes, changed or not, is acknowledged once applied
+    follower = RouteFollower(settings.bus, cache, on_table, on_live=reporter.acknowledge)
     tasks = [
+        asyncio.create_task(reporter.run(), name=f"{component}-reports"),
         asyncio.create_task(wait_forever(follower), name=f"{component}-routes"),
         asyncio.create_task(server.run_sweeper(), name=f"{component}-sweeper"),
         asyncio.create_task(binder.run(), name=f"{component}-binder"),
@@ -141,4 +147,6 @@ async def _serve(settings: AgentSettings, kind: str, config: ProxyConfig) -> int
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await server.drain()
+        reporter.goodbye()
+        reporter.sender.close()
     return 0

@@ -3,14 +3,17 @@
 `UpstreamPool.send(ex)` takes an idle connection for the target port (LIFO, so the
 warmest socket is reused) or opens a new one through the server's `connect` (the
 asyncio driver in production). Route swaps retire a port (`retire`): its idle
-connections close and busy ones are not pooled again.
+connections close and busy ones are not pooled again, and the port stays `stale` until a
+live route owns it again. A request that was routed before the swap but reaches the pool
+after it (pipelined, or retried) goes to its service's current target instead (`send`,
+`retry`): each exchange knows its service.
 """
 
 from typing import TYPE_CHECKING
 
 from agent.proxy.exchange import Exchange
 from agent.proxy.headers import ResponseHeadCache
-from agent.proxy.upstream import U_CLOSED, U_IDLE, UpstreamConnection
+from agent.proxy.upstream import U_CLOSED, U_IDLE, U_TUNNEL, UpstreamConnection
 
 if TYPE_CHECKING:
     from agent.proxy.server import ProxyServer
@@ -29,10 +32,16 @@ class UpstreamPool:
         self.idle: dict[int, list[UpstreamConnection]] = {}
         self.epochs: dict[int, int] = {}
         self.conns: set[UpstreamConnection] = set()
+        self.stale: set[int] = set()  # ports no live (unpaused) route owns
 
     def send(self, ex: Exchange) -> None:
         port = ex.target.port  # type: ignore[union-attr]
         assert port is not None
+        if port in self.stale:  # routed by an older table
+            if not self.reroute(ex):
+                return
+            port = ex.target.port  # type: ignore[union-attr]
+            assert port is not None
         idle = self.idle.get(port)
         if idle:
             conn = idle.pop()
@@ -40,6 +49,37 @@ class UpstreamPool:
             conn.attach(ex)
             return
         self.connect(ex, port)
+
+    def reroute(self, ex: Exchange) -> bool:
+        """Point `ex` at its service's current target; False when it is held instead
+        (the service is paused). Without a current backend it keeps its target."""
+        assert ex.target is not None
+        current = self.server.by_service.get(ex.target.service)
+        if current is None or current.port is None:
+            return True
+        if current.paused:
+            ex.target = current
+            self.server.hold(ex)
+            return False
+        ex.target = current
+        return True
+
+    def retry(self, ex: Exchange) -> None:
+        """Send `ex` again on a fresh connection to its service's current target."""
+        if self.reroute(ex):
+            self.connect(ex, ex.target.port)  # type: ignore[union-attr, arg-type]
+
+    def in_flight(self) -> dict[int, int]:
+        """Open requests (and tunnels) per stale port: what a replaced release still
+        serves for us."""
+        stale = self.stale
+        counts: dict[int, int] = {}
+        if stale:
+            for conn in self.conns:
+                port = conn.port
+                if port in stale and (conn.ex is not None or conn.state == U_TUNNEL):
+                    counts[port] = counts.get(port, 0) + 1
+        return counts
 
     def connect(self, ex: Exchange, port: int) -> None:
         server = self.server
@@ -79,6 +119,7 @@ class UpstreamPool:
     def retire(self, port: int) -> None:
         """The port changed hands: never reuse today's connections to it."""
         self.epochs[port] = self.epochs.get(port, 0) + 1
+        self.stale.add(port)
         for conn in self.idle.pop(port, []):
             conn.close()
 

@@ -71,10 +71,12 @@ class ProxyServer:
             log.error("route table %s refused, keeping the previous one: %s", table.version, exc)
             return
         self.requests.clear()  # remembered heads carry targets of the old table
-        owners = {r.port: r.service for r in table.routes if r.port is not None}
+        # a paused route's port is retired too: its process is about to be replaced
+        owners = {r.port: r.service for r in table.routes if r.port is not None and not r.paused}
         for port, service in self._port_owner.items():
             if owners.get(port) != service:
                 self.pool.retire(port)
+        self.pool.stale.difference_update(owners)
         self._port_owner = owners
         self.table = table
         self._release_held()

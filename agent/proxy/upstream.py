@@ -22,8 +22,9 @@ closed, and busy ones are closed instead of pooled when their exchange ends. In-
 requests thus finish on the old backend while new ones only ever reach the new one.
 
 A pooled connection may have been closed by the backend just as it is reused; when that
-connection dies before a single response byte and the request had no body, the request
-is retried once on a fresh connection, which is what makes backend restarts invisible.
+connection dies before a single response byte and the request is idempotent (GET, HEAD,
+OPTIONS) without a body, it is retried once on a fresh connection to its service's
+*current* target, which is what makes backend restarts and swaps invisible.
 """
 
 from collections.abc import Callable
@@ -38,6 +39,8 @@ from agent.proxy.sides import NOT_CONNECTED, ClientSide, Sink
 
 if TYPE_CHECKING:
     from agent.proxy.pool import UpstreamPool
+
+IDEMPOTENT = (b"GET ", b"HEAD ", b"OPTIONS ")  # methods retried after a stale connection
 
 U_CONNECTING = 0
 U_IDLE = 1  # in the pool
@@ -296,9 +299,15 @@ class UpstreamConnection:
             return
         ex.upstream = None
         self.ex = None
-        if self.reused and not ex.retried and ex.request_done and not ex.body_seen:
-            ex.retried = True  # a stale pooled connection: try once more on a fresh one
-            self.pool.connect(ex, ex.target.port)  # type: ignore[union-attr, arg-type]
+        if (
+            self.reused
+            and not ex.retried
+            and ex.request_done
+            and not ex.body_seen
+            and ex.head.startswith(IDEMPOTENT)
+        ):
+            ex.retried = True  # a stale pooled connection: try once more on a fresh one,
+            self.pool.retry(ex)  # to the route's current target (nginx does the same)
             return
         target = ex.target
         failure = upstream_failure(exc, target.service if target else "?", self.port)

@@ -21,8 +21,10 @@ from typing import Any
 
 from agent.bus.messages import ROUTES_TOPIC
 from agent.bus.publisher import Publisher
+from agent.bus.reports import ReportReceiver
 from agent.notify import Notifier
 from agent.reconciler import health, process, upgraderequest
+from agent.reconciler.acks import ProxyRegistry, drain_decision
 from agent.reconciler.cpclient import (
     AGENT_VERSION,
     ControlPlaneClient,
@@ -56,6 +58,8 @@ log = logging.getLogger(__name__)
 LONG_POLL_S = 25.0
 RETRY_BASE_S = 1.0
 RETRY_CAP_S = 60.0
+ACK_TIMEOUT_S = 5.0  # a swap waits this long for every live proxy's acknowledgement
+FACT_RECHECK_S = 0.5  # re-check liveness while waiting (a silent proxy is forgotten)
 WORKER_RETRY_S = 5.0
 HOUSEKEEPING_INTERVAL_S = 10.0
 LOG_SHIP_INTERVAL_S = 1.0
@@ -88,6 +92,14 @@ class Reconciler:
         self._worker_tasks: dict[str, asyncio.Task[None]] = {}
         self._routes_dirty = asyncio.Event()
         self._route_seq = 0
+        # cutover by acknowledgement: route changes asked for / published, and what the
+        # proxies report back (each report and each publication notifies `_facts`)
+        self._routes_wanted = 0
+        self._routes_published = 0
+        self._published_version: tuple[int, int] = (0, 0)
+        self.proxies = ProxyRegistry()
+        self.reports = ReportReceiver(settings.bus)
+        self._facts = asyncio.Condition()
         self._client: ControlPlaneClient | None = None
         self._client_lock = asyncio.Lock()
         self.security = Security(settings, self.event)
@@ -117,12 +129,73 @@ class Reconciler:
         self._report_wanted.set()
 
     def routes_changed(self) -> None:
+        self._routes_wanted += 1
         self._routes_dirty.set()
+
+    async def cutover(self, service: str) -> None:
+        """Publish the routes as they are now and wait until every live proxy applied
+        them (bounded by `ACK_TIMEOUT_S`; the proxies that did not answer are named in
+        an event)."""
+        self.routes_changed()
+        wanted = self._routes_wanted
+        started = time.monotonic()
+        deadline = started + ACK_TIMEOUT_S
+        async with self._facts:
+            while self._routes_published < wanted:
+                await self._facts.wait()
+            version = self._published_version
+            while missing := self.proxies.missing(version, time.monotonic()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.event(
+                        "deploy",
+                        f"proxies {', '.join(missing)} did not acknowledge routes "
+                        f"{version[0]}.{version[1]} within {ACK_TIMEOUT_S:g} s; going on",
+                        service,
+                        proxies=missing,
+                    )
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._facts.wait(), min(left, FACT_RECHECK_S))
+        log.info(
+            "%s: routes %s.%s acknowledged by %d proxies in %.3f s",
+            service,
+            *version,
+            len(self.proxies.live(time.monotonic())),
+            time.monotonic() - started,
+        )
+
+    async def drain(self, service: str, port: int, timeout_s: float) -> tuple[float, int]:
+        """Wait until the proxies report nothing in flight to `port` or `timeout_s`
+        passes; (seconds waited, requests still open)."""
+        started = time.monotonic()
+        async with self._facts:
+            while True:
+                now = time.monotonic()
+                decision = drain_decision(
+                    self.proxies.in_flight(port, now), started, now, timeout_s
+                )
+                if decision.stop:
+                    return now - started, decision.cut
+                left = started + timeout_s - now
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._facts.wait(), min(left, FACT_RECHECK_S))
+
+    async def _proxy_loop(self) -> None:
+        while True:
+            report = await self.reports.receive()
+            if report is None:
+                continue
+            if self.proxies.report(report, time.monotonic()):
+                log.info("proxy %s announced itself (routes %s)", report.proxy, report.version)
+            async with self._facts:
+                self._facts.notify_all()
 
     # --- start-up ------------------------------------------------------------------------
     async def run(self) -> int:
         self._check_layout()
         await self.publisher.start()
+        self.reports.start()
         cached = self._cached_desired()
         await self._adopt_processes(cached)
         if cached is not None:
@@ -132,6 +205,7 @@ class Reconciler:
         self.notifier.ready(self.summary())
         tasks = [
             asyncio.create_task(self._route_loop(), name="routes"),
+            asyncio.create_task(self._proxy_loop(), name="proxy-reports"),
             asyncio.create_task(self.notifier.watchdog_loop(), name="watchdog"),
             asyncio.create_task(self._status_loop(), name="status"),
             asyncio.create_task(self._housekeeping_loop(), name="housekeeping"),
@@ -306,6 +380,7 @@ class Reconciler:
 
     # --- routes --------------------------------------------------------------------------
     async def _publish_routes(self) -> None:
+        wanted = self._routes_wanted  # every change asked for so far is in this table
         self._route_seq += 1
         table = route_table(
             (self.publisher.epoch, self._route_seq),
@@ -313,6 +388,10 @@ class Reconciler:
             (w.route() for w in self.workers.values()),
         )
         await self.publisher.publish(ROUTES_TOPIC, table.to_json())
+        async with self._facts:
+            self._routes_published = wanted
+            self._published_version = table.version
+            self._facts.notify_all()
 
     async def _route_loop(self) -> None:
         while True:

@@ -43,9 +43,6 @@ from agent.schema.stack import check_repo_source
 log = logging.getLogger(__name__)
 
 READY_POLL_S = 0.05
-# Let every proxy receive the new table (ipc delivery takes well under a millisecond, the
-# proxies apply it at once) before the old process is paused away or drained.
-SWAP_SETTLE_S = 0.25
 CRASH_LOOP_STABLE_S = 30.0  # after repeated crashes, degraded until it ran this long
 
 
@@ -95,6 +92,8 @@ class WorkerContext(Protocol):
 
     def event(self, type_: str, message: str, service: str | None = None, **extra: Any) -> None: ...
     def routes_changed(self) -> None: ...
+    async def cutover(self, service: str) -> None: ...
+    async def drain(self, service: str, port: int, timeout_s: float) -> tuple[float, int]: ...
 
 
 class ServiceWorker:
@@ -316,13 +315,12 @@ class ServiceWorker:
             return await self._build(t, run.release)
         elif step is S.PAUSE:
             self.paused = True
-            self.ctx.routes_changed()
-            await asyncio.sleep(SWAP_SETTLE_S)  # proxies hold new requests before the old one stops
+            await self.ctx.cutover(self.name)  # every proxy holds new requests from now on
         elif step is S.UNPAUSE:
             self.paused = False
-            self.ctx.routes_changed()
+            await self.ctx.cutover(self.name)
         elif step is S.STOP_OLD and old is not None:
-            await self._stop(old)
+            await self._drain_and_stop(old, t)  # in-flight requests finish on the old one
         elif step is S.START_NEW:
             port = t.svc.spec.port or _free_port()
             self.state = "starting" if old is None else "deploying"
@@ -333,10 +331,9 @@ class ServiceWorker:
                 return False, f"new release never became ready: {why}"
             self.current = run.new
         elif step is S.SWAP:
-            self.ctx.routes_changed()
+            await self.ctx.cutover(self.name)  # no proxy sends new requests to the old one
         elif step is S.DRAIN_OLD and old is not None:
-            await asyncio.sleep(SWAP_SETTLE_S)  # every proxy has the new route by now
-            await self._stop(old, grace_s=self.ctx.timeouts.drain_s)
+            await self._drain_and_stop(old, t)
         elif step is S.STOP_NEW and run.new is not None:
             await self._stop(run.new)
             if self.current is run.new:
@@ -504,6 +501,30 @@ class ServiceWorker:
             inst.popen,
         )
         self.ctx.store.forget_process(self.name, inst.rec.pid)
+
+    async def _drain_and_stop(self, old: Instance, t: Target) -> None:
+        """Stop `old` once the proxies (which acknowledged a table without it) report
+        nothing in flight to it, or when the service's drain timeout passes."""
+        timeout_s = t.svc.spec.drain_timeout_s
+        waited, cut = await self.ctx.drain(self.name, old.rec.port, timeout_s)
+        if cut:
+            self.ctx.event(
+                "deploy",
+                f"drain of {old.rec.commit[:12]} timed out after {waited:.1f} s: "
+                f"{cut} request(s) still open were cut",
+                self.name,
+                drain_s=round(waited, 3),
+                cut=cut,
+            )
+        else:
+            self.ctx.event(
+                "deploy",
+                f"old release {old.rec.commit[:12]} drained in {waited:.2f} s",
+                self.name,
+                drain_s=round(waited, 3),
+                cut=0,
+            )
+        await self._stop(old)  # SIGTERM, SIGKILL after the stop timeout
 
     async def _retire(self) -> None:
         if self.current is not None:

@@ -23,6 +23,8 @@ DEFAULT_HEALTH_INTERVAL_S = 5.0
 DEFAULT_HEALTH_TIMEOUT_S = 2.0
 DEFAULT_HEALTH_RETRIES = 3
 DEFAULT_HEALTH_START_PERIOD_S = 0.0
+# In-flight requests on a replaced release get this long before it is stopped.
+DEFAULT_DRAIN_TIMEOUT_S = 30.0
 
 # Patterns are applied with `fullmatch`: `$` would also match before a final newline
 # ("api\n"), and a newline in a name or path must never pass.
@@ -91,6 +93,7 @@ class ServiceSpec:
     env: dict[str, str] = field(default_factory=dict)
     health: HealthSpec | None = None
     secrets: dict[str, SecretEnv] = field(default_factory=dict)  # secret env entries
+    drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
 
     def environment(self) -> dict[str, str]:
         """What the service's process gets: plain entries and the values of set secrets."""
@@ -110,6 +113,12 @@ class ServiceSpec:
             "strip_prefix": self.strip_prefix,
             "env": {**self.env, **{k: s.to_dict() for k, s in self.secrets.items()}},
             "health": self.health.to_dict() if self.health else None,
+            # only when set: documents (and so hashes) of existing stacks stay unchanged
+            **(
+                {"drain_timeout_s": self.drain_timeout_s}
+                if self.drain_timeout_s != DEFAULT_DRAIN_TIMEOUT_S
+                else {}
+            ),
         }
 
 
@@ -341,6 +350,7 @@ _SERVICE_KEYS = {
     "strip_prefix",
     "env",
     "health",
+    "drain_timeout_s",
 }
 
 
@@ -372,6 +382,7 @@ def _parse_service(value: Any, where: str) -> ServiceSpec:
         env=_parse_env(plain_env, f.path("env")),
         health=_parse_health(value.get("health"), f.path("health")),
         secrets=_parse_secrets(secret_env, f.path("env")),
+        drain_timeout_s=f.number("drain_timeout_s", DEFAULT_DRAIN_TIMEOUT_S, low=0, high=3600),
     )
 
 
