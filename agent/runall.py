@@ -15,9 +15,11 @@ token reaches the reconciler alone, in its environment, never on a command line.
 graceful stop, run-all reverts only the resolver wiring this run applied.
 """
 
+import fcntl
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -26,14 +28,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import agent
-from agent.settings import TOKEN_ENV, AgentSettings
+from agent.listenfds import bind_listener
+from agent.settings import TOKEN_ENV, AgentSettings, parse_hostport
 
 log = logging.getLogger(__name__)
 
 RESTART_CAP_S = 30.0
-# sys.path[0] from argv[1], then the usual `berth` entry point with the remaining arguments
+HELD_FDS_FROM = 10
+# sys.path[0] from argv[1]; held sockets (BERTH_PASS_FDS, fds >= 10) moved to 3.. with
+# LISTEN_FDS/LISTEN_PID (sd_listen_fds: the pid is only known in the child); then the
+# usual `berth` entry point with the remaining arguments
 _BOOT = (
-    "import sys; sys.path.insert(0, sys.argv.pop(1)); from agent.cli import main; sys.exit(main())"
+    "import os, sys; sys.path.insert(0, sys.argv.pop(1)); "
+    "fds = [int(f) for f in os.environ.pop('BERTH_PASS_FDS', '').split(',') if f]; "
+    "[os.dup2(f, 3 + i) for i, f in enumerate(fds)]; [os.close(f) for f in fds]; "
+    "fds and os.environ.update(LISTEN_FDS=str(len(fds)), LISTEN_PID=str(os.getpid())); "
+    "from agent.cli import main; sys.exit(main())"
 )
 
 
@@ -47,9 +57,14 @@ class Child:
     started_at: float = 0.0
     restart_at: float | None = None
     history: list[int] = field(default_factory=list)
+    sockets: list[socket.socket] = field(default_factory=list)  # held here, passed down
 
     def start(self) -> None:
-        self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, env=self.env)
+        fds = [s.fileno() for s in self.sockets]
+        env = dict(self.env)
+        if fds:  # the child's boot code hands them on as socket activation would
+            env["BERTH_PASS_FDS"] = ",".join(map(str, fds))
+        self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, env=env, pass_fds=fds)
         self.started_at = time.monotonic()
         self.restart_at = None
         log.info("started %s (pid %d)", self.component, self.popen.pid)
@@ -59,6 +74,38 @@ def components(settings: AgentSettings) -> list[str]:
     names = ["firewall"] if os.geteuid() == 0 else []
     names += ["dns", "internal-proxy", "proxy", "reconciler"]
     return names
+
+
+def held_sockets(settings: AgentSettings) -> dict[str, list[socket.socket]]:
+    """The listening sockets run-all binds and keeps for the proxies and the DNS
+    responder, so that restarting one of them refuses no connection. The external
+    proxy's are held only with a fixed --proxy-bind: otherwise its address follows the
+    security mode in the route table and the proxy binds (and rebinds) it itself. An
+    address that cannot be bound here is left to the component (which says why)."""
+    wanted: dict[str, list[tuple[int, str]]] = {
+        "internal-proxy": [(socket.SOCK_STREAM, settings.internal_bind)],
+        "dns": [(socket.SOCK_DGRAM, settings.dns_bind), (socket.SOCK_STREAM, settings.dns_bind)],
+    }
+    if settings.proxy_bind:
+        wanted["proxy"] = [(socket.SOCK_STREAM, settings.proxy_bind)]
+    held: dict[str, list[socket.socket]] = {}
+    for component, binds in wanted.items():
+        socks: list[socket.socket] = []
+        try:
+            for kind, bind in binds:
+                host, port = parse_hostport(bind, component)
+                sock = bind_listener(kind, host, port)
+                # above the fds the children get (3..): moving them there cannot collide
+                high = fcntl.fcntl(sock.fileno(), fcntl.F_DUPFD_CLOEXEC, HELD_FDS_FROM)
+                socks.append(socket.socket(fileno=high))
+                sock.close()
+        except (OSError, ValueError) as exc:
+            log.warning("not holding %s's sockets (it binds them itself): %s", component, exc)
+            for sock in socks:
+                sock.close()
+            continue
+        held[component] = socks
+    return held
 
 
 def child_command(component: str, options: list[str]) -> list[str]:
@@ -109,11 +156,13 @@ def run_all(settings: AgentSettings, options: list[str]) -> int:
             options += ["--services-user", SERVICES_USER]
         _share_cache_dir(settings)
     wiring_mode = _wiring_in_use(settings)
+    held = held_sockets(settings)
     children = [
         Child(
             name,
             child_command(name, options),
             child_env(name, settings.token, dict(os.environ)),
+            sockets=held.get(name, []),
         )
         for name in components(settings)
     ]
@@ -170,7 +219,9 @@ def _supervise(child: Child) -> None:
         return
     ran = now - child.started_at
     child.failures = 1 if ran > 60 else child.failures + 1
-    delay = min(RESTART_CAP_S, 2 ** (child.failures - 1))
+    # the first exit after a good run restarts at once (a crash or a `kill` of a
+    # component whose sockets we hold must not leave them unserved); then backoff
+    delay = 0.0 if child.failures == 1 else min(RESTART_CAP_S, 2 ** (child.failures - 2))
     log.warning(
         "%s exited with %s; restarting in %.0f s", child.component, child.popen.returncode, delay
     )

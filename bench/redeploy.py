@@ -5,16 +5,21 @@ run as an unprivileged user), creates a stack of two services from one git repos
 `auto` (the agent assigns its port: new process beside the old, route swap, drain) and
 `fixed` (a fixed port: the proxy holds requests while the old process stops and the new
 one starts) — each with a health check and a trivial build. Client threads keep
-requesting both through the external proxy over keep-alive connections, while a new
-commit is deployed N times (commit, then `POST /stacks/{id}/refresh`).
+requesting both through the external proxy over keep-alive connections — short requests
+and long ones (`/slow?1.5`: answered after 1.5 s, so some are always in flight at the
+swap; the app does not drain on SIGTERM) — while a new commit is deployed N times
+(commit, then `POST /stacks/{id}/refresh`).
 
 Printed, per service kind side by side:
-  * requests and failed requests (any non-200 or transport error; target 0);
+  * requests and failed requests (any non-200, transport error or incomplete body;
+    target 0), long requests among them;
+  * the drain of each replaced release (from the agent's `drained in X s` event: until
+    the proxies reported nothing in flight to it);
   * per deploy, the time from the refresh call returning (the desired state changed) to
     the first response carrying the new commit's version, minus that deploy's build time
     (from the agent's `build ... succeeded in X s` event) — p50 / p95 / max (target p95 < 1 s).
 
-    sudo .venv/bin/python bench/redeploy.py [--deploys 10] [--clients 2]
+    sudo .venv/bin/python bench/redeploy.py [--deploys 10] [--clients 2] [--long-clients 2]
 """
 
 import argparse
@@ -49,6 +54,16 @@ KINDS = ("auto", "fixed")  # service names: agent-assigned port, fixed port
 HEALTH = {"path": "/healthz", "interval_s": 0.5, "timeout_s": 1, "retries": 2}
 BUILD = "python3 -c \"open('built.txt', 'w').write('ok')\""
 BUILD_DONE = re.compile(r"build succeeded in ([0-9.]+) s")
+DRAINED = re.compile(r"drained in ([0-9.]+) s|timed out after ([0-9.]+) s")
+LONG_PATH = "slow?1.5"
+# APP, but ".../slow?S" answers after S seconds
+SLOW_APP = APP.replace(
+    "    def do_GET(self):\n",
+    "    def do_GET(self):\n"
+    "        if 'slow?' in self.path:\n"
+    "            import time\n"
+    "            time.sleep(float(self.path.rsplit('?', 1)[1]))\n",
+)
 
 
 def free_port() -> int:
@@ -63,22 +78,26 @@ class Seen:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     ok: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    long_ok: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     failed: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     first: dict[tuple[str, str], float] = field(default_factory=dict)  # (kind, version) → t
 
-    def record(self, kind: str, version: str | None, error: str | None) -> None:
+    def record(self, kind: str, version: str | None, error: str | None, long: bool = False) -> None:
         now = time.time()
         with self.lock:
             if error is not None:
                 self.failed[kind].append(f"{time.strftime('%H:%M:%S')} {error}")
                 return
             self.ok[kind] += 1
-            if version is not None:
+            self.long_ok[kind] += long
+            if version is not None and not long:
                 self.first.setdefault((kind, version), now)
 
 
 def load_loop(url: str, kind: str, seen: Seen, stop: threading.Event) -> None:
     session = requests.Session()  # keep-alive through the proxy
+    path = "/" + url.split("/", 3)[3]
+    long = LONG_PATH in url
     while not stop.is_set():
         try:
             resp = session.get(url, timeout=30)
@@ -86,10 +105,14 @@ def load_loop(url: str, kind: str, seen: Seen, stop: threading.Event) -> None:
             seen.record(kind, None, f"{exc.__class__.__name__}: {exc}")
             time.sleep(0.05)
             continue
+        version, _, echoed = resp.text.partition(" ")
         if resp.status_code != 200:
             seen.record(kind, None, f"HTTP {resp.status_code}: {resp.text[:80]!r}")
             continue
-        seen.record(kind, resp.text.split(" ", 1)[0], None)
+        if echoed != path:  # the app answers "<version> <path>": anything else is cut short
+            seen.record(kind, None, f"incomplete body {resp.text[:80]!r}")
+            continue
+        seen.record(kind, version, None, long)
 
 
 class Bench:
@@ -129,12 +152,22 @@ class Bench:
         raise SystemExit(f"timed out waiting for {what}; logs in {self.work}")
 
     def start(self) -> str:
-        commit_files(self.repo, {"app.py": APP, "version.txt": "v1"}, "v1")
+        commit_files(self.repo, {"app.py": SLOW_APP, "version.txt": "v1"}, "v1")
         db = f"sqlite:///{self.work / 'cp.sqlite3'}"
         migrate(db)
         self.http.headers["Authorization"] = f"Bearer {create_admin_token(db, 'bench')}"
         self.spawn(
-            [*BERTH, "controlplane", "serve", "--db", db, "--bind", f"127.0.0.1:{self.cp_port}"],
+            [
+                *BERTH,
+                "controlplane",
+                "serve",
+                "--db",
+                db,
+                "--bind",
+                f"127.0.0.1:{self.cp_port}",
+                "--allow-file-repos",  # the benchmark's repository is a local one
+                str(self.work),
+            ],
             "controlplane.log",
         )
         self.wait("the control plane", lambda: self.http.get(self.cp_url + "/healthz").ok)
@@ -163,14 +196,17 @@ class Bench:
         token = self.api("POST", f"/stacks/{stack['id']}/install-tokens")["token"]
         state = self.work / "agent"
         state.mkdir()
+        token_file = self.work / "install-token"  # never on a command line
+        token_file.touch(mode=0o600)
+        token_file.write_text(token)
         argv = [
             *BERTH,
             "agent",
             "run-all",
             "--control-plane",
             self.cp_url,
-            "--token",
-            token,
+            "--token-file",
+            str(token_file),
             "--state-dir",
             str(state),
             "--proxy-bind",
@@ -182,6 +218,8 @@ class Bench:
             "--dns-wiring",
             "hosts",
             "--stop-services-on-exit",
+            "--allow-file-repos",
+            str(self.work),
         ]
         self.spawn([*private_hosts_prefix(state), *argv], "agent.log")
         self.wait("the stack to be applied", lambda: self.applied(stack["id"], 1), 180)
@@ -209,10 +247,12 @@ class Bench:
         short = commit[:12]
         for e in reversed(page["events"]):  # oldest first
             msg, at = e["message"], _epoch(e["at"])
-            if e["type"] == "deploy" and short in msg:
+            if e["type"] == "deploy" and msg.startswith(f"deploying {short}"):
                 times = {"deploy": at}
             elif "deploy" not in times:
                 continue
+            elif e["type"] == "deploy" and (m := DRAINED.search(msg)):
+                times["drain_s"] = float(m.group(1) or m.group(2))
             elif e["type"] == "build" and msg.startswith("build started"):
                 times["build_start"] = at
             elif e["type"] == "build" and BUILD_DONE.search(msg) and "build_start" in times:
@@ -246,6 +286,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deploys", type=int, default=10)
     parser.add_argument("--clients", type=int, default=2, help="load threads per service")
+    parser.add_argument(
+        "--long-clients", type=int, default=2, help=f"threads per service requesting {LONG_PATH}"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory and logs")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -269,6 +312,14 @@ def main() -> int:
                     target=load_loop,
                     args=(f"{proxy}/{kind}/x", kind, seen, stop),
                     name=f"{kind}-{i}",
+                )
+                t.start()
+                threads.append(t)
+            for i in range(args.long_clients):
+                t = threading.Thread(
+                    target=load_loop,
+                    args=(f"{proxy}/{kind}/{LONG_PATH}", kind, seen, stop),
+                    name=f"{kind}-long-{i}",
                 )
                 t.start()
                 threads.append(t)
@@ -300,11 +351,12 @@ def main() -> int:
                 m["  picked up (deploy event)"].append(ph["deploy"] - t0)
                 m["  git sync + checkout"].append(ph["build_start"] - ph["deploy"])
                 m["  build (not counted)"].append(build_s)
-                m["  start, ready, cut over"].append(ph["serving"] - ph["build_end"])
+                m["  start, ready, cut over, drain"].append(ph["serving"] - ph["build_end"])
+                if "drain_s" in ph:
+                    m["drain of the old release"].append(ph["drain_s"])
                 m["change → serving (incl. build)"].append(first - t0)
             heads = [measures[k]["change → serving − build"][-1] for k in KINDS]
             print(f"{n - 1:>6}  {heads[0]:>20.3f}  {heads[1]:>20.3f}", flush=True)
-            time.sleep(1.0)  # let the old process drain and stop before the next deploy
     finally:
         stop.set()
         for t in threads:
@@ -326,6 +378,8 @@ def report(seen: Seen, measures: dict[str, dict[str, list[float]]]) -> None:
     print(f"{'requests':{width}}{total['auto']:>24}{total['fixed']:>24}")
     failed = {k: len(seen.failed[k]) for k in KINDS}
     print(f"{'failed requests (target 0)':{width}}{failed['auto']:>24}{failed['fixed']:>24}")
+    longs = {k: seen.long_ok[k] for k in KINDS}
+    print(f"{'  long requests answered whole':{width}}{longs['auto']:>24}{longs['fixed']:>24}")
     print(f"{'seconds, p50 / p95 / max:':{width}}")
     for name in measures["auto"]:
         row = "".join(f"{summary(measures[k][name]):>24}" for k in KINDS)

@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import time
 
 import uvloop
 import zmq
 
+from agent import listenfds
 from agent.bus.messages import RouteTable
 from agent.bus.subscriber import RouteFollower
 from agent.dns import wiring
@@ -127,7 +129,11 @@ async def _serve(server: DnsServer, follower: RouteFollower, settings: AgentSett
 def main(settings: AgentSettings) -> int:
     host, port = parse_hostport(settings.dns_bind, "--dns-bind")
     try:
-        udp, tcp = bind_sockets(host, port)
+        # sockets held by run-all or systemd outlive this process: a restart drops nothing
+        udp = listenfds.take(socket.SOCK_DGRAM, host, port)
+        tcp = listenfds.take(socket.SOCK_STREAM, host, port)
+        if udp is None or tcp is None:
+            udp, tcp = bind_sockets(host, port)
     except OSError as exc:
         log.error(
             "cannot listen on %s: %s (ports below 1024 need CAP_NET_BIND_SERVICE; is another "

@@ -10,7 +10,9 @@ stop accepting, close idle connections, let in-flight exchanges finish for up to
 
 import asyncio
 import logging
+import socket
 
+from agent import listenfds
 from agent.bus.messages import RouteTable
 from agent.proxy.client import P_IDLE, ClientConnection
 from agent.proxy.config import ProxyConfig
@@ -163,18 +165,26 @@ class ProxyServer:
     async def listen(self, bind: str) -> None:
         """Listen on `bind` ("HOST:PORT"); a previous listener is closed afterwards."""
         host, port = parse_hostport(bind, "proxy listen address")
-        server = await self.loop.create_server(
-            lambda: ClientProtocol(self),
-            host,
-            port,
-            reuse_address=True,
-            reuse_port=self.config.reuse_port or None,
-            backlog=2048,
-        )
+        held = listenfds.take(socket.SOCK_STREAM, host, port)  # outlives this process
+        if held is not None:
+            server = await self.loop.create_server(
+                lambda: ClientProtocol(self), sock=held, backlog=2048
+            )
+        else:
+            server = await self.loop.create_server(
+                lambda: ClientProtocol(self),
+                host,
+                port,
+                reuse_address=True,
+                reuse_port=self.config.reuse_port or None,
+                backlog=2048,
+            )
         old, self.listener, self.bound = self.listener, server, bind
         if old is not None:
             old.close()  # stops accepting only; open connections carry on
-        log.info("%s proxy listening on %s", self.kind, bind)
+        log.info(
+            "%s proxy listening on %s%s", self.kind, bind, " (inherited socket)" if held else ""
+        )
 
     async def drain(self) -> None:
         """Stop accepting, finish in-flight exchanges (bounded), close everything."""
