@@ -195,7 +195,10 @@ class ProxyServer:
         deadline = self.loop.time() + self.config.drain_timeout
         while True:
             for client in list(self.clients):
-                if client.current is None and client.pstate == P_IDLE:
+                # idle between requests: close. A connection accepted just before the
+                # listener closed has sent nothing yet: its first request is served
+                # (without keep-alive), or a restart would cut it
+                if client.current is None and client.pstate == P_IDLE and client.http11 is not None:
                     client.close()
             if not self.clients or self.loop.time() >= deadline:
                 break
