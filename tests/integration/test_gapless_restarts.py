@@ -9,6 +9,7 @@ queues new connections on the held socket instead of refusing them.
   in-flight requests, run-all starts a new one on the same socket — 0 failed requests.
 * kill -9 of each proxy: no connection is ever refused. (Requests the killed process
   was serving at that instant die with its TCP connections: nothing can save those.)
+* SIGTERM of the DNS responder under a loop of UDP and TCP queries: none is lost.
 """
 
 import os
@@ -17,6 +18,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
 import pytest
 import requests
 
@@ -89,6 +94,42 @@ class FreshConnections:
             t.join(timeout=35)
 
 
+class DnsLoop:
+    """Queries app.svc.internal over UDP and TCP in turn; a query is good with an answer."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.ok = 0
+        self.failed: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        tcp = False
+        while not self._stop.is_set():
+            q = dns.message.make_query("app.svc.internal", "A")
+            try:
+                ask = dns.query.tcp if tcp else dns.query.udp
+                reply = ask(q, "127.0.0.1", port=self.port, timeout=10)
+                if reply.rcode() == dns.rcode.NOERROR and reply.answer:
+                    self.ok += 1
+                else:
+                    self.failed.append(
+                        f"{'tcp' if tcp else 'udp'}: {dns.rcode.to_text(reply.rcode())}"
+                    )
+            except (OSError, dns.exception.DNSException) as exc:
+                self.failed.append(f"{'tcp' if tcp else 'udp'}: {exc!r}")
+            tcp = not tcp
+
+    def __enter__(self) -> "DnsLoop":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+
 @pytest.fixture
 def workspace():
     require_root()
@@ -114,13 +155,13 @@ def test_restarting_or_killing_a_proxy_refuses_no_connection(xprocess, workspace
     try:
         token = site.api("POST", f"/stacks/{site.stack_id}/install-tokens", expect=201)["token"]
         agent = Agent("agent-gapless", workspace / "agent-gapless", site.proxy_port)
-        internal_port = free_port()
+        internal_port, dns_port = free_port(), free_port()
         argv = agent_argv(
             agent.state_dir,
             site.cp.url,
             token,
             proxy_port=agent.proxy_port,
-            dns_port=free_port(),
+            dns_port=dns_port,
             internal_bind=f"127.0.0.1:{internal_port}",
         )
         start_agent(xprocess, agent.name, argv)
@@ -155,5 +196,15 @@ def test_restarting_or_killing_a_proxy_refuses_no_connection(xprocess, workspace
         # only what the killed processes were serving at that instant may have died
         assert len(tally.failed) <= 2 * len(targets), tally.failed[:10]
         assert tally.ok > 100
+
+        # the DNS responder (UDP and TCP): a graceful restart loses no query
+        with DnsLoop(dns_port) as dns_loop:
+            wait_until("DNS answers", lambda: dns_loop.ok > 5)
+            old = wait_until("the dns child", lambda: child_pid(parent, "agent dns"))
+            before = dns_loop.ok
+            os.kill(old, signal.SIGTERM)
+            wait_until("dns restarted", lambda: _restarted(parent, "agent dns", old))
+            wait_until("DNS answers again", lambda: dns_loop.ok > before + 20)
+        assert dns_loop.failed == [], dns_loop.failed[:10]
     finally:
         site.close()
