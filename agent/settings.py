@@ -43,7 +43,8 @@ class AgentSettings:
     keep_releases: int = 5  # per service, so a rollback needs no rebuild
     build_timeout_s: float = 900.0
     deploy_timeout_s: float = 60.0  # a new release must become healthy within this
-    drain_timeout_s: float = 30.0  # in-flight requests on the old release get this long
+    # cap on every service's drain_timeout_s on this server (None: the services decide)
+    drain_timeout_s: float | None = None
     # Firewall changes are explicit (spec §12): the agent applies the stack's security mode
     # only when the operator opted in; tunnel-only also needs consent to blocking SSH.
     follow_security_mode: bool = False
@@ -96,7 +97,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--build-timeout", type=float, default=900.0, metavar="SECONDS")
     parser.add_argument("--deploy-timeout", type=float, default=60.0, metavar="SECONDS")
-    parser.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS")
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="cap on every service's drain_timeout_s on this server (default: no cap)",
+    )
     parser.add_argument(
         "--follow-security-mode",
         action="store_true",
@@ -155,7 +162,7 @@ def from_args(args: argparse.Namespace) -> AgentSettings:
     if args.keep_releases < 1:
         raise ValueError("--keep-releases must be at least 1")
     for name in ("build_timeout", "deploy_timeout", "drain_timeout"):
-        if getattr(args, name) <= 0:
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive number of seconds")
     state_dir = args.state_dir.resolve()
     return AgentSettings(

@@ -6,8 +6,12 @@ The worker drives its service toward the latest `Target`:
   when that release was already built), start, wait until ready, then cut over:
   - agent-assigned port: the new process starts beside the old one; once healthy the route
     is swapped and the old one drained and stopped (no gap);
-  - fixed port: the route is paused (the proxy holds new requests), the old process stops,
-    the new one starts; if it never becomes healthy the old release is started again.
+  - fixed port: the route is paused (the proxy holds new requests), the old process
+    drains and stops, the new one starts; if it never becomes healthy the old release is
+    started again.
+  Each route change waits for every live proxy's acknowledgement, and an old process is
+  stopped only once the proxies report nothing in flight to it or the service's
+  `drain_timeout_s` passed (`ctx.cutover`, `ctx.drain`; docs/reconciler.md).
   A failed build or health check leaves the old release serving and records the reason.
   A sync or build still running when a newer target arrives is superseded: its git or
   build process group is killed and the newer target deploys at once (nothing of the old
@@ -75,7 +79,7 @@ class _Deploy:
 class Timeouts:
     build_s: float = 900.0
     deploy_s: float = 60.0
-    drain_s: float = 30.0
+    drain_s: float | None = None  # cap on the services' drain_timeout_s (--drain-timeout)
     stop_grace_s: float = 10.0
     git: gitsync.GitLimits = gitsync.GitLimits()
 
@@ -506,6 +510,8 @@ class ServiceWorker:
         """Stop `old` once the proxies (which acknowledged a table without it) report
         nothing in flight to it, or when the service's drain timeout passes."""
         timeout_s = t.svc.spec.drain_timeout_s
+        if self.ctx.timeouts.drain_s is not None:
+            timeout_s = min(timeout_s, self.ctx.timeouts.drain_s)
         waited, cut = await self.ctx.drain(self.name, old.rec.port, timeout_s)
         if cut:
             self.ctx.event(

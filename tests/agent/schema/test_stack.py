@@ -162,3 +162,25 @@ def test_dns_suffix_with_trailing_newline_is_refused():
     with pytest.raises(ValidationError) as err:
         parse_stack(body(dns={"suffix": "svc.internal\n"}))
     assert err.value.field == "dns.suffix"
+
+
+def test_drain_timeout_defaults_to_30_s_and_leaves_existing_documents_unchanged():
+    spec = parse_stack(body())
+    assert [s.drain_timeout_s for s in spec.services] == [30.0, 30.0]
+    assert "drain_timeout_s" not in spec.services[0].to_dict()  # same hash as before
+
+
+def test_drain_timeout_is_per_service_and_bounded():
+    b = body()
+    b["services"][1]["drain_timeout_s"] = 2.5
+    spec = parse_stack(b)
+    assert spec.services[1].drain_timeout_s == 2.5
+    assert spec.services[1].to_dict()["drain_timeout_s"] == 2.5
+    assert (
+        parse_stack({**b, "services": [spec.services[1].to_dict()]}).services[0] == spec.services[1]
+    )
+    for bad in (-1, 3601, "30", True):
+        b["services"][1]["drain_timeout_s"] = bad
+        with pytest.raises(ValidationError) as err:
+            parse_stack(b)
+        assert err.value.field == "services[1].drain_timeout_s"
