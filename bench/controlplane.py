@@ -195,7 +195,8 @@ def start_controlplane(
     extra = ["--workers", str(workers)] if workers > 1 else []
     env = {**os.environ, "BERTH_STALL_TRACE_MS": f"{trace_ms:g}"} if trace_ms else None
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "controlplane", "serve", "--db", db_url, "--bind", f"127.0.0.1:{port}", *extra],
+        [sys.executable, "-m", "agent.cli", "controlplane", "serve", "--db", db_url, "--bind", f"127.0.0.1:{port}",
+         "--allow-file-repos", str(log.parent), *extra],
         cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True, env=env,
     )  # fmt: skip
     import requests

@@ -284,3 +284,25 @@ def test_parse_bind_refuses(bind: str) -> None:
 
     with pytest.raises(ValueError, match="--bind"):
         parse_bind(bind)
+
+
+def test_worker_argv_carries_every_serve_option() -> None:
+    """`serve --workers N` starts each worker with the parent's settings, all of them."""
+    from controlplane import cli
+    from controlplane.settings import ServerSettings
+    from controlplane.workers import worker_argv
+
+    settings = ServerSettings(
+        db_url="sqlite:///x.db", public_url="http://cp.example", wheelhouse="/w", fast_path=False,
+        secret_key_file="/keys/cp.key", file_repo_roots=("/srv/a", "/srv/b"),
+        heartbeat_interval_s=20.0, audit_retention_days=7, notify_interval_s=3.0,
+        notify_lease_s=30.0, notify_backoff_s=2.5,
+    )  # fmt: skip
+    argv = worker_argv(settings, 7)
+    args = cli._parser().parse_args(argv[argv.index("serve") :])
+    assert args.bind == "fd://7" and args.db == "sqlite:///x.db"
+    assert (args.public_url, args.wheelhouse, args.fast_path) == ("http://cp.example", "/w", False)
+    assert args.secret_key_file == "/keys/cp.key"
+    assert args.allow_file_repos == ["/srv/a", "/srv/b"]
+    assert (args.heartbeat_interval, args.audit_retention_days) == (20.0, 7)
+    assert (args.notify_interval, args.notify_lease, args.notify_backoff) == (3.0, 30.0, 2.5)
