@@ -97,14 +97,13 @@ class AgentFastPath:
             if wait_s:
                 current = await longpoll.hold(self.ctx.watcher, ident.stack_id, if_none_match,
                                               current, wait_s, current_hash)  # fmt: skip
+            found = None
+            if not etag_matches(if_none_match, current):
+                found = await directory.document(ident.stack_id)  # e.g. 503: no secret key
         except ApiError as exc:
             await _respond(send, exc.status, _dumps(exc.as_dict()), _JSON_HEADERS)
             return True
-        if etag_matches(if_none_match, current):
-            await _respond(send, 304, b"", [(b"etag", f'"{current}"'.encode())])
-            return True
-        found = await directory.document(ident.stack_id)
-        if found is None:
+        if found is None:  # current, or the stack was deleted meanwhile
             await _respond(send, 304, b"", [(b"etag", f'"{current}"'.encode())])
             return True
         doc_hash, body = found
