@@ -119,7 +119,14 @@ class HeartbeatWriter:
             if self._pending:
                 self._wake.set()  # more than one batch queued: go round again
             try:
-                await self._db.write_in_thread(partial(_store, rows, self._db.url.is_sqlite))
+                if self._db.url.is_sqlite:
+                    # not on the writer thread: there, a worker process of `serve --workers`
+                    # did not see rows committed after a batch (tests/controlplane/
+                    # test_fastpath.py, workers after heartbeats; cause not found yet)
+                    async with self._db.write() as session:
+                        await session.execute(update(Instance), rows)
+                else:
+                    await self._db.write_in_thread(partial(_store, rows, self._db.url.is_sqlite))
             except Exception as exc:  # answer every waiting agent; they retry next interval
                 log.exception("could not store %d heartbeats", len(rows))
                 for fut in waiters:

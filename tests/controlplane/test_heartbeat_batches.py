@@ -12,7 +12,7 @@ class RecordingDb:
     """Stands in for the database session only to observe which rows each commit held."""
 
     class url:  # noqa: N801 - mirrors Database.url
-        is_sqlite = True
+        is_sqlite = False  # the writer-thread path (PostgreSQL)
 
     def __init__(self) -> None:
         self.committed: set[str] = set()
