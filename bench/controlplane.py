@@ -1,42 +1,40 @@
-"""Benchmark: N simulated agents against a real control plane, SQLite and PostgreSQL.
+"""Benchmark: a simulated fleet against a real control plane, SQLite and PostgreSQL, through
+a control-plane restart, steady load and a stack change.
 
-    .venv/bin/python bench/controlplane.py [--n 1000,2000,5000,10000] [--duration 20] [--warmup 10]
-                                           [--db sqlite,postgresql] [--connections 128]
-                                           [--workers 1,2] [--slow-path] [--no-reference]
+    .venv/bin/python bench/controlplane.py [--n 1000,5000,10000] [--db sqlite,postgresql]
+        [--steady-intervals 3] [--connections 256] [--workers 1] [--no-long-poll]
+        [--no-reference]
 
-Each agent sends, every 10 s, one `GET /api/v1/agent/desired-state` with its ETag in
-If-None-Match (answered 304) and one `POST /api/v1/agent/heartbeat` (a database write),
-phases spread evenly: N agents make 0.2*N requests/s (10,000 agents ≈ 2,000 req/s). The
-load is open-loop: each request has a due time and its latency is measured from that time,
-so a server that falls behind shows it in p99 instead of slowing the generator down.
+The fleet runs in a separate process (bench/loadclient.py): N agents, each every 10 s at a
+random phase sending a conditional poll (`If-None-Match`, 304 expected) and a heartbeat
+with a one-service snapshot, over 256 shared HTTP/1.1 keep-alive connections; and, unless
+`--no-long-poll`, each also holding a long poll (`?wait=25`) on its own connection, as the
+reconciler does. Latencies are open loop (a round counts from its due time).
 
-Setup (not measured): a throwaway database (a SQLite file; a PostgreSQL cluster run as
-`nobody`), migrated, a stack created through the API from a local git repository, then N
-instances inserted directly with their credential digests (registering 10,000 agents
-through the API would take minutes and measures something else); then the control plane
-is restarted so that it preloads every credential, as one that has been running does.
-The control plane runs as `berth controlplane serve` in its own process group, with
-`--workers N` for each N of `--workers`, and once with `--no-fast-path` if `--slow-path`.
+For each N, in one run of the client:
+- the control plane serves the fleet for one interval (not measured), then is stopped
+  (SIGTERM) and started again, cold: the agents' connections are gone, its caches empty.
+  Requests that fail while it is down are retried at the agent's next slot; the downtime
+  is printed, those failures are not errors;
+- **cold**: the first interval after the restarted control plane answers (every agent
+  reconnects within it);
+- **steady**: the next `--steady-intervals` intervals;
+- **change**: a stack change (PUT) under that load; printed: the time from sending the
+  PUT until every agent holds the new version's ETag, and the latencies meanwhile.
 
-Printed per run: req/s, p50/p99 of all requests and p99 of heartbeats alone, errors, and
-CPU time per request (from /proc, over the measured window) of the control plane (every
-process of its group), of the PostgreSQL server (postmaster and backends) and of this
-load generator: the figures to compare on a machine shared with other work.
+Per phase: req/s, p50, p99, p99.9, max (ms), errors, and CPU milliseconds per request of
+the control plane (all its processes), of the PostgreSQL server and of the client (from
+/proc). Reference, same run: the same client (without long polls) against nginx answering
+304 / 200 from its config, which shows what this machine and this client can do at all.
 
-Simplification: agents share `--connections` keep-alive connections (a real fleet holds
-one connection per agent, mostly idle). A heartbeat's answer waits for its batch's commit,
-so with few connections a slow commit stalls every request queued behind it: the default
-1,000 keeps that head-of-line blocking out of the figures without 10,000 sockets.
-
-Reference, same run: nginx answering the same requests (304 / 204) from its config, which
-shows what this machine and this generator can do at all. Target: 10,000 agents at p99 <
-200 ms with 0 errors.
+Setup (not measured): a throwaway database (SQLite file; a PostgreSQL cluster run as
+`nobody`), migrated, a stack created through the API from a local git repository, N
+instances inserted directly with their credential digests.
 """
 
 import argparse
-import asyncio
 import hashlib
-import json
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -44,14 +42,17 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from sqlalchemy import create_engine, insert  # noqa: E402
 
+from bench.loadclient import Plan, Report  # noqa: E402
+from bench.loadclient import main as client_main  # noqa: E402
 from controlplane.dburl import parse_db_url  # noqa: E402
 from controlplane.models import Instance, utcnow  # noqa: E402
 from controlplane.testing import create_admin_token, migrate  # noqa: E402
@@ -59,7 +60,9 @@ from tests.support.procs import terminate  # noqa: E402
 
 PERIOD_S = 10.0
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-TARGET_P99_MS = 200.0
+TARGETS = (
+    "targets at 10,000: steady p99 < 200 ms, p99.9 < 500 ms; cold p99 < 1 s; 0 errors; change < 2 s"
+)
 
 
 def free_port() -> int:
@@ -68,48 +71,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-# ---- load generator ------------------------------------------------------------------
-
-
-@dataclass
-class Result:
-    sent: int
-    errors: int
-    latencies_ms: list[float]
-    elapsed_s: float
-    server_cpu_s: float = 0.0  # control plane (all workers) + database server, measured window
-    db_cpu_s: float = 0.0  # of which the PostgreSQL server
-    client_cpu_s: float = 0.0  # this load generator
-    heartbeat_latencies_ms: list[float] = field(default_factory=list)  # of latencies_ms
-
-    @property
-    def p99(self) -> float:
-        lat = sorted(self.latencies_ms) or [float("nan")]
-        return lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-
-    @property
-    def heartbeat_p99(self) -> float:
-        lat = sorted(self.heartbeat_latencies_ms) or [float("nan")]
-        return lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-
-    @property
-    def meets_target(self) -> bool:
-        return self.errors == 0 and bool(self.latencies_ms) and self.p99 < TARGET_P99_MS
-
-    def row(self) -> str:
-        lat = sorted(self.latencies_ms) or [float("nan")]
-        p50 = lat[len(lat) // 2]
-        done = max(1, len(self.latencies_ms) + self.errors)
-        rps = len(self.latencies_ms) / self.elapsed_s
-        ok = "yes" if self.meets_target else "no"
-        per = 1000 / done
-        return (
-            f"{rps:8.0f} {p50:8.1f} {self.p99:8.1f} {self.errors:7d}  {ok:<6} "
-            f"{(self.server_cpu_s - self.db_cpu_s) * per:8.3f} {self.db_cpu_s * per:8.3f} "
-            f"{self.client_cpu_s * per:8.3f} {self.heartbeat_p99:8.1f}"
-        )
 
 
 # ---- CPU accounting ---------------------------------------------------------------------
@@ -136,129 +97,70 @@ def _proc_stats() -> list[tuple[int, int, int, float]]:
 
 
 @dataclass(frozen=True)
-class CpuProbe:
-    """CPU seconds so far of the control plane (its process group: every worker) and of the
-    PostgreSQL server (the postmaster and its children)."""
+class Cpu:
+    server: float  # the control plane's process group
+    db: float  # the PostgreSQL server: postmaster and backends
+    client: float
 
+
+@dataclass(frozen=True)
+class CpuProbe:
     cp_pgrp: int
+    client_pid: int
     pg_pid: int | None = None
 
-    def read(self) -> tuple[float, float]:
+    def read(self) -> Cpu:
         stats = _proc_stats()
         cp = sum(cpu for _pid, _ppid, pgrp, cpu in stats if pgrp == self.cp_pgrp)
+        client = sum(cpu for pid, _ppid, _g, cpu in stats if pid == self.client_pid)
         pg = 0.0
         if self.pg_pid is not None:
             pg = sum(cpu for pid, ppid, _g, cpu in stats if self.pg_pid in (pid, ppid))
-        return cp + pg, pg
+        return Cpu(cp, pg, client)
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head[9:12])
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        if line[:15].lower() == b"content-length:":
-            length = int(line[15:])
-    if length:
-        await reader.readexactly(length)
-    return status
+# ---- figures ----------------------------------------------------------------------------
 
 
-async def run_load(
-    host: str,
-    port: int,
-    requests: list[tuple[float, bytes, int]],
-    connections: int,
-    warmup_s: float,
-    probe: CpuProbe | None = None,
-) -> Result:
-    """Send each (offset_s, raw request, expected status) at its offset; open loop.
-
-    Requests due in the first `warmup_s` are sent but not counted: the first poll of each
-    agent fills the control plane's credential cache, which is not the steady state.
-    """
-    queue: asyncio.Queue[tuple[float, bytes, int]] = asyncio.Queue()
-    latencies: list[float] = []
-    beats: list[float] = []
-    errors = 0
-    loop = asyncio.get_running_loop()
-    measure_from = float("inf")
-
-    async def worker() -> None:
-        nonlocal errors
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
-            while True:
-                due, raw, expect = await queue.get()
-                counted = due >= measure_from
-                try:
-                    writer.write(raw)
-                    status = await _read_response(reader)
-                    if status != expect:
-                        errors += counted
-                    elif counted:
-                        latencies.append((loop.time() - due) * 1000)
-                        if expect == 200:
-                            beats.append(latencies[-1])
-                except (OSError, asyncio.IncompleteReadError, ValueError):
-                    errors += counted
-                    writer.close()
-                    reader, writer = await asyncio.open_connection(host, port)
-                finally:
-                    queue.task_done()
-        finally:
-            writer.close()
-
-    workers = [asyncio.create_task(worker(), name=f"bench-conn-{i}") for i in range(connections)]
-    await asyncio.sleep(0.2)  # let connections open before the clock starts
-    start = loop.time()
-    measure_from = start + warmup_s
-    cpu0: tuple[float, float, float] | None = None
-    for offset, raw, expect in requests:
-        delay = start + offset - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if cpu0 is None and offset >= warmup_s:
-            cpu0 = (*(probe.read() if probe else (0.0, 0.0)), time.process_time())
-        queue.put_nowait((start + offset, raw, expect))
-    await queue.join()
-    elapsed = loop.time() - measure_from
-    cpu1 = (*(probe.read() if probe else (0.0, 0.0)), time.process_time())
-    cpu0 = cpu0 or cpu1
-    for w in workers:
-        w.cancel()
-    await asyncio.gather(*workers, return_exceptions=True)
-    return Result(len(requests), errors, latencies, elapsed,
-                  cpu1[0] - cpu0[0], cpu1[1] - cpu0[1], cpu1[2] - cpu0[2], beats)  # fmt: skip
+def _pct(lat: list[float], q: float) -> float:
+    return lat[min(len(lat) - 1, int(len(lat) * q))] if lat else float("nan")
 
 
-def schedule(
-    creds: list[str], etag: str, duration_s: float, host: str
-) -> list[tuple[float, bytes, int]]:
-    """Every agent: a conditional poll at its phase and a heartbeat half a period later."""
-    n = len(creds)
-    hb = json.dumps({"agent_version": "bench", "applied_version": 1, "state": "applied",
-                     "services": [{"name": "web", "commit": "0" * 40, "state": "running",
-                                   "health": "healthy", "restarts": 0}],
-                     "security": {"mode": "open"}}).encode()  # fmt: skip
-    out: list[tuple[float, bytes, int]] = []
-    for i, cred in enumerate(creds):
-        phase = PERIOD_S * i / n
-        poll = (f"GET /api/v1/agent/desired-state HTTP/1.1\r\nHost: {host}\r\n"
-                f"Authorization: Bearer {cred}\r\nIf-None-Match: \"{etag}\"\r\n\r\n").encode()  # fmt: skip
-        beat = (f"POST /api/v1/agent/heartbeat HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {cred}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(hb)}\r\n\r\n").encode() + hb  # fmt: skip
-        t = phase
-        while t < duration_s:
-            out.append((t, poll, 304))
-            if t + PERIOD_S / 2 < duration_s:
-                out.append((t + PERIOD_S / 2, beat, 200))
-            t += PERIOD_S
-    out.sort(key=lambda r: r[0])
-    return out
+@dataclass
+class Phase:
+    name: str
+    start: float
+    end: float
+    latencies: list[float]
+    errors: int
+    cpu0: Cpu
+    cpu1: Cpu
+    note: str = ""
+
+    def row(self) -> str:
+        lat = sorted(self.latencies)
+        done = max(1, len(lat))
+        per = 1000 / done
+        rps = len(lat) / max(1e-9, self.end - self.start)
+        return (
+            f"{self.name:<7} {rps:7.0f} {_pct(lat, 0.5):7.1f} {_pct(lat, 0.99):7.1f} "
+            f"{_pct(lat, 0.999):7.1f} {(lat[-1] if lat else float('nan')):7.1f} {self.errors:6d} "
+            f"{(self.cpu1.server - self.cpu0.server) * per:7.3f} {(self.cpu1.db - self.cpu0.db) * per:6.3f} "
+            f"{(self.cpu1.client - self.cpu0.client) * per:6.3f}  {self.note}"
+        )
 
 
-# ---- systems under test ----------------------------------------------------------------
+def phase(name: str, report: Report, start: float, end: float, cpu0: Cpu, cpu1: Cpu) -> Phase:
+    lat = [ms for due, _k, ms, _why in report.requests if start <= due < end and ms >= 0]
+    errors = sum(1 for due, _k, ms, _why in report.requests if start <= due < end and ms < 0)
+    errors += sum(1 for t, _why in report.long_poll_failures if start <= t < end)
+    return Phase(name, start, end, lat, errors, cpu0, cpu1)
+
+
+HEADER = (
+    f"{'system':<24} {'agents':>6} {'phase':<7} {'req/s':>7} {'p50':>7} {'p99':>7} {'p99.9':>7} "
+    f"{'max':>7} {'errors':>6} {'server':>7} {'db':>6} {'client':>6}"
+)
 
 
 class Postgres:
@@ -288,40 +190,45 @@ class Postgres:
 
 
 def start_controlplane(
-    db_url: str, port: int, log: Path, workers: int = 1, fast: bool = True
+    db_url: str, port: int, log: Path, workers: int = 1, trace_ms: float = 0
 ) -> subprocess.Popen[bytes]:
     extra = ["--workers", str(workers)] if workers > 1 else []
-    extra += [] if fast else ["--no-fast-path"]
+    env = {**os.environ, "BERTH_STALL_TRACE_MS": f"{trace_ms:g}"} if trace_ms else None
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "controlplane", "serve", "--db", db_url, "--bind", f"127.0.0.1:{port}", *extra],
-        cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        [sys.executable, "-m", "agent.cli", "controlplane", "serve", "--db", db_url, "--bind", f"127.0.0.1:{port}",
+         "--allow-file-repos", str(log.parent), *extra],
+        cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True, env=env,
     )  # fmt: skip
     import requests
 
-    for _ in range(300):
+    for _ in range(1500):
         try:
             requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
             return proc
         except requests.ConnectionError:
             if proc.poll() is not None:
                 raise RuntimeError(log.read_text()) from None
-            time.sleep(0.1)
+            time.sleep(0.02)
     raise RuntimeError("control plane did not start")
 
 
-def seed(db_url: str, base: str, n: int, workdir: Path) -> tuple[list[str], str]:
-    """A stack via the API and `n` instances inserted directly; (credentials, etag)."""
+@dataclass
+class Seeded:
+    credentials: list[str]
+    etag: str
+    stack_id: str
+    token: str
+    body: dict[str, Any]
+
+
+def seed(db_url: str, base: str, n: int, workdir: Path) -> Seeded:
+    """A stack via the API and `n` instances inserted directly."""
     import requests
 
     repo = workdir / "repo"
     repo.mkdir()
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "b",
-        "GIT_AUTHOR_EMAIL": "b@b",
-        "GIT_COMMITTER_NAME": "b",
-        "GIT_COMMITTER_EMAIL": "b@b",
-    }
+    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b",
+           "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@b"}  # fmt: skip
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True, env=env)
     (repo / "app.py").write_text("print(1)\n")
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True, env=env)
@@ -341,7 +248,18 @@ def seed(db_url: str, base: str, n: int, workdir: Path) -> tuple[list[str], str]
     with engine.begin() as conn:
         conn.execute(insert(Instance), rows)
     engine.dispose()
-    return creds, stack["hash"]
+    return Seeded(creds, stack["hash"], stack["id"], token, body)
+
+
+def change_stack(base: str, seeded: Seeded, run: str) -> str:
+    """Publish a new version (another run command); its document hash."""
+    import requests
+
+    body = {**seeded.body, "services": [{**seeded.body["services"][0], "run": run}]}
+    resp = requests.put(f"{base}/api/v1/stacks/{seeded.stack_id}", json=body,
+                        headers={"Authorization": f"Bearer {seeded.token}"}, timeout=30)  # fmt: skip
+    resp.raise_for_status()
+    return str(resp.json()["hash"])
 
 
 def start_nginx(port: int, workdir: Path) -> subprocess.Popen[bytes]:
@@ -362,70 +280,150 @@ http {{ access_log off;
     return proc
 
 
+class Client:
+    """The fleet simulator in its own process (bench/loadclient.py)."""
+
+    def __init__(self, plan: Plan) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.pipe, child = ctx.Pipe()
+        self.proc = ctx.Process(target=client_main, args=(child,), name="berth-bench-fleet")
+        self.proc.start()
+        self.pipe.send(plan)
+        assert self.pipe.recv() == "started"
+
+    def stop(self) -> Report:
+        self.pipe.send("stop")
+        if not self.pipe.poll(120):
+            self.proc.kill()
+            raise RuntimeError("the load client did not report within 120 s of being stopped")
+        report: Report = self.pipe.recv()
+        self.proc.join(30)
+        return report
+
+
+def sleep_until(t: float) -> None:
+    time.sleep(max(0.0, t - time.monotonic()))
+
+
+def reference(n: int, args: argparse.Namespace, workdir: Path) -> None:
+    """The client against nginx: steady phase only, no long polls (nginx does not hold)."""
+    port = free_port()
+    nginx = start_nginx(port, workdir)
+    try:
+        client = Client(Plan("127.0.0.1", port, [f"ref{i}" for i in range(n)], "x", PERIOD_S,
+                             args.connections, long_poll=False))  # fmt: skip
+        probe = CpuProbe(nginx.pid, client.proc.pid or 0)
+        start = time.monotonic() + PERIOD_S
+        sleep_until(start)
+        cpu0 = probe.read()
+        sleep_until(start + PERIOD_S * args.steady_intervals)
+        cpu1 = probe.read()
+        report = client.stop()
+        res = phase("steady", report, start, start + PERIOD_S * args.steady_intervals, cpu0, cpu1)
+        print(f"{'reference: nginx':<24} {n:6d} {res.row()}", flush=True)
+    finally:
+        terminate(nginx)
+
+
+def run_fleet(label: str, n: int, cp: subprocess.Popen[bytes], restart: Any, seeded: Seeded, port: int,
+              args: argparse.Namespace, pg: "Postgres | None", version: int, log: Path) -> subprocess.Popen[bytes]:  # fmt: skip
+    """One client run against the control plane `cp`: warm interval, restart, cold, steady,
+    change. Returns the restarted control plane."""
+    client = Client(Plan("127.0.0.1", port, seeded.credentials[:n], seeded.etag, PERIOD_S,
+                         args.connections, long_poll=not args.no_long_poll))  # fmt: skip
+    assert client.proc.pid is not None
+    time.sleep(PERIOD_S)  # one interval against the running control plane: long polls held
+    t_down = time.monotonic()
+    log_from = log.stat().st_size
+    terminate(cp)
+    cp = restart()
+    t_up = time.monotonic()
+    probe = CpuProbe(cp.pid, client.proc.pid, pg.postmaster_pid() if pg else None)
+    cpu = [probe.read()]
+    steady_end = t_up + PERIOD_S * (1 + args.steady_intervals)
+    for t in (t_up + PERIOD_S, steady_end):
+        sleep_until(t)
+        cpu.append(probe.read())
+    t_change = time.monotonic()
+    new_hash = change_stack(f"http://127.0.0.1:{port}", seeded, f"python3 app.py --v{version}")
+    change_end = t_change + args.change_window
+    sleep_until(change_end)
+    cpu.append(probe.read())
+    report = client.stop()
+
+    down = sum(1 for due, _k, ms, _w in report.requests if t_down <= due < t_up and ms < 0)
+    down += sum(1 for t, _w in report.long_poll_failures if t_down <= t < t_up)
+    early = sum(1 for due, _k, ms, _w in report.requests if due < t_down and ms < 0)
+    holders = {agent: t for t, agent, etag in report.etags if etag == new_hash}
+    if len(holders) == n:
+        reached = f"all {n} agents hold the new version {max(holders.values()) - t_change:.2f} s after the PUT"
+    else:
+        reached = (
+            f"only {len(holders)}/{n} agents hold the new version after {args.change_window:g} s"
+        )
+    phases = [
+        phase("cold", report, t_up, t_up + PERIOD_S, cpu[0], cpu[1]),
+        phase("steady", report, t_up + PERIOD_S, steady_end, cpu[1], cpu[2]),
+        phase("change", report, t_change, change_end, cpu[2], cpu[3]),
+    ]
+    phases[0].note = f"down {t_up - t_down:.1f} s ({down} requests refused meanwhile, retried)"
+    phases[2].note = reached
+    for p in phases:
+        print(f"{label:<24} {n:6d} {p.row()}", flush=True)
+    if early:
+        print(f"  note: {early} requests failed before the restart (warm interval)", flush=True)
+    failures: dict[str, int] = {}
+    for due, _k, ms, why in report.requests:
+        if ms < 0 and due >= t_up:
+            failures[why] = failures.get(why, 0) + 1
+    for t, why in report.long_poll_failures:
+        if t >= t_up:
+            failures["long poll: " + why] = failures.get("long poll: " + why, 0) + 1
+    for why, count in sorted(failures.items(), key=lambda kv: -kv[1])[:5]:
+        print(f"  error x{count}: {why!r}", flush=True)
+    with log.open("rb") as f:
+        f.seek(log_from)
+        for line in f.read().decode(errors="replace").splitlines():
+            if "stall trace" in line:
+                print("  " + line.split(": ", 1)[1], flush=True)
+    seeded.etag = new_hash  # the next run's agents start current
+    return cp
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", default="1000,2000,5000,10000", help="agent counts to try")
-    ap.add_argument("--duration", type=float, default=20.0, help="measured seconds per run")
-    ap.add_argument(
-        "--warmup",
-        type=float,
-        default=PERIOD_S,
-        help="unmeasured seconds first (default: one period)",
-    )
+    ap.add_argument("--n", default="1000,5000,10000", help="agent counts (default %(default)s)")
     ap.add_argument("--db", default="sqlite,postgresql")
-    ap.add_argument(
-        "--connections",
-        type=int,
-        default=1000,
-        help="keep-alive connections the agents share (default %(default)s)",
-    )
+    ap.add_argument("--steady-intervals", type=int, default=3,
+                    help="length of the steady phase in 10 s intervals (default %(default)s)")  # fmt: skip
+    ap.add_argument("--change-window", type=float, default=PERIOD_S + 2,
+                    help="seconds the change phase lasts (default %(default)s)")  # fmt: skip
+    ap.add_argument("--connections", type=int, default=256,
+                    help="keep-alive connections the agents' polls and heartbeats share")  # fmt: skip
     ap.add_argument("--workers", default="1", help="control-plane worker counts to try, e.g. 1,2")
+    ap.add_argument("--no-long-poll", action="store_true",
+                    help="agents do not hold long polls (the issue's client exactly)")  # fmt: skip
     ap.add_argument("--no-reference", action="store_true", help="skip the nginx reference")
-    ap.add_argument("--slow-path", action="store_true",
-                    help="also run each database with --no-fast-path (everything through Quart)")  # fmt: skip
+    ap.add_argument("--trace-stalls", type=float, default=0, metavar="MS",
+                    help="run the control plane with BERTH_STALL_TRACE_MS=MS and print its "
+                         "stall trace (event-loop stalls, GC pauses) per 10 s")  # fmt: skip
     args = ap.parse_args()
     counts = [int(x) for x in args.n.split(",")]
-    variants = [(int(x), True) for x in args.workers.split(",")]
-    if args.slow_path:
-        variants.insert(0, (1, False))
-    try:
-        import uvloop
+    import resource
 
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    print("CPU columns: milliseconds of CPU per request (server = control plane, all workers;"
-          " db = PostgreSQL server; client = this load generator); hb p99: heartbeats only")  # fmt: skip
-    print(
-        f"{'system':<26} {'agents':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}  "
-        f"{'target':<6} {'server':>8} {'db':>8} {'client':>8} {'hb p99':>8}"
-    )
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by the control plane
+    print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}; "
+          f"long polls {'off' if args.no_long_poll else 'on'}; {TARGETS}")  # fmt: skip
+    print("latencies in ms; server/db/client: CPU ms per measured request (poll or heartbeat)")
+    print(HEADER, flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="berth-bench-cp-"))
     try:
-        results: dict[str, int] = {}
         if shutil.which("nginx") and not args.no_reference:
-            port = free_port()
-            nginx = start_nginx(port, workdir)
-            try:
-                creds = [f"ref{i}" for i in range(max(counts))]
-                for n in counts:
-                    res = runner(
-                        run_load(
-                            "127.0.0.1",
-                            port,
-                            schedule(creds[:n], "x", args.warmup + args.duration, "b"),
-                            args.connections,
-                            args.warmup,
-                            CpuProbe(nginx.pid),
-                        )
-                    )
-                    print(f"{'reference: nginx':<26} {n:7d} {res.row()}", flush=True)
-            finally:
-                terminate(nginx)
+            reference(max(counts), args, workdir)
         for kind in args.db.split(","):
-            for nworkers, fast in variants:
+            for nworkers in [int(x) for x in args.workers.split(",")]:
                 label = f"berth cp, {kind}" + (f" x{nworkers}" if nworkers > 1 else "")
-                label += "" if fast else " slow"
                 pg = None
                 if kind == "sqlite":
                     db_url = f"sqlite:///{workdir}/bench-{uuid.uuid4().hex[:6]}.db"
@@ -435,43 +433,34 @@ def main() -> int:
                 try:
                     migrate(db_url)
                     port = free_port()
-                    log = workdir / f"cp-{kind}-{nworkers}-{fast}.log"
-                    cp = start_controlplane(db_url, port, log, nworkers, fast)
+                    log = workdir / f"cp-{kind}-{nworkers}.log"
+
+                    def restart(db_url: str = db_url, port: int = port, log: Path = log, w: int = nworkers) -> subprocess.Popen[bytes]:  # fmt: skip
+                        return start_controlplane(db_url, port, log, w, args.trace_stalls)
+
+                    cp = restart()
                     try:
-                        sub = workdir / f"{kind}-{nworkers}-{fast}"
+                        sub = workdir / f"{kind}-{nworkers}"
                         sub.mkdir()
-                        creds, etag = seed(db_url, f"http://127.0.0.1:{port}", max(counts), sub)
-                        # restart: every worker preloads the fleet's credentials, as a
-                        # control plane that has been running (or restarted) does
-                        terminate(cp)
-                        cp = start_controlplane(db_url, port, log, nworkers, fast)
-                        probe = CpuProbe(cp.pid, pg.postmaster_pid() if pg else None)
-                        for n in counts:
-                            res = runner(
-                                run_load(
-                                    "127.0.0.1",
-                                    port,
-                                    schedule(creds[:n], etag, args.warmup + args.duration, "b"),
-                                    args.connections,
-                                    args.warmup,
-                                    probe,
-                                )
+                        seeded = seed(db_url, f"http://127.0.0.1:{port}", max(counts), sub)
+                        terminate(cp)  # the warm interval runs against one that knows the fleet
+                        cp = restart()
+                        for i, n in enumerate(counts):
+                            cp = run_fleet(
+                                label, n, cp, restart, seeded, port, args, pg, i + 2, log
                             )
-                            print(f"{label:<26} {n:7d} {res.row()}", flush=True)
-                            if res.meets_target:
-                                results[label] = max(results.get(label, 0), n)
                     finally:
                         terminate(cp)
+                        if "Traceback" in log.read_text():
+                            print(f"  the control plane logged a traceback: see {log}", flush=True)
                 finally:
                     if pg:
                         pg.stop()
-                print(
-                    f"largest N meeting p99 < {TARGET_P99_MS:g} ms, 0 errors on {label}: "
-                    f"{results.get(label, 'none of those tried')}",
-                    flush=True,
-                )
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if os.environ.get("BENCH_KEEP"):
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -7,12 +7,12 @@ and stack come from the credential, never from the request. Events are bounded p
 instance per minute and kept only for the stack's own services (`ingest`).
 """
 
-import asyncio
+from collections.abc import Awaitable
 from typing import Any
 
 from quart import Blueprint, Response, request
 
-from controlplane import audit, enrollment, ingest, status, tokens
+from controlplane import audit, enrollment, ingest, longpoll, status, tokens
 from controlplane.context import AppContext
 from controlplane.directory import AgentIdentity
 from controlplane.errors import BadRequest, Unprocessable
@@ -55,12 +55,9 @@ def blueprint(ctx: AppContext) -> Blueprint:
         wait_s = parse_wait(request.args.get("wait"), ctx.settings.max_wait_s)
         if_none_match = request.headers.get("If-None-Match")
         current = ident.doc_hash
-        if wait_s and etag_matches(if_none_match, current):
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + wait_s
-            while etag_matches(if_none_match, current) and (left := deadline - loop.time()) > 0:
-                if await ctx.watcher.wait(ident.stack_id, current, left):
-                    current = (await identify()).doc_hash  # also notices a revocation
+        if wait_s:  # re-identifying also notices a revocation
+            current = await longpoll.hold(ctx.watcher, ident.stack_id, if_none_match, current,
+                                          wait_s, lambda: _hash_of(identify()))  # fmt: skip
         if etag_matches(if_none_match, current):
             return _not_modified(current)
         found = await ctx.directory.document(ident.stack_id)
@@ -103,6 +100,10 @@ def blueprint(ctx: AppContext) -> Blueprint:
         return answer
 
     return bp
+
+
+async def _hash_of(identity: Awaitable[AgentIdentity]) -> str:
+    return (await identity).doc_hash
 
 
 def _not_modified(etag: str) -> Response:

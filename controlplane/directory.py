@@ -16,6 +16,7 @@ lets one process serve thousands of agents. `AgentDirectory` keeps
   costs one database read, not one per agent.
 """
 
+import asyncio
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -47,6 +48,7 @@ class AgentDirectory:
         self._identities: dict[str, tuple[str, str]] = {}  # digest → (instance, stack)
         self._digests: dict[str, str] = {}  # instance → digest
         self._documents: dict[str, tuple[str, bytes]] = {}  # stack → (hash, JSON)
+        self._reading: dict[str, asyncio.Future[tuple[str, bytes] | None]] = {}  # in flight
         self._last_refresh: datetime | None = None
 
     async def authenticate(self, credential: str | None) -> AgentIdentity:
@@ -116,10 +118,19 @@ class AgentDirectory:
             self.hashes[stack_id] = doc_hash
 
     async def document(self, stack_id: str) -> tuple[str, bytes] | None:
-        """(hash, JSON bytes) of the stack's current document, read once per version."""
+        """(hash, JSON bytes) of the stack's current document, read once per version: a
+        change wakes every long poll of the stack at once, and they share one read."""
         cached = self._documents.get(stack_id)
         if cached is not None and cached[0] == self.hashes.get(stack_id):
             return cached
+        reading = self._reading.get(stack_id)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read_document(stack_id))
+            self._reading[stack_id] = reading
+            reading.add_done_callback(lambda _f: self._reading.pop(stack_id, None))
+        return await asyncio.shield(reading)
+
+    async def _read_document(self, stack_id: str) -> tuple[str, bytes] | None:
         async with self._db.read() as session:
             row = (
                 await session.execute(

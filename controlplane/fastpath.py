@@ -23,13 +23,14 @@ the two paths cannot drift in what they accept.
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from controlplane import status, tokens
+from controlplane import longpoll, status, tokens
 from controlplane.context import AppContext
 from controlplane.errors import ApiError
-from controlplane.httpjson import etag_matches, parse_json_body
+from controlplane.httpjson import etag_matches, parse_json_body, parse_wait
 from controlplane.settings import MAX_BODY_BYTES
 
 log = logging.getLogger("controlplane")
@@ -43,6 +44,8 @@ ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]  # Quart types its scope mo
 POLL_PATH = "/api/v1/agent/desired-state"
 HEARTBEAT_PATH = "/api/v1/agent/heartbeat"
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+# the query strings answered here: none, or a long poll's `wait=N` alone (else Quart parses)
+_WAIT_ONLY = re.compile(rb"(?:wait=[0-9.]*)?\Z")
 
 
 def _dumps(body: dict[str, Any]) -> bytes:
@@ -68,7 +71,7 @@ class AgentFastPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope.get("root_path"):
             path, method = scope["path"], scope["method"]
-            if path == POLL_PATH and method == "GET" and not scope["query_string"]:
+            if path == POLL_PATH and method == "GET" and _WAIT_ONLY.match(scope["query_string"]):
                 if await self._poll(scope, send):
                     return
             elif path == HEARTBEAT_PATH and method == "POST" and self._small_body(scope):
@@ -77,17 +80,34 @@ class AgentFastPath:
         await self.app(scope, receive, send)
 
     async def _poll(self, scope: Scope, send: Send) -> bool:
-        """Answer a conditional poll that is still current; False: let Quart answer."""
+        """Answer a poll, held (`?wait=`) or not, with 304 or the document; False: let
+        Quart answer (the stack was deleted meanwhile)."""
+        authorization = tokens.bearer(_header(scope, b"authorization"))
+        directory = self.ctx.directory
+
+        async def current_hash() -> str:
+            return (await directory.authenticate(authorization)).doc_hash
+
         try:
-            ident = await self.ctx.directory.authenticate(
-                tokens.bearer(_header(scope, b"authorization"))
-            )
+            ident = await directory.authenticate(authorization)
+            query = scope["query_string"]
+            wait_s = parse_wait(query[5:].decode() if query else None, self.ctx.settings.max_wait_s)
+            if_none_match = _header(scope, b"if-none-match")
+            current = ident.doc_hash
+            if wait_s:
+                current = await longpoll.hold(self.ctx.watcher, ident.stack_id, if_none_match,
+                                              current, wait_s, current_hash)  # fmt: skip
+            found = None
+            if not etag_matches(if_none_match, current):
+                found = await directory.document(ident.stack_id)  # e.g. 503: no secret key
         except ApiError as exc:
             await _respond(send, exc.status, _dumps(exc.as_dict()), _JSON_HEADERS)
             return True
-        if not etag_matches(_header(scope, b"if-none-match"), ident.doc_hash):
-            return False  # a 200 with the document: rare, and Quart does it
-        await _respond(send, 304, b"", [(b"etag", f'"{ident.doc_hash}"'.encode())])
+        if found is None:  # current, or the stack was deleted meanwhile
+            await _respond(send, 304, b"", [(b"etag", f'"{current}"'.encode())])
+            return True
+        doc_hash, body = found
+        await _respond(send, 200, body, [*_JSON_HEADERS, (b"etag", f'"{doc_hash}"'.encode())])
         return True
 
     @staticmethod

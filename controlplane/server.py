@@ -16,12 +16,15 @@ access lines, keeps idle agent connections 75 s, and trusts no X-Forwarded-* hea
 import asyncio
 import contextlib
 import logging
+import logging.handlers
 import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Iterator
+from queue import SimpleQueue
 from typing import Any
 
+from controlplane import stalls
 from controlplane.dburl import parse_db_url
 from controlplane.settings import ServerSettings
 from controlplane.workers import open_sockets, parse_bind
@@ -63,7 +66,9 @@ def serve(settings: ServerSettings) -> int:
         log.error("cannot serve on %s: %s", settings.bind, exc)
         return 1
     app = create_app(settings)
-    asgi = AgentFastPath(app, app.extensions["berth"]) if settings.fast_path else app
+    ctx = app.extensions["berth"]
+    ctx.tune_gc = True
+    asgi = AgentFastPath(app, ctx) if settings.fast_path else app
     name = server_name()
     run_server: Serve = _uvicorn if name == "uvicorn" else _hypercorn
 
@@ -74,13 +79,20 @@ def serve(settings: ServerSettings) -> int:
             loop.add_signal_handler(sig, stop.set)
         log.info("serving on %s with %s (database %s)", settings.bind, name,
                  parse_db_url(settings.db_url).display())  # fmt: skip
+        trace = stalls.from_environment()
+        if trace is not None:
+            trace.start()
         notify = asyncio.create_task(_notify_systemd(sock), name="sd-notify")
+        release = asyncio.create_task(_release_long_polls(stop, ctx), name="release-long-polls")
         try:
             return await run_server(asgi, sock, stop)
         finally:
-            notify.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await notify
+            for task in (notify, release):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if trace is not None:
+                trace.stop()
             log.info("stopped")
 
     try:
@@ -89,6 +101,7 @@ def serve(settings: ServerSettings) -> int:
         runner: Callable[[Any], bool] = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency, but optional at run time
         runner = asyncio.run
+    listener = _log_from_a_thread()
     try:
         ok = runner(run())
     except OSError as exc:
@@ -96,7 +109,27 @@ def serve(settings: ServerSettings) -> int:
         return 1
     finally:
         sock.close()
+        listener.stop()  # writes what is queued
     return 0 if ok else 1
+
+
+def _log_from_a_thread() -> logging.handlers.QueueListener:
+    """Log lines are formatted where they are logged but written by a thread: a write to
+    a slow stderr (a pipe to journald under load) must not block the event loop."""
+    root = logging.getLogger()
+    queue: SimpleQueue[logging.LogRecord] = SimpleQueue()
+    listener = logging.handlers.QueueListener(queue, *root.handlers, respect_handler_level=True)
+    root.handlers = [logging.handlers.QueueHandler(queue)]
+    listener.start()
+    return listener
+
+
+async def _release_long_polls(stop: asyncio.Event, ctx: Any) -> None:
+    """On SIGTERM, answer every held long poll (304) before the graceful stop: otherwise
+    the server waits `GRACEFUL_S` for them and then cancels each with a logged traceback,
+    and the fleet's reconnection starts that much later."""
+    await stop.wait()
+    ctx.watcher.close()
 
 
 async def _uvicorn(asgi: Any, sock: socket.socket, stop: asyncio.Event) -> bool:

@@ -100,6 +100,15 @@ def worker_argv(settings: ServerSettings, fd: int) -> list[str]:
         argv += ["--wheelhouse", settings.wheelhouse]
     if not settings.fast_path:
         argv += ["--no-fast-path"]
+    if settings.secret_key_file:
+        argv += ["--secret-key-file", settings.secret_key_file]
+    for root in settings.file_repo_roots:
+        argv += ["--allow-file-repos", root]
+    argv += ["--heartbeat-interval", repr(settings.heartbeat_interval_s),
+             "--audit-retention-days", str(settings.audit_retention_days),
+             "--notify-interval", repr(settings.notify_interval_s),
+             "--notify-lease", repr(settings.notify_lease_s),
+             "--notify-backoff", repr(settings.notify_backoff_s)]  # fmt: skip
     return argv + settings.limits.argv()
 
 

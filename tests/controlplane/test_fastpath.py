@@ -12,6 +12,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -79,11 +80,57 @@ def test_poll_answers_match(server: ControlPlane, slow: ControlPlane, agent: dic
     assert status == 304 and ("etag", etag) in headers and body == b""
     for inm in (f"W/{etag}", f'"nope", {etag}', "*"):
         assert same(server, slow, "GET", POLL, {**auth, "If-None-Match": inm})[0] == 304
-    # handed over to Quart: a 200 with the document, a long poll, a bad wait
+    # the document (200), long polls that end at once, a bad wait
     assert same(server, slow, "GET", POLL, {**auth, "If-None-Match": '"other"'})[0] == 200
     assert same(server, slow, "GET", POLL, auth)[0] == 200
     assert same(server, slow, "GET", POLL + "?wait=0", {**auth, "If-None-Match": etag})[0] == 304
+    assert same(server, slow, "GET", POLL + "?wait=", {**auth, "If-None-Match": etag})[0] == 304
+    assert same(server, slow, "GET", POLL + "?wait=0.2", {**auth, "If-None-Match": etag})[0] == 304
+    assert same(server, slow, "GET", POLL + "?wait=5", {**auth, "If-None-Match": '"x"'})[0] == 200
     assert same(server, slow, "GET", POLL + "?wait=x", {**auth, "If-None-Match": etag})[0] == 400
+    assert same(server, slow, "GET", POLL + "?wait=61", {**auth, "If-None-Match": etag})[0] == 400
+    # another query: Quart answers on both
+    assert (
+        same(server, slow, "GET", POLL + "?wait=0&x=1", {**auth, "If-None-Match": etag})[0] == 304
+    )
+
+
+def test_held_long_polls_answer_the_change_alike(
+    api: Api, server: ControlPlane, slow: ControlPlane, repo: Path
+) -> None:
+    stack = api.post("/stacks", json=stack_body("fastpath-held", repo)).json()
+    tok = api.post(f"/stacks/{stack['id']}/install-tokens").json()
+    reg = Api(server.url, None).post("/agent/register", json={"token": tok["token"], "hostname": "held-1"})  # fmt: skip
+    headers = {"Authorization": f"Bearer {reg.json()['credential']}", "If-None-Match": f'"{stack["hash"]}"'}  # fmt: skip
+    with ThreadPoolExecutor(2) as pool:
+        held = [pool.submit(ask, cp, "GET", POLL + "?wait=30", headers) for cp in (server, slow)]
+        time.sleep(0.3)  # let both polls be held (if not, they still answer the change)
+        assert api.put(f"/stacks/{stack['id']}", json=stack_body("fastpath-held", repo, poll_interval_s=7)).status_code == 200  # fmt: skip
+        fast_answer, quart_answer = (f.result(timeout=20) for f in held)
+    assert fast_answer == quart_answer
+    assert fast_answer[0] == 200 and json.loads(fast_answer[2])["version"] == 2
+
+
+def test_sigterm_answers_held_long_polls(api: Api, db_url: str, repo: Path, tmp_path: Path) -> None:
+    """A stopping control plane answers held polls (304) at once instead of waiting its
+    graceful timeout and then cancelling each with a logged traceback."""
+    cp = ControlPlane(db_url, tmp_path)
+    try:
+        stack = api.post("/stacks", json=stack_body("fastpath-sigterm", repo)).json()
+        tok = api.post(f"/stacks/{stack['id']}/install-tokens").json()
+        reg = Api(cp.url, None).post("/agent/register", json={"token": tok["token"], "hostname": "term-1"})  # fmt: skip
+        headers = {"Authorization": f"Bearer {reg.json()['credential']}", "If-None-Match": f'"{stack["hash"]}"'}  # fmt: skip
+        with ThreadPoolExecutor(3) as pool:
+            held = [pool.submit(ask, cp, "GET", POLL + "?wait=50", headers) for _ in range(3)]
+            time.sleep(2)  # let the polls be held (the assertion below checks they were)
+            assert not any(f.done() for f in held)
+            cp.proc.terminate()
+            answers = [f.result(timeout=20) for f in held]
+        assert cp.proc.wait(20) == 0
+    finally:
+        cp.stop()
+    assert [a[0] for a in answers] == [304, 304, 304]
+    assert "Traceback" not in cp.log() and "graceful shutdown exceeded" not in cp.log()
 
 
 @pytest.mark.parametrize(
@@ -237,3 +284,25 @@ def test_parse_bind_refuses(bind: str) -> None:
 
     with pytest.raises(ValueError, match="--bind"):
         parse_bind(bind)
+
+
+def test_worker_argv_carries_every_serve_option() -> None:
+    """`serve --workers N` starts each worker with the parent's settings, all of them."""
+    from controlplane import cli
+    from controlplane.settings import ServerSettings
+    from controlplane.workers import worker_argv
+
+    settings = ServerSettings(
+        db_url="sqlite:///x.db", public_url="http://cp.example", wheelhouse="/w", fast_path=False,
+        secret_key_file="/keys/cp.key", file_repo_roots=("/srv/a", "/srv/b"),
+        heartbeat_interval_s=20.0, audit_retention_days=7, notify_interval_s=3.0,
+        notify_lease_s=30.0, notify_backoff_s=2.5,
+    )  # fmt: skip
+    argv = worker_argv(settings, 7)
+    args = cli._parser().parse_args(argv[argv.index("serve") :])
+    assert args.bind == "fd://7" and args.db == "sqlite:///x.db"
+    assert (args.public_url, args.wheelhouse, args.fast_path) == ("http://cp.example", "/w", False)
+    assert args.secret_key_file == "/keys/cp.key"
+    assert args.allow_file_repos == ["/srv/a", "/srv/b"]
+    assert (args.heartbeat_interval, args.audit_retention_days) == (20.0, 7)
+    assert (args.notify_interval, args.notify_lease, args.notify_backoff) == (3.0, 30.0, 2.5)

@@ -12,27 +12,20 @@ class RecordingDb:
     """Stands in for the database session only to observe which rows each commit held."""
 
     class url:  # noqa: N801 - mirrors Database.url
-        is_sqlite = True
+        is_sqlite = False  # the writer-thread path (PostgreSQL)
 
     def __init__(self) -> None:
         self.committed: set[str] = set()
 
-    def write(self):
+    async def write_in_thread(self, work):
+        class Conn:
+            def execute(self, _stmt, rows=None):
+                db._rows = [r["row_id"] for r in rows or []]
+
         db = self
-
-        class Session:
-            async def __aenter__(self):
-                return self
-
-            async def __aexit__(self, *exc):
-                await asyncio.sleep(0.01)
-                db.committed.update(db._rows)
-                return False
-
-            async def execute(self, _stmt, rows=None):
-                db._rows = [r["id"] for r in rows or []]
-
-        return Session()
+        work(Conn())
+        await asyncio.sleep(0.01)
+        self.committed.update(self._rows)
 
 
 def test_each_caller_waits_for_its_own_rows_commit(monkeypatch):

@@ -141,3 +141,32 @@ def test_watcher_wakes_on_notify_and_on_foreign_change() -> None:
             await watcher.stop()
 
     asyncio.run(scenario())
+
+
+def test_watcher_close_answers_held_polls_and_wakes_many_in_slices() -> None:
+    async def scenario() -> None:
+        hashes = {"s1": "h1"}
+
+        async def fetch() -> dict[str, str]:
+            return dict(hashes)
+
+        watcher = StackWatcher(fetch, interval_s=0.01)
+        watcher.start()
+        try:
+            # more waiters than one wake slice: every one of them wakes on a change
+            many = [asyncio.create_task(watcher.wait("s1", "h1", 5)) for _ in range(600)]
+            await asyncio.sleep(0)
+            hashes["s1"] = "h1b"
+            assert all(await asyncio.gather(*many))
+            # a waiter whose hash the last tick already saw as old returns at once
+            assert await asyncio.wait_for(watcher.wait("s1", "h1", 5), 0.5) is True
+            # close: held polls return False (answer 304 now), new ones do not wait
+            held = asyncio.create_task(watcher.wait("s1", "h1b", 30))
+            await asyncio.sleep(0)
+            watcher.close()
+            assert await asyncio.wait_for(held, 0.5) is False
+            assert await asyncio.wait_for(watcher.wait("s1", "h1b", 30), 0.5) is False
+        finally:
+            await watcher.stop()
+
+    asyncio.run(scenario())
