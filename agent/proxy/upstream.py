@@ -27,6 +27,7 @@ is retried once on a fresh connection, which is what makes backend restarts invi
 """
 
 from collections.abc import Callable
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
@@ -72,6 +73,7 @@ class UpstreamConnection:
         "pending_out",
         "heads",
         "head_tables",
+        "timed",
     )
 
     def __init__(self, pool: "UpstreamPool", port: int, epoch: int) -> None:
@@ -100,6 +102,7 @@ class UpstreamConnection:
         # a head and a small body leave in one send instead of two.
         self.pending_out: list[bytes] = []
         self.heads = pool.heads
+        self.timed = pool.server.metrics is not None  # record response-head times
         self.head_tables = pool.heads.tables
 
     # -- exchange lifecycle ------------------------------------------------------------
@@ -230,6 +233,10 @@ class UpstreamConnection:
                         # body: relay it in one write without parsing it again (and
                         # without a deadline update: the connection is done with).
                         self.in_head = False
+                        if self.timed:  # (llhttp accepted this head: "HTTP/1.x NNN ")
+                            ex.status = int(data[9:12])
+                            ex.head_at = perf_counter()
+                            ex.bytes_out = hit[4]
                         ex.keep_alive = hit[2]
                         ex.framing = hit[1]
                         ex.response_started = True
@@ -348,6 +355,9 @@ class UpstreamConnection:
             return
         self.in_head = False
         self.hbuf = b""
+        ex.status = status
+        if self.timed:
+            ex.head_at = perf_counter()
         head, framing, keep, self.delimited, _ = self.heads.rewrite(
             raw, status, ex.keep_alive, ex.http11, ex.is_head, self.parser.should_keep_alive()
         )
@@ -368,6 +378,7 @@ class UpstreamConnection:
         ex = self.ex
         if ex is None:
             return
+        ex.bytes_out += len(body)
         if ex.framing == BODY_CHUNKED:
             self.pending_out += (b"%x\r\n" % len(body), body, b"\r\n")
         else:
