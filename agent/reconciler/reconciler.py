@@ -31,6 +31,7 @@ from agent.reconciler.cpclient import (
     Unreachable,
 )
 from agent.reconciler.logfiles import LogCursor, rotate_if_large
+from agent.reconciler.metricsship import ship_metrics
 from agent.reconciler.policy import (
     Backoff,
     build_key,
@@ -141,6 +142,12 @@ class Reconciler:
                 asyncio.create_task(self._poll_loop(), name="poll"),
                 asyncio.create_task(self._report_loop(), name="report"),
                 asyncio.create_task(self._log_loop(), name="logs"),
+                asyncio.create_task(
+                    ship_metrics(
+                        self.settings.bus, self.store, self.settings.state_dir, self._client_ready
+                    ),
+                    name="metrics",
+                ),
             ]
         else:
             log.warning("no --control-plane given: serving the cached desired state only")
