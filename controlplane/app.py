@@ -46,6 +46,7 @@ def create_app(settings: ServerSettings) -> Quart:
     app.register_blueprint(api_agent.blueprint(ctx), url_prefix="/api/v1/agent")
     app.register_blueprint(api_hooks.blueprint(ctx), url_prefix="/api/v1/hooks")
     app.register_blueprint(metrics_api.blueprint(ctx), url_prefix="/api/v1")
+    app.register_blueprint(metrics_api.scrape_blueprint(ctx))
     app.register_blueprint(public.blueprint(ctx))
     app.register_blueprint(dashboard.blueprint(ctx))
 

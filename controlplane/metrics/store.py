@@ -39,7 +39,7 @@ def _row(stack_id: str, instance_id: str, res: int, p: Point) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _point(row: MetricPoint) -> Point:
+def point_of(row: MetricPoint) -> Point:
     return Point(
         row.service, row.t, row.span, row.requests, row.errors, row.bytes_in, row.bytes_out,
         row.lat, row.lat_sum, row.cpu_s, row.mem, row.host,
@@ -87,7 +87,7 @@ async def read_points(
         conds.append(MetricPoint.instance_id == instance_id)
     async with db.read() as session:
         rows = (await session.execute(select(MetricPoint).where(and_(*conds)))).scalars()
-        return [(r.instance_id, _point(r)) for r in rows]
+        return [(r.instance_id, point_of(r)) for r in rows]
 
 
 async def roll_window(db: Database, source: int, res: int, start: int, end: int) -> int:
@@ -102,7 +102,7 @@ async def roll_window(db: Database, source: int, res: int, start: int, end: int)
         ).scalars()
         by_stack: dict[str, list[tuple[str, Point]]] = {}
         for r in rows:
-            by_stack.setdefault(r.stack_id, []).append((r.instance_id, _point(r)))
+            by_stack.setdefault(r.stack_id, []).append((r.instance_id, point_of(r)))
         await session.execute(
             delete(MetricPoint).where(
                 MetricPoint.res == res, MetricPoint.t >= start, MetricPoint.t < end

@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from controlplane.db import Database
 from controlplane.dburl import parse_db_url
 from controlplane.metrics.points import HOUR, MINUTE, RAW
@@ -120,3 +122,41 @@ def test_rollups_and_retention(
     got = asyncio.run(roll(now + 2 * 3600))
     (hour,) = [p for _, p in got[HOUR] if p.t == minute // 3600 * 3600]
     assert hour.requests == 30 and got[RAW] == []
+
+
+def test_prometheus_scrape(
+    api: Api, server_url: str, repo: Path, unique: str, admin_token: str
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    stack_id, instance, agent = enroll(api, server_url, repo, f"metrics-prom-{unique}")
+    t = int(time.time()) - 30
+    assert agent.post("/agent/metrics", json={"points": [web(t, 300, 3), host(t)]}).ok
+    anonymous = requests.get(f"{server_url}/metrics", timeout=10)
+    assert anonymous.status_code == 401
+    wrong = requests.get(
+        f"{server_url}/metrics", headers={"Authorization": "Bearer nope"}, timeout=10
+    )
+    assert wrong.status_code == 401
+    resp = requests.get(
+        f"{server_url}/metrics", headers={"Authorization": f"Bearer {admin_token}"}, timeout=10
+    )
+    assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/plain")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(resp.text)
+        for s in fam.samples
+    }
+    name = f"metrics-prom-{unique}"
+    labels = (("instance", instance), ("route", "/"), ("service", "web"), ("stack", name))
+    assert samples[("berth_service_requests_per_second", labels)] == 10.0
+    assert samples[("berth_service_errors_per_second", labels)] == 0.1
+    assert samples[("berth_service_memory_bytes", labels)] == 50_000_000
+    assert 0.005 < samples[("berth_service_latency_p95_seconds", labels)] <= 0.01
+    server = (("instance", instance), ("stack", name))
+    assert samples[("berth_server_cpu_cores", server)] == 0.5
+    assert samples[("berth_server_disk_total_bytes", server)] == 100
+    own = {n for n, _ in samples if n.startswith("berth_controlplane_")}
+    assert {"berth_controlplane_requests_total", "berth_controlplane_request_seconds_bucket",
+            "berth_controlplane_longpoll_waiters", "berth_controlplane_heartbeat_rows_total",
+            "berth_controlplane_db_seconds_total"} <= own  # fmt: skip
