@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import and_, delete, select
+from sqlalchemy import and_, delete, select, tuple_
 
 from controlplane.db import Database
 from controlplane.metrics.points import HOUR, MINUTE, RAW, Point, rollup
@@ -52,17 +52,14 @@ async def insert_batch(db: Database, stack_id: str, instance_id: str, points: li
         return 0
     unique = {(p.service, p.t): p for p in points}
     async with db.write() as session:
-        for service in {s for s, _ in unique}:
-            ts = [t for s, t in unique if s == service]
-            await session.execute(
-                delete(MetricPoint).where(
-                    MetricPoint.stack_id == stack_id,
-                    MetricPoint.service == service,
-                    MetricPoint.res == RAW,
-                    MetricPoint.t.in_(ts),
-                    MetricPoint.instance_id == instance_id,
-                )  # fmt: skip
-            )
+        await session.execute(
+            delete(MetricPoint).where(
+                MetricPoint.stack_id == stack_id,
+                MetricPoint.instance_id == instance_id,
+                MetricPoint.res == RAW,
+                tuple_(MetricPoint.service, MetricPoint.t).in_(list(unique)),
+            )  # fmt: skip
+        )
         await session.execute(
             MetricPoint.__table__.insert(),  # type: ignore[attr-defined]
             [_row(stack_id, instance_id, RAW, p) for p in unique.values()],
