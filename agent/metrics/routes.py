@@ -132,17 +132,22 @@ class RouteMetrics:
     ) -> None:
         """One exchange finished. `status` 0: none was sent; `upstream_s` None: no
         response head came from a backend; `error`: the failure's kind, if any."""
+        # (the proxy's hot path: Histogram.observe inlined, no other calls)
         stats = self.routes.get(service)
         if stats is None:
             stats = self.routes[service] = RouteStats()
-        stats.responses[status // 100 if 100 <= status < 600 else 0] += 1
+        stats.responses[status // 100 if status < 600 else 0] += 1
         stats.bytes_in += bytes_in
         stats.bytes_out += bytes_out
         if error is not None:
             stats.errors[error] = stats.errors.get(error, 0) + 1
         if upstream_s is not None:
-            stats.upstream.observe(upstream_s)
-        stats.total.observe(total_s)
+            hist = stats.upstream
+            hist.counts[bisect_left(LATENCY_BUCKETS_S, upstream_s)] += 1
+            hist.sum_s += upstream_s
+        hist = stats.total
+        hist.counts[bisect_left(LATENCY_BUCKETS_S, total_s)] += 1
+        hist.sum_s += total_s
 
     def snapshot(self, in_flight: dict[str, int]) -> dict[str, dict[str, Any]]:
         """Every route's counters as plain data, with the current in-flight counts."""

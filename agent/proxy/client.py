@@ -559,15 +559,16 @@ class ClientConnection:
 
     def _count(self, ex: Exchange) -> None:
         """Record a finished exchange in the server's per-route counters."""
-        now = perf_counter()
+        total = perf_counter() - ex.started
+        head_at = ex.head_at
         target = ex.target
         self.server.metrics.record(  # type: ignore[union-attr]
             target.service if target is not None else "",
             ex.status,
             len(ex.head) + ex.bytes_in,
             ex.bytes_out,
-            ex.head_at - ex.started if ex.head_at else None,
-            now - ex.started,
+            (head_at - ex.started if head_at > 0 else total) if head_at else None,
+            total,
             ex.error,
         )
 

@@ -42,7 +42,7 @@ class Exchange:
     status = 0  # the response's status, or the failure's
     error: str | None = None  # the failure's kind
     started = 0.0  # perf_counter() when the head was read
-    head_at = 0.0  # perf_counter() when the backend's response head arrived
+    head_at = 0.0  # perf_counter() when the backend's response head arrived (-1: with its end)
     bytes_in = 0  # request body bytes (the head is counted from `head`)
     bytes_out = 0  # response body bytes
 

@@ -234,8 +234,8 @@ class UpstreamConnection:
                         # without a deadline update: the connection is done with).
                         self.in_head = False
                         if self.timed:  # (llhttp accepted this head: "HTTP/1.x NNN ")
-                            ex.status = int(data[9:12])
-                            ex.head_at = perf_counter()
+                            ex.status = (data[9] - 48) * 100  # its class is enough
+                            ex.head_at = -1.0  # head and body at once: upstream = total
                             ex.bytes_out = hit[4]
                         ex.keep_alive = hit[2]
                         ex.framing = hit[1]
