@@ -47,9 +47,10 @@ def parse_query(args: Mapping[str, str], now: float) -> MetricsQuery:
     t_from = _seconds(args, "from", t_to - 3600)
     if t_from >= t_to:
         raise Unprocessable("must be before `to`", field="from")
-    if t_from >= now - RAW_KEEP_S:
+    # (a minute of slack: "the last hour" asked a moment ago is still the raw points)
+    if t_from >= now - RAW_KEEP_S - MINUTE:
         res = RAW
-    elif t_from >= now - MINUTE_KEEP_S:
+    elif t_from >= now - MINUTE_KEEP_S - HOUR:
         res = MINUTE
     else:
         res = HOUR

@@ -160,3 +160,12 @@ def test_prometheus_scrape(
     assert {"berth_controlplane_requests_total", "berth_controlplane_request_seconds_bucket",
             "berth_controlplane_longpoll_waiters", "berth_controlplane_heartbeat_rows_total",
             "berth_controlplane_db_seconds_total"} <= own  # fmt: skip
+
+
+def test_default_range_reads_raw_points() -> None:
+    from controlplane.metrics.query import parse_query
+
+    now = 1_795_966_500.7
+    assert parse_query({}, now).res == RAW  # the last hour, asked now
+    assert parse_query({"from": str(now - 2 * 3600)}, now).res == MINUTE
+    assert parse_query({"from": str(now - 7 * 86400)}, now).res == HOUR
