@@ -37,7 +37,8 @@ def _scale_max(values: list[float]) -> float:
 def _paths(
     points: list[dict[str, Any]], key: str, t_from: int, t_to: int, step: int, top: float
 ) -> str:
-    """One SVG path; a new segment after every missing bucket."""
+    """One SVG path drawn as steps (each bucket a level across its width, so a lone
+    point shows); a missing bucket starts a new segment."""
     span = max(1, t_to - t_from)
     parts, prev_t = [], None
     for p in points:
@@ -45,10 +46,11 @@ def _paths(
         if v is None:
             prev_t = None
             continue
-        x = (p["t"] + step / 2 - t_from) / span * W
+        x0 = max(0.0, (p["t"] - t_from) / span * W)
+        x1 = min(W, (p["t"] + step - t_from) / span * W)
         y = H - min(float(v), top) / top * H
-        cmd = "L" if prev_t is not None and p["t"] - prev_t <= step else "M"
-        parts.append(f"{cmd}{x:.1f},{y:.1f}")
+        joined = prev_t is not None and p["t"] - prev_t <= step
+        parts.append(f"{'L' if joined else 'M'}{x0:.1f},{y:.1f} L{x1:.1f},{y:.1f}")
         prev_t = p["t"]
     return " ".join(parts)
 

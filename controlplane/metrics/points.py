@@ -180,16 +180,18 @@ def series(points: list[tuple[str, Point]], step: int, service: str) -> list[dic
         per = buckets[t]
         covered = sum(p.span for p in per.values()) / len(per) or float(step)
         total = Point(service, t, covered)
-        cpu = 0.0
-        mem = 0
+        cpu: float | None = None  # None: no instance reported it (not a zero)
+        mem: int | None = None
         host: dict[str, float] = {}
         for p in per.values():
             for name in COUNTERS:
                 setattr(total, name, getattr(total, name) + getattr(p, name))
             total.lat = _add_hist(total.lat, p.lat)
             total.lat_sum += p.lat_sum
-            cpu += p.cpu_s or 0.0
-            mem += p.mem or 0
+            if p.cpu_s is not None:
+                cpu = (cpu or 0.0) + p.cpu_s
+            if p.mem is not None:
+                mem = (mem or 0) + p.mem
             for k, v in (p.host or {}).items():
                 host[k] = host.get(k, 0) + v
         point: dict[str, Any] = {
@@ -202,13 +204,13 @@ def series(points: list[tuple[str, Point]], step: int, service: str) -> list[dic
             "p95_ms": _ms(quantile(total.lat, 0.95)),
             "bytes_in": total.bytes_in,
             "bytes_out": total.bytes_out,
-            "cpu": round(cpu / covered, 4),  # cores busy on average
+            "cpu": round(cpu / covered, 4) if cpu is not None else None,  # cores busy
             "mem": mem,
         }
         if service == "":
             cpus = host.get("cpus") or 0
             point.update(
-                cpu_pct=round(100 * cpu / covered / cpus, 2) if cpus else None,
+                cpu_pct=round(100 * cpu / covered / cpus, 2) if cpus and cpu is not None else None,
                 mem_total=host.get("mem_total"),
                 disk_used=host.get("disk_used"),
                 disk_total=host.get("disk_total"),
