@@ -1,7 +1,7 @@
 """Metrics: raw points from agents and their one-minute and hourly rollups (issue 19).
 
-Revision ID: 0007_metrics
-Revises: 0006_audit_notify
+Revision ID: 0008_metrics
+Revises: 0007_agent_upgrades
 Create Date: 2026-11-29 15:40:00.000000
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007_metrics"
-down_revision: str | None = "0006_audit_notify"
+revision: str = "0008_metrics"
+down_revision: str | None = "0007_agent_upgrades"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
