@@ -137,17 +137,24 @@ class Reconciler:
             asyncio.create_task(self._status_loop(), name="status"),
             asyncio.create_task(self._housekeeping_loop(), name="housekeeping"),
         ]
+        if self.settings.control_plane or self.settings.metrics_bind:
+            tasks.append(
+                asyncio.create_task(
+                    ship_metrics(
+                        self.settings.bus,
+                        self.store,
+                        self.settings.state_dir,
+                        self._client_ready if self.settings.control_plane else None,
+                        serve_on=self.settings.metrics_bind,
+                    ),
+                    name="metrics",
+                )
+            )
         if self.settings.control_plane:
             tasks += [
                 asyncio.create_task(self._poll_loop(), name="poll"),
                 asyncio.create_task(self._report_loop(), name="report"),
                 asyncio.create_task(self._log_loop(), name="logs"),
-                asyncio.create_task(
-                    ship_metrics(
-                        self.settings.bus, self.store, self.settings.state_dir, self._client_ready
-                    ),
-                    name="metrics",
-                ),
             ]
         else:
             log.warning("no --control-plane given: serving the cached desired state only")
