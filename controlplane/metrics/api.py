@@ -20,8 +20,10 @@ from quart import Blueprint, Response, g, request
 
 from controlplane import audit, stacks, tokens
 from controlplane.context import AppContext
+from controlplane.errors import TooManyRequests
 from controlplane.httpjson import json_object, read_json
 from controlplane.ingest import known_services
+from controlplane.metrics.limit import BatchLimit
 from controlplane.metrics.points import parse_batch, series
 from controlplane.metrics.prom import (
     CONTENT_TYPE,
@@ -40,6 +42,7 @@ def blueprint(ctx: AppContext) -> Blueprint:
     bp = Blueprint("metrics", __name__)
     db = ctx.db
     rollups = Rollups(db)
+    limit = BatchLimit()
 
     @bp.before_app_serving
     async def _start() -> None:
@@ -54,6 +57,9 @@ def blueprint(ctx: AppContext) -> Blueprint:
         ident = await ctx.directory.authenticate(
             tokens.bearer(request.headers.get("Authorization"))
         )
+        wait = limit.admit(ident.instance_id)
+        if wait:
+            raise TooManyRequests("too many metric batches from this instance", wait)
         points = parse_batch(json_object(await read_json()))
         known = await known_services(ctx.directory, ident.stack_id)
         kept = [p for p in points if p.service == "" or p.service in known]

@@ -169,3 +169,15 @@ def test_default_range_reads_raw_points() -> None:
     assert parse_query({}, now).res == RAW  # the last hour, asked now
     assert parse_query({"from": str(now - 2 * 3600)}, now).res == MINUTE
     assert parse_query({"from": str(now - 7 * 86400)}, now).res == HOUR
+
+
+def test_batch_limit_per_instance() -> None:
+    from controlplane.metrics.limit import BatchLimit
+
+    now = [1000.0]
+    limit = BatchLimit(per_minute=2, clock=lambda: now[0])
+    assert limit.admit("a") == 0 and limit.admit("a") == 0
+    assert limit.admit("a") == 60.0  # the third within the minute waits for the first
+    assert limit.admit("b") == 0  # per instance
+    now[0] += 60.0
+    assert limit.admit("a") == 0
