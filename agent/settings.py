@@ -5,6 +5,7 @@ behind their back.
 """
 
 import argparse
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ class AgentSettings:
     ssh_port: int = 22
     ssh_cidrs: tuple[str, ...] = ()  # proxy-only allows SSH only from these
     tunnel_metrics: str | None = None  # cloudflared metrics HOST:PORT (its /ready endpoint)
+    metrics_bind: str | None = None  # the agent's own /metrics, loopback HOST:PORT (issue 19)
     # directories file:// repositories may be cloned from (the control plane has the same
     # rule); none by default: the reconciler can read far more than the services should
     file_repo_roots: tuple[str, ...] = ()
@@ -92,6 +94,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--services-user", help="unprivileged user for services when root")
     parser.add_argument("--firewall-backend", choices=("auto", "ufw", "nftables"), default="auto")
     parser.add_argument("--tunnel-metrics", metavar="HOST:PORT", help="cloudflared metrics address")
+    parser.add_argument(
+        "--metrics-bind",
+        metavar="HOST:PORT",
+        help="serve the agent's own Prometheus /metrics here (loopback only, e.g. 127.0.0.1:9101)",
+    )
     parser.add_argument(
         "--keep-releases", type=int, default=5, help="release dirs kept per service"
     )
@@ -149,6 +156,19 @@ def read_token(token_file: Path | None, environ: Mapping[str, str]) -> str | Non
     return environ.get(TOKEN_ENV) or None
 
 
+def check_loopback(value: str, what: str) -> None:
+    """`value` ("HOST:PORT") must be a loopback address: node-local only."""
+    host, _ = parse_hostport(value, what)
+    try:
+        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(
+            f"{what} must be a loopback address (127.0.0.1:PORT or [::1]:PORT), got {value!r}"
+        )
+
+
 def from_args(args: argparse.Namespace) -> AgentSettings:
     if args.token:
         raise ValueError(
@@ -159,6 +179,9 @@ def from_args(args: argparse.Namespace) -> AgentSettings:
         value = getattr(args, name)
         if value:
             parse_hostport(value, "--" + name.replace("_", "-"))
+    metrics_bind = getattr(args, "metrics_bind", None)
+    if metrics_bind:
+        check_loopback(metrics_bind, "--metrics-bind")
     if args.keep_releases < 1:
         raise ValueError("--keep-releases must be at least 1")
     for name in ("build_timeout", "deploy_timeout", "drain_timeout"):
@@ -178,6 +201,7 @@ def from_args(args: argparse.Namespace) -> AgentSettings:
         services_user=args.services_user,
         firewall_backend=args.firewall_backend,
         tunnel_metrics=args.tunnel_metrics,
+        metrics_bind=metrics_bind or None,
         keep_releases=args.keep_releases,
         build_timeout_s=args.build_timeout,
         deploy_timeout_s=args.deploy_timeout,

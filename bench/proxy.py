@@ -30,6 +30,10 @@ checks and routes each request line and reuses the rewritten header block. With
 `--fresh` every request also carries a different header value, so each head is parsed,
 routed and rewritten in full: Berth's figure without its request memo.
 
+Berth runs twice: as installed (per-route metrics on, the default) and with
+`ProxyConfig(metrics=False)` ("berth (metrics off)"); the ratio of their req/s is the
+cost of counting (issue 19's target: at most 3%).
+
 Then the WebSocket echo round trip (one small message at a time) direct, through nginx
 and through Berth, the three connections taking turns message by message, medians.
 `--profile` finally runs Berth in this process under cProfile while wrk loads it, and
@@ -238,6 +242,24 @@ state = Path(sys.argv[1])
 settings = AgentSettings(state_dir=state, run_dir=state / "run", proxy_bind=sys.argv[2])
 sys.exit(main_external(settings, ProxyConfig(reuse_port=True)))
 """
+
+
+# Berth's proxy with per-route metrics off (ProxyConfig(metrics=False)): the comparison
+# leg for the cost of counting (issue 19: at most 3% fewer req/s with metrics on).
+BERTH_NO_METRICS = """
+import sys
+from agent.logs import setup_logging
+from agent.proxy.config import ProxyConfig
+from agent.proxy.main import main_external
+from agent.settings import AgentSettings
+from pathlib import Path
+setup_logging("proxy")
+state = Path(sys.argv[1])
+settings = AgentSettings(state_dir=state, run_dir=state / "run", proxy_bind=sys.argv[2])
+sys.exit(main_external(settings, ProxyConfig(metrics=False)))
+"""
+
+METRICS_OFF = "berth (metrics off)"
 
 
 @dataclass
@@ -517,6 +539,11 @@ def _bench(args: argparse.Namespace, tmp: Path, procs: Procs) -> int:
         cwd=REPO,
     )
     proxies.append(("berth proxy (1 process)", berth_port, [p.pid]))
+    off_port = free_port()
+    p = procs.start(
+        [sys.executable, "-c", BERTH_NO_METRICS, str(state), f"127.0.0.1:{off_port}"], cwd=REPO
+    )
+    proxies.append((METRICS_OFF, off_port, [p.pid]))
     if args.workers > 1:
         port = free_port()
         pids = [
@@ -608,6 +635,12 @@ def _measure(args: argparse.Namespace, targets: list[Target]) -> None:
     print(f"  req/s Berth/Caddy          {b[0] / c[0]:6.2f}x   >= 3.00x")
     print(f"  p99   Berth/nginx          {b[2] / n[2]:6.2f}x   <= 1.50x")
     print(f"  RSS   Berth                {b[3]:6.1f}    <= 40 MiB")
+    off = med.get(METRICS_OFF)
+    if off is not None:
+        drop = 100 * (1 - b[0] / off[0])
+        print(
+            f"  req/s metrics on/off         {b[0] / off[0]:6.3f}x   >= 0.97x ({drop:+.1f}% drop)"
+        )
     workers = [name for name in med if name.startswith("berth proxy (") and "workers" in name]
     for name in workers:
         w = med[name]

@@ -25,6 +25,7 @@ from controlplane.context import AppContext
 from controlplane.db import Database
 from controlplane.dburl import parse_db_url
 from controlplane.errors import ApiError, TooManyRequests
+from controlplane.metrics import api as metrics_api
 from controlplane.settings import MAX_BODY_BYTES, ServerSettings
 
 log = logging.getLogger("controlplane")
@@ -44,6 +45,8 @@ def create_app(settings: ServerSettings) -> Quart:
     app.register_blueprint(api_notify.blueprint(ctx), url_prefix="/api/v1/notifications")
     app.register_blueprint(api_agent.blueprint(ctx), url_prefix="/api/v1/agent")
     app.register_blueprint(api_hooks.blueprint(ctx), url_prefix="/api/v1/hooks")
+    app.register_blueprint(metrics_api.blueprint(ctx), url_prefix="/api/v1")
+    app.register_blueprint(metrics_api.scrape_blueprint(ctx))
     app.register_blueprint(public.blueprint(ctx))
     app.register_blueprint(dashboard.blueprint(ctx))
 

@@ -65,6 +65,8 @@ class HeartbeatWriter:
         self._wake = asyncio.Event()
         self._oldest: float | None = None  # loop time the oldest queued heartbeat arrived
         self._task: asyncio.Task[None] | None = None
+        self.batches = 0  # written since start, for /metrics (rows / batches: batch size)
+        self.rows_written = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="berth-heartbeat-writer")
@@ -133,6 +135,8 @@ class HeartbeatWriter:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
+            self.batches += 1
+            self.rows_written += len(rows)
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)

@@ -371,3 +371,35 @@ class NotificationMark(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     value: Mapped[str] = mapped_column(String(200))
     at: Mapped[datetime]
+
+
+# metrics (issue 19, controlplane/metrics/) -------------------------------------------
+
+
+class MetricPoint(Base):
+    """One service's (or, with service "", one server's) figures over one interval of
+    one instance. `res` is the resolution: 0 for raw points as agents send them, 60 and
+    3600 for rollups; `t` is the interval's start (unix seconds, a multiple of `res`)."""
+
+    __tablename__ = "metric_points"
+    __table_args__ = (Index("ix_metric_points_res_t", "res", "t"),)
+
+    stack_id: Mapped[str] = mapped_column(
+        ForeignKey("stacks.id", ondelete="CASCADE"), primary_key=True
+    )
+    service: Mapped[str] = mapped_column(String(63), primary_key=True)
+    res: Mapped[int] = mapped_column(Integer, primary_key=True)
+    t: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    instance_id: Mapped[str] = mapped_column(
+        ForeignKey("instances.id", ondelete="CASCADE"), primary_key=True
+    )
+    span: Mapped[float] = mapped_column(Float)  # seconds the counters cover
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_in: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_out: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat: Mapped[list[int] | None] = mapped_column(JSON)  # total-latency histogram counts
+    lat_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    cpu_s: Mapped[float | None] = mapped_column(Float)
+    mem: Mapped[int | None] = mapped_column(BigInteger)
+    host: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # server points: disk, load...

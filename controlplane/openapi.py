@@ -395,8 +395,15 @@ def document(server_url: str) -> dict[str, Any]:
                 )
             },
             **_changes_paths(),
+            **_metrics_paths(),
         },
     }
+
+
+def _metrics_paths() -> dict[str, Any]:
+    from controlplane.openapi_metrics import paths  # it builds on the helpers above
+
+    return paths()
 
 
 def _changes_paths() -> dict[str, Any]:

@@ -22,6 +22,11 @@ class BusEndpoints:
         return f"ipc://{self.run_dir / 'bus-reports.sock'}"
 
     @property
+    def metrics(self) -> str:
+        """Proxies push metrics snapshots here; the reconciler pulls (agent/bus/metrics.py)."""
+        return f"ipc://{self.run_dir / 'bus-metrics.sock'}"
+
+    @property
     def firewall(self) -> str:
         return f"ipc://{self.run_dir / 'firewall.sock'}"
 

@@ -23,6 +23,7 @@ of the request path). The state says what the deadline means.
 """
 
 from collections import deque
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
@@ -234,6 +235,8 @@ class ClientConnection:
         if not keep_alive:
             self.finished = True  # as on_message_complete would say for a closing request
         ex = Exchange(self, keep_alive, True, is_head, False)
+        if server.metrics is not None:
+            ex.started = perf_counter()
         ex.head = head
         ex.target = target
         ex.request_done = True
@@ -365,6 +368,8 @@ class ClientConnection:
             http11 = self.http11 = version == "1.1"
         keep_alive = parser.should_keep_alive() and not upgrade and not server.draining
         ex = Exchange(self, keep_alive, http11, method == b"HEAD", upgrade)
+        if server.metrics is not None:
+            ex.started = perf_counter()
         self.parsing = ex
         self.pstate = P_BODY
         self.deadline = server.now + config.body_timeout
@@ -433,6 +438,7 @@ class ClientConnection:
         if ex.discard:
             return
         ex.body_seen = True
+        ex.bytes_in += len(body)
         server = self.server
         self.deadline = server.now + server.config.body_timeout
         up = ex.upstream
@@ -512,6 +518,8 @@ class ClientConnection:
         self.out.write(response_for(failure, keep))
         ex.keep_alive = keep
         ex.response_started = True
+        ex.status = failure.status
+        ex.error = type(failure).__name__
         if not ex.request_done:
             ex.discard = True
 
@@ -519,6 +527,8 @@ class ClientConnection:
         """The whole response of the current exchange was written."""
         if self.closed or ex is not self.current:
             return
+        if self.server.metrics is not None:
+            self._count(ex)
         if not ex.keep_alive:
             self.close()
             return
@@ -533,6 +543,8 @@ class ClientConnection:
                 self._start(nxt)
                 return  # in flight or held: its completion continues the queue
             self._write_failure(nxt, nxt.failure)
+            if self.server.metrics is not None:
+                self._count(nxt)
             if not nxt.keep_alive:
                 self.close()
                 return
@@ -544,6 +556,21 @@ class ClientConnection:
                 self.deadline = self.server.now + self.config.idle_timeout
         else:
             self._rearm()
+
+    def _count(self, ex: Exchange) -> None:
+        """Record a finished exchange in the server's per-route counters."""
+        total = perf_counter() - ex.started
+        head_at = ex.head_at
+        target = ex.target
+        self.server.metrics.record(  # type: ignore[union-attr]
+            target.service if target is not None else "",
+            ex.status,
+            len(ex.head) + ex.bytes_in,
+            ex.bytes_out,
+            (head_at - ex.started if head_at > 0 else total) if head_at else None,
+            total,
+            ex.error,
+        )
 
     def _pend(self, ex: Exchange, data: bytes) -> None:
         if ex.pending is None:

@@ -46,11 +46,13 @@ class ProxyConfig:
     # local services; the descriptor limit bounds them.
     max_conns_per_address: int = DEFAULT_MAX_CONNS_PER_ADDRESS
     cap_loopback: bool = False
+    # Count requests, bytes, errors and latency per route (agent/metrics/routes.py).
+    metrics: bool = True
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("reuse_port", "cap_loopback"):
+            if f.name in ("reuse_port", "cap_loopback", "metrics"):
                 if not isinstance(value, bool):
                     raise ValueError(f"ProxyConfig.{f.name} must be true or false, got {value!r}")
                 continue

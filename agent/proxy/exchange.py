@@ -38,6 +38,13 @@ class Exchange:
     framing = BODY_NONE
     retried = False
     hold_deadline = 0.0
+    # metrics (agent/metrics/routes.py): set only when the server counts
+    status = 0  # the response's status, or the failure's
+    error: str | None = None  # the failure's kind
+    started = 0.0  # perf_counter() when the head was read
+    head_at = 0.0  # perf_counter() when the backend's response head arrived (-1: with its end)
+    bytes_in = 0  # request body bytes (the head is counted from `head`)
+    bytes_out = 0  # response body bytes
 
     def __init__(
         self,

@@ -13,12 +13,16 @@ import gc
 import logging
 import resource
 import signal
+import time
 
 import uvloop
 
+from agent.bus.endpoints import BusEndpoints
 from agent.bus.messages import RouteTable
+from agent.bus.metrics import METRICS_INTERVAL_S, MetricsPusher, ProxyMetrics
 from agent.bus.reports import ReportSender
 from agent.bus.subscriber import RouteFollower, load_cached, wait_forever
+from agent.metrics.routes import RouteStats
 from agent.notify import Notifier
 from agent.proxy.config import ProxyConfig
 from agent.proxy.privileges import drop_privileges
@@ -97,6 +101,28 @@ class _Binder:
             self.changed.clear()
 
 
+async def push_metrics(server: ProxyServer, endpoints: BusEndpoints) -> None:
+    """Hand the per-route counters to the reconciler every few seconds."""
+    if server.metrics is None:
+        return
+    started = time.time()
+    pusher = MetricsPusher(endpoints)
+    try:
+        while True:
+            await asyncio.sleep(METRICS_INTERVAL_S)
+            routes = server.metrics_snapshot() or {}
+            await pusher.send(
+                ProxyMetrics(
+                    server.kind,
+                    started,
+                    time.time(),
+                    {s: RouteStats.from_dict(r) for s, r in routes.items()},
+                )
+            )
+    finally:
+        pusher.close()
+
+
 async def _serve(settings: AgentSettings, kind: str, config: ProxyConfig) -> int:
     loop = asyncio.get_running_loop()
     component = "proxy" if kind == EXTERNAL else "internal-proxy"
@@ -126,6 +152,7 @@ async def _serve(settings: AgentSettings, kind: str, config: ProxyConfig) -> int
     follower = RouteFollower(settings.bus, cache, on_table, on_live=reporter.acknowledge)
     tasks = [
         asyncio.create_task(reporter.run(), name=f"{component}-reports"),
+        asyncio.create_task(push_metrics(server, settings.bus), name=f"{component}-metrics"),
         asyncio.create_task(wait_forever(follower), name=f"{component}-routes"),
         asyncio.create_task(server.run_sweeper(), name=f"{component}-sweeper"),
         asyncio.create_task(binder.run(), name=f"{component}-binder"),

@@ -11,9 +11,11 @@ stop accepting, close idle connections, let in-flight exchanges finish for up to
 import asyncio
 import logging
 import socket
+from typing import Any
 
 from agent import listenfds
 from agent.bus.messages import RouteTable
+from agent.metrics.routes import RouteMetrics
 from agent.proxy.client import P_IDLE, ClientConnection
 from agent.proxy.config import ProxyConfig
 from agent.proxy.drivers import ClientProtocol, open_upstream
@@ -59,6 +61,8 @@ class ProxyServer:
         self.listener: asyncio.Server | None = None
         self.bound: str | None = None
         self._port_owner: dict[int, str] = {}
+        # per-route counters (None: metrics off); exchanges record into it when done
+        self.metrics = RouteMetrics() if config.metrics else None
 
     # -- routes --------------------------------------------------------------------
 
@@ -125,6 +129,22 @@ class ProxyServer:
                     ex.failure = NoBackend(f"service {service!r} has no running backend")
                 ex.target = target
                 ex.client.resume_held(ex)
+
+    def in_flight(self) -> dict[str, int]:
+        """Exchanges read and not yet answered, by service (counted when asked, so that
+        a cut connection never leaves a count behind)."""
+        counts: dict[str, int] = {}
+        for client in self.clients:
+            for ex in (client.current, *client.queue):
+                if ex is not None and ex.target is not None:
+                    service = ex.target.service
+                    counts[service] = counts.get(service, 0) + 1
+        return counts
+
+    def metrics_snapshot(self) -> dict[str, dict[str, Any]] | None:
+        if self.metrics is None:
+            return None
+        return self.metrics.snapshot(self.in_flight())
 
     # -- time ----------------------------------------------------------------------
 

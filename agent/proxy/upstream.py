@@ -28,6 +28,7 @@ OPTIONS) without a body, it is retried once on a fresh connection to its service
 """
 
 from collections.abc import Callable
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
@@ -75,6 +76,7 @@ class UpstreamConnection:
         "pending_out",
         "heads",
         "head_tables",
+        "timed",
     )
 
     def __init__(self, pool: "UpstreamPool", port: int, epoch: int) -> None:
@@ -103,6 +105,7 @@ class UpstreamConnection:
         # a head and a small body leave in one send instead of two.
         self.pending_out: list[bytes] = []
         self.heads = pool.heads
+        self.timed = pool.server.metrics is not None  # record response-head times
         self.head_tables = pool.heads.tables
 
     # -- exchange lifecycle ------------------------------------------------------------
@@ -233,6 +236,10 @@ class UpstreamConnection:
                         # body: relay it in one write without parsing it again (and
                         # without a deadline update: the connection is done with).
                         self.in_head = False
+                        if self.timed:  # (llhttp accepted this head: "HTTP/1.x NNN ")
+                            ex.status = (data[9] - 48) * 100  # its class is enough
+                            ex.head_at = -1.0  # head and body at once: upstream = total
+                            ex.bytes_out = hit[4]
                         ex.keep_alive = hit[2]
                         ex.framing = hit[1]
                         ex.response_started = True
@@ -357,6 +364,9 @@ class UpstreamConnection:
             return
         self.in_head = False
         self.hbuf = b""
+        ex.status = status
+        if self.timed:
+            ex.head_at = perf_counter()
         head, framing, keep, self.delimited, _ = self.heads.rewrite(
             raw, status, ex.keep_alive, ex.http11, ex.is_head, self.parser.should_keep_alive()
         )
@@ -377,6 +387,7 @@ class UpstreamConnection:
         ex = self.ex
         if ex is None:
             return
+        ex.bytes_out += len(body)
         if ex.framing == BODY_CHUNKED:
             self.pending_out += (b"%x\r\n" % len(body), body, b"\r\n")
         else:

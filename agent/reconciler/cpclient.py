@@ -129,6 +129,10 @@ class ControlPlaneClient:
             return {}
         return body if isinstance(body, dict) else {}
 
+    def send_metrics(self, points: list[dict[str, Any]]) -> None:
+        """One batch of metric points (agent/metrics/batch.py)."""
+        self._call("POST", "/api/v1/agent/metrics", json={"points": points})
+
     def send_logs(self, chunks: list[dict[str, Any]]) -> None:
         self._call("POST", "/api/v1/agent/logs", json={"chunks": chunks})
 

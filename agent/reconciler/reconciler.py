@@ -33,6 +33,7 @@ from agent.reconciler.cpclient import (
     Unreachable,
 )
 from agent.reconciler.logfiles import LogCursor, rotate_if_large
+from agent.reconciler.metricsship import ship_metrics
 from agent.reconciler.policy import (
     Backoff,
     build_key,
@@ -210,6 +211,19 @@ class Reconciler:
             asyncio.create_task(self._status_loop(), name="status"),
             asyncio.create_task(self._housekeeping_loop(), name="housekeeping"),
         ]
+        if self.settings.control_plane or self.settings.metrics_bind:
+            tasks.append(
+                asyncio.create_task(
+                    ship_metrics(
+                        self.settings.bus,
+                        self.store,
+                        self.settings.state_dir,
+                        self._client_ready if self.settings.control_plane else None,
+                        serve_on=self.settings.metrics_bind,
+                    ),
+                    name="metrics",
+                )
+            )
         if self.settings.control_plane:
             tasks += [
                 asyncio.create_task(self._poll_loop(), name="poll"),

@@ -22,6 +22,7 @@ from controlplane.dashboard import (
     pages_changes,
     pages_events,
     pages_instances,
+    pages_metrics,
     pages_notify,
     pages_stacks,
     stream,
@@ -42,6 +43,7 @@ def blueprint(ctx: AppContext) -> Blueprint:
     auth.register(bp, dash)
     pages_stacks.register(bp, dash)
     pages_instances.register(bp, dash)
+    pages_metrics.register(bp, dash)
     pages_events.register(bp, dash)
     pages_changes.register(bp, dash)
     pages_notify.register(bp, dash)

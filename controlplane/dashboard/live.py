@@ -21,11 +21,12 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 
 from controlplane.db import Database
-from controlplane.models import Event, Instance, LogChunk, Stack, utcnow
+from controlplane.models import Event, Instance, LogChunk, MetricPoint, Stack, utcnow
 from controlplane.status import DEFAULT_HEARTBEAT_INTERVAL_S, instance_status
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 DEFAULT_INTERVAL_S = 0.5
 QUEUE_SIZE = 256
 MAX_LOG_ROWS_PER_TICK = 2000
+METRICS_WINDOW_S = 300  # metric points newer than this are watched for changes
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ class Snapshot:
     stacks: dict[str, str]  # id → doc hash
     instances: dict[str, tuple[str, str]]  # id → (stack id, "last_seen|status")
     event_seq: dict[str, int]  # stack id → newest event seq
+    # stack id → (newest raw metric point's t, points at that t): an agent's batch
+    metrics: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def diff(old: Snapshot, new: Snapshot) -> dict[str, set[str]]:
@@ -74,6 +78,9 @@ def diff(old: Snapshot, new: Snapshot) -> dict[str, set[str]]:
     for sid in old.event_seq.keys() | new.event_seq.keys():
         if old.event_seq.get(sid) != new.event_seq.get(sid):
             changed.setdefault(sid, set()).add("events")
+    for sid in old.metrics.keys() | new.metrics.keys():
+        if old.metrics.get(sid) != new.metrics.get(sid):
+            changed.setdefault(sid, set()).add("metrics")
     return changed
 
 
@@ -199,6 +206,7 @@ class LiveHub:
                     select(Event.stack_id, func.max(Event.seq)).group_by(Event.stack_id)
                 )
             )
+            metrics = await self._metrics(session, now)
             chunks: list[LogChunkOut] = []
             if self._snapshot is None:
                 self._log_seq = int(await session.scalar(select(func.max(LogChunk.seq))) or 0)
@@ -225,5 +233,19 @@ class LiveHub:
                     self._log_seq = chunks[-1].seq
             else:  # nobody follows logs: skip ahead without reading them
                 self._log_seq = int(await session.scalar(select(func.max(LogChunk.seq))) or 0)
-        snap = Snapshot({r[0]: r[1] for r in stack_rows}, instances, event_seq)
+        snap = Snapshot({r[0]: r[1] for r in stack_rows}, instances, event_seq, metrics)
         return snap, chunks
+
+    async def _metrics(self, session: Any, now: datetime) -> dict[str, tuple[int, int]]:
+        """Per stack, the newest raw metric point of the last minutes and how many rows
+        share its time (an index range over (res, t): only recent rows are read)."""
+        recent = int(now.timestamp()) - METRICS_WINDOW_S
+        newest: dict[str, tuple[int, int]] = {}
+        for sid, t, n in await session.execute(
+            select(MetricPoint.stack_id, MetricPoint.t, func.count())
+            .where(MetricPoint.res == 0, MetricPoint.t >= recent)
+            .group_by(MetricPoint.stack_id, MetricPoint.t)
+        ):
+            if sid not in newest or newest[sid][0] < t:
+                newest[sid] = (t, n)
+        return newest

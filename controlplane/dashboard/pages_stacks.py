@@ -13,6 +13,7 @@ from sqlalchemy import select
 from controlplane import audit, stacks, status
 from controlplane.dashboard import forms
 from controlplane.dashboard.common import Dashboard, load_stack, render
+from controlplane.dashboard.pages_metrics import sparklines
 from controlplane.dashboard.views import stack_picture
 from controlplane.errors import ApiError
 from controlplane.models import Instance, utcnow
@@ -84,6 +85,7 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
             events=events["events"],
             hostnames={i.id: i.hostname for i in picture.instances},
             notice=NOTICES.get(request.args.get("notice", "")),
+            sparks=await sparklines(dash, stack_id, list(picture.services)),
             partials={"live": "dashboard/_overview_live.html"},
             live_stack=stack.id,
             tab="overview",

@@ -1,0 +1,111 @@
+"""The Metrics tab: charts of one service (req/s, error rate, p50/p95 latency, CPU,
+memory) or of the servers (CPU, memory, disk, load), over the stack's servers or one,
+for the last hour, day or week; and the per-service sparklines of the overview.
+
+The charts are server-side SVG (`charts.py`) inside the page's live region, so the
+existing server-sent events refresh them: an agent's metrics batch is a change of its
+stack (`live.py` watches the newest metric point), the page re-fetches the region.
+"""
+
+import time
+from typing import Any
+
+from markupsafe import Markup
+from quart import Blueprint, request
+from sqlalchemy import select
+
+from controlplane.dashboard.charts import Line, line_chart, sparkline
+from controlplane.dashboard.common import Dashboard, load_stack, render
+from controlplane.errors import ApiError
+from controlplane.metrics.api import stack_series
+from controlplane.models import Instance
+
+RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
+SERVICE_CHARTS = (
+    ("rps", "Requests per second", "", [Line("rps", "req/s", "a")]),
+    ("errors", "Error rate", "%", [Line("error_pct", "5xx", "bad")]),
+    ("latency", "Latency", "ms", [Line("p50_ms", "p50", "a"), Line("p95_ms", "p95", "b")]),
+    ("cpu", "CPU (cores)", "", [Line("cpu", "cores", "a")]),
+    ("memory", "Memory", "bytes", [Line("mem", "RSS", "a")]),
+)
+SERVER_CHARTS = (
+    ("cpu", "CPU", "%", [Line("cpu_pct", "busy", "a")]),
+    ("memory", "Memory", "bytes", [Line("mem", "used", "a"), Line("mem_total", "total", "b")]),
+    ("disk", "Disk (state directory)", "bytes",
+     [Line("disk_used", "used", "a"), Line("disk_total", "size", "b")]),
+    ("load", "Load (1 min)", "", [Line("load1", "load", "a")]),
+)  # fmt: skip
+
+
+def _charts(body: dict[str, Any], server: bool) -> list[Markup]:
+    points = body["points"]
+    for p in points:
+        p["error_pct"] = round(100 * p.get("error_rate", 0.0), 3)
+    out = []
+    for key, title, unit, lines in SERVER_CHARTS if server else SERVICE_CHARTS:
+        out.append(
+            line_chart(f"chart-{key}", title, unit, lines, points, body["from"], body["to"],
+                       body["step"])
+        )  # fmt: skip
+    return out
+
+
+async def sparklines(dash: Dashboard, stack_id: str, services: list[str]) -> dict[str, Markup]:
+    """req/s over the last hour, per service (the overview's sparklines)."""
+    out = {}
+    for name in services:
+        body = await stack_series(dash.ctx, stack_id, {"service": name})
+        out[name] = sparkline(f"{name} req/s", body["points"], "rps", body["from"], body["to"],
+                              body["step"])  # fmt: skip
+    return out
+
+
+def register(bp: Blueprint, dash: Dashboard) -> None:
+    db = dash.ctx.db
+
+    @bp.get("/stacks/<stack_id>/metrics")
+    async def metrics(stack_id: str) -> tuple[str, int]:
+        stack = await load_stack(dash, stack_id)
+        services = [s["name"] for s in stack.document["services"]]
+        async with db.read() as session:
+            servers = [
+                (i, h)
+                for i, h in await session.execute(
+                    select(Instance.id, Instance.hostname)
+                    .where(Instance.stack_id == stack_id, Instance.revoked_at.is_(None))
+                    .order_by(Instance.created_at)
+                )
+            ]
+        service = request.args.get("service", "")
+        if service not in services:
+            service = ""
+        instance = request.args.get("instance", "")
+        if instance not in {i for i, _ in servers}:
+            instance = ""
+        span = request.args.get("range", "1h")
+        if span not in RANGES:
+            span = "1h"
+        now = int(time.time())
+        args = {"service": service, "instance": instance, "from": str(now - RANGES[span]),
+                "to": str(now)}  # fmt: skip
+        try:
+            body = await stack_series(dash.ctx, stack_id, args)
+            charts, error = _charts(body, server=not service), None
+        except ApiError as exc:
+            charts, error, body = [], exc.detail, {}
+        query = {"service": service, "instance": instance, "range": span}
+        return await render(
+            "dashboard/metrics.html",
+            stack=stack,
+            doc=stack.document,
+            services=services,
+            servers=servers,
+            query=query,
+            ranges=list(RANGES),
+            charts=charts,
+            chart_error=error,
+            series=body,
+            partials={"live": "dashboard/_metrics_live.html"},
+            live_stack=stack.id,
+            tab="metrics",
+        )

@@ -1,0 +1,131 @@
+"""Metrics endpoints: agents post point batches, people read JSON series.
+
+* `POST /api/v1/agent/metrics` (agent credential): `{"points": [...]}` as built by
+  agent/metrics/batch.py; points of services the stack does not have are dropped and
+  listed in the answer (`refused`), like events.
+* `GET /api/v1/stacks/{id}/metrics?service=&instance=&from=&to=&step=` (admin token):
+  `{"stack", "service", "instance", "from", "to", "step", "resolution", "points"}`.
+
+* `GET /metrics` (scrape token or admin token): Prometheus text format (`prom.py`).
+
+The rollup/retention task starts and stops with the server.
+"""
+
+import hmac
+import os
+import time
+from typing import Any
+
+from quart import Blueprint, Response, g, request
+
+from controlplane import audit, stacks, tokens
+from controlplane.context import AppContext
+from controlplane.errors import TooManyRequests
+from controlplane.httpjson import json_object, read_json
+from controlplane.ingest import known_services
+from controlplane.metrics.limit import BatchLimit
+from controlplane.metrics.points import parse_batch, series
+from controlplane.metrics.prom import (
+    CONTENT_TYPE,
+    FleetCollector,
+    OwnMetrics,
+    exposition,
+    fleet_points,
+)
+from controlplane.metrics.query import parse_query
+from controlplane.metrics.store import Rollups, insert_batch, read_points
+
+SCRAPE_TOKEN_ENV = "BERTH_METRICS_TOKEN"
+
+
+def blueprint(ctx: AppContext) -> Blueprint:
+    bp = Blueprint("metrics", __name__)
+    db = ctx.db
+    rollups = Rollups(db)
+    limit = BatchLimit()
+
+    @bp.before_app_serving
+    async def _start() -> None:
+        rollups.start()
+
+    @bp.after_app_serving
+    async def _stop() -> None:
+        await rollups.stop()
+
+    @bp.post("/agent/metrics")
+    async def ingest() -> dict[str, Any]:
+        ident = await ctx.directory.authenticate(
+            tokens.bearer(request.headers.get("Authorization"))
+        )
+        wait = limit.admit(ident.instance_id)
+        if wait:
+            raise TooManyRequests("too many metric batches from this instance", wait)
+        points = parse_batch(json_object(await read_json()))
+        known = await known_services(ctx.directory, ident.stack_id)
+        kept = [p for p in points if p.service == "" or p.service in known]
+        stored = await insert_batch(db, ident.stack_id, ident.instance_id, kept)
+        answer: dict[str, Any] = {"stored": stored}
+        refused = sorted({p.service for p in points if p.service and p.service not in known})
+        if refused:
+            answer["refused"] = refused
+        return answer
+
+    @bp.get("/stacks/<stack_id>/metrics")
+    async def read(stack_id: str) -> dict[str, Any]:
+        await audit.authenticate_admin(db)
+        await stacks.get(db, stack_id)  # 404 for an unknown stack
+        return await stack_series(ctx, stack_id, request.args)
+
+    return bp
+
+
+def scrape_blueprint(ctx: AppContext) -> Blueprint:
+    """`GET /metrics`: the bearer token must be `BERTH_METRICS_TOKEN` (a scrape-only
+    secret from the environment) or an admin token."""
+    bp = Blueprint("metrics_scrape", __name__)
+    own = OwnMetrics()  # every request of the app, timed by these app-wide hooks
+    own.time_database(ctx.db)
+
+    @bp.before_app_request
+    async def _clock_in() -> None:
+        g.berth_t0 = time.perf_counter()
+
+    @bp.after_app_request
+    async def _clock_out(response: Response) -> Response:
+        t0 = g.get("berth_t0")
+        if t0 is not None:
+            own.request_done(request.method, response.status_code, time.perf_counter() - t0)
+        return response
+
+    @bp.get("/metrics")
+    async def scrape() -> Response:
+        offered = tokens.bearer(request.headers.get("Authorization"))
+        scrape_token = os.environ.get(SCRAPE_TOKEN_ENV, "")
+        if not (scrape_token and offered and hmac.compare_digest(offered, scrape_token)):
+            await audit.authenticate_admin(ctx.db)
+        points = await fleet_points(ctx.db, time.time())
+        collector = FleetCollector(
+            points,
+            own,
+            ctx.watcher.waiting,
+            (ctx.heartbeats.batches, ctx.heartbeats.rows_written),
+        )
+        return Response(exposition(collector), content_type=CONTENT_TYPE)
+
+    return bp
+
+
+async def stack_series(ctx: AppContext, stack_id: str, args: Any) -> dict[str, Any]:
+    """The JSON answer of the series endpoint (also used by the dashboard)."""
+    q = parse_query(args, time.time())
+    points = await read_points(ctx.db, stack_id, q.service, q.res, q.t_from, q.t_to, q.instance)
+    return {
+        "stack": stack_id,
+        "service": q.service,
+        "instance": q.instance,
+        "from": q.t_from,
+        "to": q.t_to,
+        "step": q.step,
+        "resolution": q.res,
+        "points": series(points, q.step, q.service),
+    }
