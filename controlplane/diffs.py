@@ -23,7 +23,10 @@ from controlplane.secrets import is_secret_entry, mask_entry
 
 HIDDEN = "(hidden)"
 STACK_FIELDS = ("name", "security_mode", "poll_interval_s", "proxy", "dns")
-SERVICE_FIELDS = ("repo", "ref", "commit", "build", "run", "port", "path", "strip_prefix", "health")
+SERVICE_FIELDS = (
+    "repo", "ref", "commit", "build", "run", "port", "path", "strip_prefix", "health",
+    "drain_timeout_s",
+)  # fmt: skip
 
 
 def is_sensitive(path: str) -> bool:

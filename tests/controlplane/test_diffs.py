@@ -42,6 +42,7 @@ def test_every_kind_of_field_change_is_named() -> None:
     web["port"] = 19011
     web["path"] = "/shop"
     web["health"] = {"path": "/ready"}
+    web["drain_timeout_s"] = 120
     worker = {"name": "worker", "repo": "https://github.com/acme/w.git", "run": "python3 w.py",
               "env": {"QUEUE": "jobs"}}  # fmt: skip
     after = doc(2, security_mode="open", services=[web, worker], _commit=B)
@@ -61,6 +62,7 @@ def test_every_kind_of_field_change_is_named() -> None:
     assert fields["run"]["after"] == "gunicorn app:app"
     assert fields["port"]["before"] == 19001 and fields["port"]["after"] == 19011
     assert fields["path"]["after"] == "/shop" and fields["health.path"]["after"] == "/ready"
+    assert fields["drain_timeout_s"]["after"] == 120  # absent before: the default
     assert changed["commits"] == {
         "from": A, "to": B, "range": f"{A}..{B}",
         "compare_url": f"https://github.com/acme/web/compare/{A}...{B}",
