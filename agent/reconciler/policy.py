@@ -67,6 +67,11 @@ class Backoff:
         return max(0.0, min(self.cap_s, raw * (1 + spread)))
 
 
+# Retries towards the control plane: 1 s doubling to 60 s, spread ±50% so that a fleet
+# whose control plane restarted does not come back in one wave at the same instant.
+CONTROL_PLANE_RETRY = Backoff(base_s=1.0, cap_s=60.0, jitter=0.5)
+
+
 def failures_after_exit(previous_failures: int, ran_for_s: float) -> int:
     return 1 if ran_for_s >= RESTART_RESET_AFTER_S else previous_failures + 1
 

@@ -35,6 +35,7 @@ from agent.reconciler.cpclient import (
 from agent.reconciler.logfiles import LogCursor, rotate_if_large
 from agent.reconciler.metricsship import ship_metrics
 from agent.reconciler.policy import (
+    CONTROL_PLANE_RETRY,
     Backoff,
     build_key,
     config_hash,
@@ -57,8 +58,6 @@ from agent.settings import AgentSettings
 log = logging.getLogger(__name__)
 
 LONG_POLL_S = 25.0
-RETRY_BASE_S = 1.0
-RETRY_CAP_S = 60.0
 ACK_TIMEOUT_S = 5.0  # a swap waits this long for every live proxy's acknowledgement
 FACT_RECHECK_S = 0.5  # re-check liveness while waiting (a silent proxy is forgotten)
 WORKER_RETRY_S = 5.0
@@ -551,7 +550,7 @@ class Reconciler:
     async def _register(self) -> ControlPlaneClient:
         assert self.settings.control_plane
         credential = self.store.get("credential")
-        delay = RETRY_BASE_S
+        failures = 0
         while credential is None:
             if not self.settings.token:
                 raise SystemExit("not registered yet: pass --token with an install token")
@@ -560,9 +559,10 @@ class Reconciler:
                     ControlPlaneClient(self.settings.control_plane).register, self.settings.token
                 )
             except Unreachable as exc:
-                log.warning("control plane unreachable, retrying in %.0f s: %s", delay, exc)
+                failures += 1
+                delay = CONTROL_PLANE_RETRY.delay(failures)
+                log.warning("control plane unreachable, retrying in %.1f s: %s", delay, exc)
                 await asyncio.sleep(delay)
-                delay = min(RETRY_CAP_S, delay * 2)
                 continue
             except Rejected as exc:
                 raise SystemExit(f"registration refused: {exc}") from exc
@@ -576,7 +576,7 @@ class Reconciler:
 
     async def _poll_loop(self) -> None:
         client = await self._client_ready()
-        delay = RETRY_BASE_S
+        failures = 0
         while True:
             etag = self.desired.hash if self.desired else None
             started = time.monotonic()
@@ -588,17 +588,18 @@ class Reconciler:
                     client.fetch_desired, etag, max(1.0, min(LONG_POLL_S, interval))
                 )
             except Unreachable as exc:
+                failures += 1
+                delay = CONTROL_PLANE_RETRY.delay(failures)
                 log.warning(
-                    "desired state: control plane unreachable, retrying in %.0f s: %s", delay, exc
+                    "desired state: control plane unreachable, retrying in %.1f s: %s", delay, exc
                 )
                 await asyncio.sleep(delay)
-                delay = min(RETRY_CAP_S, delay * 2)
                 continue
             except Rejected as exc:
                 log.error("desired state refused (credential revoked?): %s", exc)
-                await asyncio.sleep(RETRY_CAP_S)
+                await asyncio.sleep(CONTROL_PLANE_RETRY.cap_s)
                 continue
-            delay = RETRY_BASE_S
+            failures = 0
             if fetched.changed and fetched.document is not None:
                 self.accept_document(fetched.document)
             elif time.monotonic() - started < 1.0:
@@ -613,7 +614,7 @@ class Reconciler:
         client = await self._client_ready()
         last_sent = -float("inf")
         sent_print: str | None = None
-        delay = RETRY_BASE_S
+        failures = 0
         while True:
             self._report_wanted.clear()
             try:
@@ -632,12 +633,13 @@ class Reconciler:
                     wait = self._heartbeat_interval_s
                     self._maybe_request_upgrade(answer)
                 await self._flush_events(client)
-                delay = RETRY_BASE_S
+                failures = 0
             except (Unreachable, Rejected) as exc:
                 # events wait in the outbox; back off so an outage is not a log flood
-                log.warning("report failed, retrying in %.0f s: %s", delay, exc)
+                failures += 1
+                delay = CONTROL_PLANE_RETRY.delay(failures)
+                log.warning("report failed, retrying in %.1f s: %s", delay, exc)
                 await asyncio.sleep(delay)
-                delay = min(RETRY_CAP_S, delay * 2)
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._report_wanted.wait(), max(0.01, wait))

@@ -1,6 +1,7 @@
 import random
 
 from agent.reconciler.policy import (
+    CONTROL_PLANE_RETRY,
     DEFAULT_HEARTBEAT_INTERVAL_S,
     HEARTBEAT_MIN_GAP_S,
     Backoff,
@@ -49,6 +50,17 @@ def test_backoff_doubles_to_a_cap_with_jitter():
     rng = random.Random(1)
     jittered = Backoff().delay(4, rng)
     assert 8 * 0.8 <= jittered <= 8 * 1.2
+
+
+def test_control_plane_retries_spread_a_fleet_out():
+    """After a control-plane restart every agent fails at once: their first retries must
+    not land at one instant, and later ones stay within the doubling's bounds."""
+    rng = random.Random(7)
+    first = [CONTROL_PLANE_RETRY.delay(1, rng) for _ in range(1000)]
+    assert min(first) >= 0.5 and max(first) <= 1.5
+    assert max(first) - min(first) > 0.9  # spread over about a second, not one instant
+    assert all(CONTROL_PLANE_RETRY.delay(n, rng) <= 60 for n in range(1, 40))
+    assert CONTROL_PLANE_RETRY.delay(30, random.Random(3)) >= 30  # capped, still jittered
 
 
 def test_failures_reset_after_long_run():
