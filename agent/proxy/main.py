@@ -140,7 +140,7 @@ async def _serve(settings: AgentSettings, kind: str, config: ProxyConfig) -> int
         on_table(cached)
     if binder.wanted is not None and not await binder.bind_now() and kind == INTERNAL:
         return 1  # a fixed internal address that cannot be bound will not heal by waiting
-    drop_privileges([cache.parent])
+    drop_privileges(cache)
 
     notifier = Notifier()
     stop = asyncio.Event()

@@ -190,3 +190,31 @@ def test_tells_systemd_ready_and_pings_the_watchdog(state_dir: Path, bus: BusPub
         p.stop()
         listener.close()
         sock_path.unlink()
+
+
+@pytest.mark.root
+def test_dropping_root_hands_over_only_its_own_route_cache(backend_a: Backend) -> None:
+    """Another component's cache in the same directory stays its owner's: a proxy (or
+    whoever takes it over) must not be able to rewrite the DNS responder's names."""
+    require_root()
+    state = make_state_dir()
+    try:
+        cache = state / "cache"
+        cache.mkdir(mode=0o755)
+        foreign = cache / "dns-routes.json"
+        foreign.write_text("{}")
+        foreign.chmod(0o600)
+        own = cache / "proxy-routes.json"
+        own.write_text("{}")  # an unreadable cache is ignored; the file is still its own
+        pub = BusPublisher(state / "run")
+        proxy = ProxyProcess(state, "proxy")
+        try:
+            route_to(pub, proxy, [Route("web", backend_a.port, "/")], "/", "a")
+            wait_for(lambda: proxy.uid() != 0, timeout=5)
+            assert foreign.stat().st_uid == 0
+            assert own.stat().st_uid == proxy.uid()
+        finally:
+            proxy.terminate()
+            pub.close()
+    finally:
+        remove_state_dir(state)
