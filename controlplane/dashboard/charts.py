@@ -26,8 +26,9 @@ class Line:
 
 
 def _scale_max(values: list[float]) -> float:
-    """A round upper bound for the axis (1, 2, 2.5 or 5 times a power of ten)."""
-    top = max(values, default=0.0)
+    """A round upper bound for the axis (1, 2, 2.5 or 5 times a power of ten), with 10%
+    headroom so the highest line does not run along the chart's top edge."""
+    top = max(values, default=0.0) * 1.1
     if top <= 0:
         return 1.0
     magnitude = 10 ** math.floor(math.log10(top))
@@ -53,6 +54,20 @@ def _paths(
         parts.append(f"{'L' if joined else 'M'}{x0:.1f},{y:.1f} L{x1:.1f},{y:.1f}")
         prev_t = p["t"]
     return " ".join(parts)
+
+
+def _latest_dot(
+    points: list[dict[str, Any]], key: str, t_from: int, t_to: int, step: int, top: float
+) -> str:
+    """A round marker on the newest point: a lone bucket of a long range is only a few
+    pixels wide, and the newest value is the one people look for."""
+    newest = next((p for p in reversed(points) if p.get(key) is not None), None)
+    if newest is None:
+        return ""
+    span = max(1, t_to - t_from)
+    x = min(W, max(0.0, (newest["t"] + step / 2 - t_from) / span * W))
+    y = H - min(float(newest[key]), top) / top * H
+    return f"M{x:.1f},{y:.1f} l0,0"
 
 
 def fmt(value: float | None, unit: str) -> str:
@@ -99,6 +114,9 @@ def line_chart(
     paths = "".join(
         f'<path class="chart-line chart-{ln.tone}" data-series="{escape(ln.key)}" '
         f'd="{_paths(points, ln.key, t_from, t_to, step, top)}" fill="none" '
+        'vector-effect="non-scaling-stroke"/>'
+        f'<path class="chart-dot chart-{ln.tone}" '
+        f'd="{_latest_dot(points, ln.key, t_from, t_to, step, top)}" '
         'vector-effect="non-scaling-stroke"/>'
         for ln in lines
     )
