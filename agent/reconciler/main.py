@@ -3,6 +3,11 @@
 from agent.reconciler.reconciler import main_async
 from agent.settings import AgentSettings
 
+EXIT_INTERRUPTED = 130  # the shell's convention for a process ended by SIGINT
+
 
 def main(settings: AgentSettings) -> int:
-    return main_async(settings)
+    try:
+        return main_async(settings)
+    except KeyboardInterrupt:  # Ctrl-C reaches every child of run-all: stop quietly
+        return EXIT_INTERRUPTED
