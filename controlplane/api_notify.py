@@ -96,10 +96,10 @@ def blueprint(ctx: AppContext) -> Blueprint:
     @bp.get("/channels/<channel_id>/deliveries")
     async def list_deliveries(channel_id: str) -> dict[str, Any]:
         row = await store.get(db, channel_id)
+        # the backlog first: a send's state and its delivery row commit together, so the
+        # log read after it holds every delivery the backlog already counts
+        backlog = await outbox.backlog(db, row.id)
         rows = await outbox.deliveries(db, row.id)
-        return {
-            "deliveries": [delivery_json(d) for d in rows],
-            "backlog": await outbox.backlog(db, row.id),
-        }
+        return {"deliveries": [delivery_json(d) for d in rows], "backlog": backlog}
 
     return bp

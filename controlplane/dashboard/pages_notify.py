@@ -88,12 +88,13 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
         stack_name = None
         if row.stack_id:
             stack_name = (await stacks.get(db, row.stack_id)).name
+        backlog = await outbox.backlog(db, row.id)  # first: see api_notify.list_deliveries
         return await render(
             "dashboard/channel.html",
             channel=row,
             stack_name=stack_name,
             deliveries=await outbox.deliveries(db, row.id),
-            backlog=await outbox.backlog(db, row.id),
+            backlog=backlog,
             notice=NOTICES.get(request.args.get("notice", "")),
             nav="notifications",
         )
