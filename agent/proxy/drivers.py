@@ -16,8 +16,31 @@ if TYPE_CHECKING:
     from agent.proxy.server import ProxyServer
 
 
-class ClientProtocol(asyncio.Protocol):
+class _Forwarding(asyncio.Protocol):
+    """The transport callbacks both protocols hand to their connection unchanged."""
+
     __slots__ = ("conn",)
+    conn: ClientConnection | UpstreamConnection
+
+    def data_received(self, data: bytes) -> None:
+        self.conn.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.conn.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conn.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.conn.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.conn.resume_writing()
+
+
+class ClientProtocol(_Forwarding):
+    __slots__ = ()
+    conn: ClientConnection
 
     def __init__(self, server: "ProxyServer") -> None:
         self.conn = ClientConnection(server)
@@ -27,45 +50,16 @@ class ClientProtocol(asyncio.Protocol):
         # uvloop transports are not asyncio.Transport subclasses; same interface
         self.conn.connection_made(transport, str(peer[0]) if peer else "unknown")  # type: ignore[arg-type]
 
-    def data_received(self, data: bytes) -> None:
-        self.conn.data_received(data)
 
-    def eof_received(self) -> bool | None:
-        return self.conn.eof_received()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.conn.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self.conn.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.conn.resume_writing()
-
-
-class UpstreamProtocol(asyncio.Protocol):
-    __slots__ = ("conn",)
+class UpstreamProtocol(_Forwarding):
+    __slots__ = ()
+    conn: UpstreamConnection
 
     def __init__(self, conn: UpstreamConnection) -> None:
         self.conn = conn
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.conn.connection_made(transport)  # type: ignore[arg-type]
-
-    def data_received(self, data: bytes) -> None:
-        self.conn.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return self.conn.eof_received()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.conn.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self.conn.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.conn.resume_writing()
 
 
 def open_upstream(loop: asyncio.AbstractEventLoop, conn: UpstreamConnection, port: int) -> None:

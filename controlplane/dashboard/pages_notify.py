@@ -45,6 +45,12 @@ def body_from_form(form: "MultiDict[str, str]") -> dict[str, Any]:
 def register(bp: Blueprint, dash: Dashboard) -> None:
     db = dash.ctx.db
 
+    async def channel_or_404(channel_id: str) -> Any:
+        try:
+            return await store.get(db, channel_id)
+        except ApiError:
+            abort(404)
+
     async def list_page(status: int = 200, **extra: Any) -> tuple[str, int]:
         rows = await store.list_channels(db)
         all_stacks = await stacks.list_all(db)
@@ -81,10 +87,7 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
 
     @bp.get("/notifications/<channel_id>")
     async def channel_page(channel_id: str) -> tuple[str, int]:
-        try:
-            row = await store.get(db, channel_id)
-        except ApiError:
-            abort(404)
+        row = await channel_or_404(channel_id)
         stack_name = None
         if row.stack_id:
             stack_name = (await stacks.get(db, row.stack_id)).name
@@ -101,19 +104,13 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
 
     @bp.post("/notifications/<channel_id>/test")
     async def test_channel(channel_id: str) -> ResponseReturnValue:
-        try:
-            row = await store.get(db, channel_id)
-        except ApiError:
-            abort(404)
+        row = await channel_or_404(channel_id)
         await send_test(db, row.id, dash.ctx.notifier, f"user:{current_login().user_name}")
         return redirect(f"/notifications/{row.id}?notice=tested")
 
     @bp.post("/notifications/<channel_id>/enabled")
     async def set_enabled(channel_id: str) -> ResponseReturnValue:
-        try:
-            row = await store.get(db, channel_id)
-        except ApiError:
-            abort(404)
+        row = await channel_or_404(channel_id)
         on = (await request.form).get("enabled") == "1"
         row = await store.set_enabled(db, row.id, on)
         await audit.record_request(db, "channel.update", stack_id=row.stack_id, target=row.id,
