@@ -55,7 +55,7 @@ from bench.loadclient import Plan, Report  # noqa: E402
 from bench.loadclient import main as client_main  # noqa: E402
 from controlplane.dburl import parse_db_url  # noqa: E402
 from controlplane.models import Instance, utcnow  # noqa: E402
-from controlplane.testing import create_admin_token, migrate  # noqa: E402
+from tests.support.controlplane import create_admin_token, migrate  # noqa: E402
 from tests.support.procs import terminate  # noqa: E402
 
 PERIOD_S = 10.0

@@ -28,7 +28,7 @@ from controlplane.dburl import parse_db_url  # noqa: E402
 from controlplane.metrics.points import Point  # noqa: E402
 from controlplane.metrics.store import insert_batch  # noqa: E402
 from controlplane.models import Instance, Stack, utcnow  # noqa: E402
-from controlplane.testing import migrate  # noqa: E402
+from tests.support.controlplane import migrate  # noqa: E402
 
 
 def point(service: str, t: int) -> Point:

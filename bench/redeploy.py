@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from controlplane.demo import private_hosts_prefix  # noqa: E402
-from controlplane.testing import create_admin_token, migrate  # noqa: E402
+from tests.support.controlplane import create_admin_token, migrate  # noqa: E402
 from tests.support.gitrepo import APP, commit_files, init_repo  # noqa: E402
 from tests.support.procs import terminate  # noqa: E402
 

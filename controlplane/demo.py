@@ -31,6 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_SRC = REPO_ROOT / "examples" / "app"
 STACK_NAME = "example"
 DEMO_USER = "admin"
+BERTH = [sys.executable, "-m", "agent.cli"]
 
 
 def default_state_dir() -> Path:
@@ -156,13 +157,16 @@ def wait_for(
     raise SystemExit(f"timed out after {timeout_s:.0f} s waiting for {what} ({last})")
 
 
-def main(argv: list[str]) -> int:
+def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="berth demo", description=__doc__.splitlines()[0])
     parser.add_argument("--state-dir", type=Path, default=default_state_dir())
     parser.add_argument("--control-plane-port", type=int, default=8000)
     parser.add_argument("--proxy-port", type=int, default=8080)
     parser.add_argument("--no-wait", action="store_true", help="exit once applied (for tests)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
     state: Path = args.state_dir.resolve()
     state.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
@@ -172,147 +176,142 @@ def main(argv: list[str]) -> int:
             raise SystemExit(
                 f"port {port} on 127.0.0.1 is in use; stop what holds it or pass --control-plane-port/--proxy-port"
             )
+    return state
 
-    from controlplane.testing import create_admin_token, migrate
 
-    db = f"sqlite:///{state / 'controlplane.sqlite3'}"
-    print(f"==> state in {state}", flush=True)
-    repo_url = make_example_repo(state / "example-repo")
-    migrate(db)
-    admin = create_admin_token(db, "demo")
+def _prepare_database(db: str) -> tuple[str, str]:
+    """Migrate with the real commands a user runs; (admin token, fresh dashboard password)."""
+    subprocess.run([*BERTH, "controlplane", "migrate", "--db", db], check=True)
+    admin = subprocess.run(
+        [*BERTH, "controlplane", "token", "create", "--name", "demo", "--db", db],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
     from controlplane.dashboard.cli import ensure_user
 
     # a fresh password each run: the demo's state dir outlives the printed one
-    demo_password = secrets.token_urlsafe(12)
-    ensure_user(db, DEMO_USER, demo_password)
-    cp_url = f"http://127.0.0.1:{args.control_plane_port}"
-    berth = [sys.executable, "-m", "agent.cli"]
-    procs: list[subprocess.Popen[bytes]] = []
+    password = secrets.token_urlsafe(12)
+    ensure_user(db, DEMO_USER, password)
+    return admin, password
 
-    def stop_all(*_: object) -> None:
-        # a second Ctrl-C (the terminal signals every process of the group) must not cut
-        # the orderly stop short and leave processes behind
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in reversed(procs):
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
-    # SIGINT may be ignored when started from a script's background job: take it explicitly
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        print("==> starting the control plane", flush=True)
-        procs.append(
-            subprocess.Popen(
-                [
-                    *berth,
-                    "controlplane",
-                    "serve",
-                    "--db",
-                    db,
-                    "--bind",
-                    f"127.0.0.1:{args.control_plane_port}",
-                    "--public-url",
-                    cp_url,
-                    "--allow-file-repos",  # the demo's own example repository, nothing else
-                    str(state),
-                ]
-            )
-        )
-        api = Api(cp_url, admin)
-        wait_for(
-            "the control plane",
-            lambda: api.http.get(cp_url + "/api/v1/stacks", timeout=2).ok,
-            30,
-            procs[0],
-        )
-        stack = api.upsert_stack(example_stack(repo_url, proxy_port=args.proxy_port))
-        print(
-            f"==> stack {stack['name']} ({stack['id']}) at version {stack['version']}", flush=True
-        )
-        token = api.call("POST", f"/stacks/{stack['id']}/install-tokens")["token"]
-        agent_cmd = [
-            *berth,
-            "agent",
-            "run-all",
-            "--control-plane",
-            cp_url,
-            "--state-dir",
-            str(state / "agent"),
-            "--proxy-bind",
-            f"127.0.0.1:{args.proxy_port}",
-            "--stop-services-on-exit",
-            "--allow-file-repos",
-            str(state),
-        ]
-        if os.geteuid() == 0:
-            agent_cmd = [*private_hosts_prefix(state), *agent_cmd, "--dns-wiring", "hosts"]
-        else:
-            print(
-                "!!  not root: the internal proxy cannot bind 127.0.0.1:80, so http://<service>.svc.internal"
-                " will not resolve for services; run `sudo make demo` for the full picture",
-                flush=True,
-            )
-            agent_cmd += [
-                "--dns-wiring",
-                "none",
-                "--internal-bind",
-                "127.0.0.1:0",
-                "--dns-bind",
-                "127.0.0.1:0",
-            ]
-        print("==> starting the agent (reconciler, proxies, DNS)", flush=True)
-        agent_started = datetime.now(UTC)
-        # the token goes in the environment: a command line is visible to every local user
-        procs.append(subprocess.Popen(agent_cmd, env={**os.environ, TOKEN_ENV: token}))
+def _control_plane_command(db: str, port: int, cp_url: str, state: Path) -> list[str]:
+    return [
+        *BERTH, "controlplane", "serve", "--db", db, "--bind", f"127.0.0.1:{port}",
+        "--public-url", cp_url,
+        "--allow-file-repos", str(state),  # the demo's own example repository, nothing else
+    ]  # fmt: skip
 
-        def applied() -> bool:
-            instances = api.call("GET", f"/stacks/{stack['id']}/instances")
-            items = (
-                instances.get("instances", instances) if isinstance(instances, dict) else instances
-            )
-            # a re-run finds the previous run's last report ("applied") in the database:
-            # only a heartbeat from the agent just started counts
-            return any(
-                i.get("applied_version") == stack["version"]
-                and i.get("state") == "applied"
-                and datetime.fromisoformat(i["last_seen"]) >= agent_started
-                for i in items
-                if i.get("last_seen")
-            )
 
-        print("==> waiting for the stack to be built, started and healthy", flush=True)
-        wait_for("the stack to be applied", applied, 300, procs[1])
-        print(
-            f"""
+def _agent_command(cp_url: str, state: Path, proxy_port: int) -> list[str]:
+    cmd = [
+        *BERTH, "agent", "run-all", "--control-plane", cp_url,
+        "--state-dir", str(state / "agent"), "--proxy-bind", f"127.0.0.1:{proxy_port}",
+        "--stop-services-on-exit", "--allow-file-repos", str(state),
+    ]  # fmt: skip
+    if os.geteuid() == 0:
+        return [*private_hosts_prefix(state), *cmd, "--dns-wiring", "hosts"]
+    print(
+        "!!  not root: the internal proxy cannot bind 127.0.0.1:80, so http://<service>.svc.internal"
+        " will not resolve for services; run `sudo make demo` for the full picture",
+        flush=True,
+    )
+    return [*cmd, "--dns-wiring", "none", "--internal-bind", "127.0.0.1:0",
+            "--dns-bind", "127.0.0.1:0"]  # fmt: skip
+
+
+def _applied(api: Api, stack: dict[str, Any], since: datetime) -> bool:
+    instances = api.call("GET", f"/stacks/{stack['id']}/instances")
+    items = instances.get("instances", instances) if isinstance(instances, dict) else instances
+    # a re-run finds the previous run's last report ("applied") in the database:
+    # only a heartbeat from the agent just started counts
+    return any(
+        i.get("applied_version") == stack["version"]
+        and i.get("state") == "applied"
+        and datetime.fromisoformat(i["last_seen"]) >= since
+        for i in items
+        if i.get("last_seen")
+    )
+
+
+def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    # a second Ctrl-C (the terminal signals every process of the group) must not cut
+    # the orderly stop short and leave processes behind
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for p in reversed(procs):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in reversed(procs):
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def _ready_text(cp_url: str, proxy_port: int, admin: str, password: str, state: Path,
+                stack_id: str) -> str:  # fmt: skip
+    return f"""
 Berth demo is running.
 
-  Dashboard:   {cp_url}/   (log in as {DEMO_USER} / {demo_password})
-  App (web):   http://127.0.0.1:{args.proxy_port}/
-  App (api):   http://127.0.0.1:{args.proxy_port}/api/hello
+  Dashboard:   {cp_url}/   (log in as {DEMO_USER} / {password})
+  App (web):   http://127.0.0.1:{proxy_port}/
+  App (api):   http://127.0.0.1:{proxy_port}/api/hello
   Admin token: {admin}
   API:         curl -H 'Authorization: Bearer {admin}' {cp_url}/api/v1/stacks
 
 Edit {state / "example-repo"}, commit, then
-  curl -X POST -H 'Authorization: Bearer {admin}' {cp_url}/api/v1/stacks/{stack["id"]}/refresh
+  curl -X POST -H 'Authorization: Bearer {admin}' {cp_url}/api/v1/stacks/{stack_id}/refresh
 to deploy the new commit. Press Ctrl-C to stop everything.
-""",
-            flush=True,
-        )
-        if args.no_wait:
-            return 0
-        while all(p.poll() is None for p in procs):
-            time.sleep(0.5)
-        print("a Berth process exited unexpectedly; stopping the demo", file=sys.stderr)
-        return 1
+"""
+
+
+def _run(args: argparse.Namespace, state: Path, procs: list[subprocess.Popen[bytes]]) -> int:
+    db = f"sqlite:///{state / 'controlplane.sqlite3'}"
+    print(f"==> state in {state}", flush=True)
+    repo_url = make_example_repo(state / "example-repo")
+    admin, password = _prepare_database(db)
+    cp_url = f"http://127.0.0.1:{args.control_plane_port}"
+    print("==> starting the control plane", flush=True)
+    procs.append(
+        subprocess.Popen(_control_plane_command(db, args.control_plane_port, cp_url, state))
+    )
+    api = Api(cp_url, admin)
+    wait_for(
+        "the control plane",
+        lambda: api.http.get(cp_url + "/api/v1/stacks", timeout=2).ok,
+        30,
+        procs[0],
+    )
+    stack = api.upsert_stack(example_stack(repo_url, proxy_port=args.proxy_port))
+    print(f"==> stack {stack['name']} ({stack['id']}) at version {stack['version']}", flush=True)
+    token = api.call("POST", f"/stacks/{stack['id']}/install-tokens")["token"]
+    agent_cmd = _agent_command(cp_url, state, args.proxy_port)
+    print("==> starting the agent (reconciler, proxies, DNS)", flush=True)
+    agent_started = datetime.now(UTC)
+    # the token goes in the environment: a command line is visible to every local user
+    procs.append(subprocess.Popen(agent_cmd, env={**os.environ, TOKEN_ENV: token}))
+    print("==> waiting for the stack to be built, started and healthy", flush=True)
+    wait_for("the stack to be applied", lambda: _applied(api, stack, agent_started), 300, procs[1])
+    print(_ready_text(cp_url, args.proxy_port, admin, password, state, stack["id"]), flush=True)
+    if args.no_wait:
+        return 0
+    while all(p.poll() is None for p in procs):
+        time.sleep(0.5)
+    print("a Berth process exited unexpectedly; stopping the demo", file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str]) -> int:
+    args = _parse_args(argv)
+    state = _state_dir(args)
+    procs: list[subprocess.Popen[bytes]] = []
+    # SIGINT may be ignored when started from a script's background job: take it explicitly
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return _run(args, state, procs)
     except KeyboardInterrupt:
         print("\n==> stopping", flush=True)
         return 0
     finally:
-        stop_all()
+        _stop_all(procs)

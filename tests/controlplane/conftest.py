@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.testing import create_admin_token, migrate
 from tests.controlplane.harness import Api, ControlPlane
+from tests.support.controlplane import create_admin_token, migrate
 from tests.support.env import require, require_root
 from tests.support.gitrepo import commit_files, init_repo
 from tests.support.ports import free_port

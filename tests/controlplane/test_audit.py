@@ -17,8 +17,8 @@ from controlplane.api_hooks import sign
 from controlplane.db import Database
 from controlplane.dburl import parse_db_url
 from controlplane.models import AuditRecord, utcnow
-from controlplane.testing import create_admin_token
 from tests.controlplane.harness import Api, ControlPlane, berth, stack_body
+from tests.support.controlplane import create_admin_token
 from tests.support.gitrepo import commit_files, init_repo
 
 

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from controlplane.testing import create_admin_token, migrate
 from tests.controlplane.harness import Api, ControlPlane, berth
+from tests.support.controlplane import create_admin_token, migrate
 
 
 def test_serve_refuses_unmigrated_database(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.testing import migrate
 from tests.controlplane.harness import REPO, ControlPlane, berth
+from tests.support.controlplane import migrate
 
 
 @pytest.fixture(scope="module")

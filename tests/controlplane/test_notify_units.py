@@ -20,7 +20,7 @@ from controlplane.notify.events import classify, wanted
 from controlplane.notify.notifier import Notifier
 from controlplane.notify.outbox import MAX_ATTEMPTS, Notice, backoff_s
 from controlplane.secrets import Keyring
-from controlplane.testing import migrate
+from tests.support.controlplane import migrate
 
 
 @pytest.mark.parametrize(

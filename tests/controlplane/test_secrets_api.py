@@ -21,9 +21,9 @@ import requests
 from agent.schema.document import parse_document
 from controlplane import secrets as sec
 from controlplane.dburl import parse_db_url
-from controlplane.testing import create_admin_token
 from tests.controlplane.conftest import new_database
 from tests.controlplane.harness import Api, ControlPlane, berth, stack_body
+from tests.support.controlplane import create_admin_token
 
 TOKEN_RE = re.compile(r"v1\.([0-9a-f]{8})\.")
 

@@ -20,8 +20,8 @@ import pytest
 import requests
 
 from controlplane.dashboard.cli import ensure_user
-from controlplane.testing import create_admin_token, migrate
 from tests.controlplane.harness import Api, ControlPlane
+from tests.support.controlplane import create_admin_token, migrate
 from tests.support.env import require
 from tests.support.ports import free_port
 

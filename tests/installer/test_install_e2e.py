@@ -21,11 +21,11 @@ import pytest
 import requests
 
 from controlplane.demo import example_stack, make_example_repo
-from controlplane.testing import create_admin_token, migrate
 from installer.layout import AGENT_UNITS
 from tests.installer.machine import Server, ensure_server_rootfs, ensure_wheelhouse
 from tests.support.berth import text as get
 from tests.support.berth import wait_until
+from tests.support.controlplane import create_admin_token, migrate
 from tests.support.env import require_root, require_tool
 from tests.support.ports import free_port
 from tests.support.procs import terminate

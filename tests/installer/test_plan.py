@@ -128,7 +128,7 @@ def test_control_plane_serves_scripts_and_only_wheelhouse_files(tmp_path: Path) 
 
     from controlplane.app import create_app
     from controlplane.settings import ServerSettings
-    from controlplane.testing import migrate
+    from tests.support.controlplane import migrate
 
     db = f"sqlite:///{tmp_path / 'cp.sqlite3'}"
     migrate(db)

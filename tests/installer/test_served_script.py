@@ -17,8 +17,8 @@ import pytest
 
 from controlplane.app import create_app
 from controlplane.settings import ServerSettings
-from controlplane.testing import migrate
 from installer.layout import UNITS_TARBALL
+from tests.support.controlplane import migrate
 from tests.support.env import require_root
 
 

@@ -19,7 +19,7 @@ import requests
 from xprocess import ProcessStarter
 
 from controlplane.demo import private_hosts_prefix
-from controlplane.testing import create_admin_token, migrate
+from tests.support.controlplane import create_admin_token, migrate
 
 BERTH = [sys.executable, "-m", "agent.cli"]
 

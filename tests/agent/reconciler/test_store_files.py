@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.reconciler.store import Store
-from controlplane.testing import create_admin_token, migrate
+from tests.support.controlplane import create_admin_token, migrate
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Helpers for other engineers' integration tests and the demo (synchronous).
+"""Control-plane setup for tests and benchmarks, in-process and synchronous (the demo runs
+the real `berth controlplane migrate` / `token create` commands instead).
 
 migrate(db_url[, secret_key_file])    bring a database to the newest schema; create the secret
                                       key file (for SQLite beside the database by default)
