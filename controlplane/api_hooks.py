@@ -56,10 +56,8 @@ def blueprint(ctx: AppContext) -> Blueprint:
             return {"ok": True, "changed": False, "version": stack.version, "duplicate": True}
         before = stack
         stack, changed = await stacks.refresh(
-            ctx.db, stack_id, "webhook", ctx.settings.file_repo_roots
+            ctx.db, ctx, stack_id, "webhook", ctx.settings.file_repo_roots
         )
-        if changed:
-            ctx.stack_changed(stack_id, stack.doc_hash)
         await audit.record_request(
             ctx.db, "stack.webhook", audit.Actor("webhook", "git push"),
             **audit.versions(before, stack, changed, event=request.headers.get("X-GitHub-Event")),

@@ -5,7 +5,9 @@ A save runs in three steps so no database lock is held while git talks to a remo
    resolve every ref with `git ls-remote` (422 naming the field on any failure);
 2. `publish`: in one write transaction, compare the content hash with the stored one and,
    only if it differs, store version+1 (stack row and history row);
-3. the caller wakes long-polling agents.
+3. after the commit, tell the `Listener` (the app's agent directory and long-poll watcher,
+   through `AppContext.stack_changed`): `create`, `publish`, `refresh`, `rollback` and
+   `delete` do this themselves, so no caller can forget to wake the agents.
 A rejected body raises before step 2, so the stored stack is never touched.
 
 Secret env values are sealed inside step 2's transaction (`controlplane.secrets`): an entry
@@ -17,7 +19,7 @@ import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
@@ -33,6 +35,14 @@ from controlplane.errors import Conflict, NotFound, Unprocessable, from_validati
 from controlplane.models import Stack, StackVersion, iso, utcnow
 
 READ_ONLY_KEYS = ("id", "version", "hash", "created_at", "updated_at")
+
+
+class Listener(Protocol):
+    """Told of every committed change: the agent directory and the long-poll watcher of
+    this process (`AppContext.stack_changed`). Other nodes see it on their next tick."""
+
+    def stack_changed(self, stack_id: str, doc_hash: str | None) -> None:
+        """`doc_hash` is the stack's new document hash, None once it is deleted."""
 
 
 @dataclass(frozen=True)
@@ -167,7 +177,9 @@ def proposed(
                                                     prepared.secrets_from or source), keyring)  # fmt: skip
 
 
-async def create(db: Database, prepared: Prepared, keyring: sec.Keyring | None = None) -> Stack:
+async def create(
+    db: Database, listener: Listener, prepared: Prepared, keyring: sec.Keyring | None = None
+) -> Stack:
     now = utcnow()
     stack_id = str(uuid.uuid4())
     try:
@@ -195,11 +207,13 @@ async def create(db: Database, prepared: Prepared, keyring: sec.Keyring | None =
             field="name",
             code="duplicate_name",
         ) from exc
+    listener.stack_changed(stack.id, stack.doc_hash)
     return stack
 
 
 async def publish(
     db: Database,
+    listener: Listener,
     stack_id: str,
     prepared: Prepared,
     reason: str,
@@ -236,11 +250,16 @@ async def publish(
             "the stack changed concurrently (or its name is taken); read it again and retry",
             code="conflict",
         ) from exc
+    listener.stack_changed(stack.id, stack.doc_hash)
     return stack, True
 
 
 async def refresh(
-    db: Database, stack_id: str, reason: str = "refresh", file_roots: Sequence[str] = ()
+    db: Database,
+    listener: Listener,
+    stack_id: str,
+    reason: str = "refresh",
+    file_roots: Sequence[str] = (),
 ) -> tuple[Stack, bool]:
     """Re-resolve every ref of the stored stack; a new version only if some commit moved.
     Its repos are checked again: the operator may have narrowed `file_roots` since.
@@ -251,7 +270,18 @@ async def refresh(
     except ValidationError as exc:
         raise from_validation(exc) from exc
     commits = await resolve(current.spec)
-    return await publish(db, stack_id, Prepared(current.spec, commits), reason)
+    return await publish(db, listener, stack_id, Prepared(current.spec, commits), reason)
+
+
+async def rollback(
+    db: Database, listener: Listener, stack_id: str, version: object
+) -> tuple[Stack, bool]:
+    """Store the content of the stack's `version` as a new version (if it differs from the
+    current one); the API and the dashboard both restore through here."""
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise Unprocessable("must be a positive integer: the version to restore", field="version")
+    old = spec_of(await version_document(db, stack_id, version))
+    return await publish(db, listener, stack_id, old, "rollback")
 
 
 def _version_row(stack: Stack, reason: str) -> StackVersion:
@@ -279,12 +309,14 @@ async def list_all(db: Database) -> list[Stack]:
         return list(await session.scalars(select(Stack).order_by(Stack.name)))
 
 
-async def delete(db: Database, stack_id: str) -> None:
+async def delete(db: Database, listener: Listener, stack_id: str) -> None:
+    """Delete the stack (its versions, instances and tokens go with it)."""
     async with db.write() as session:
         stack = await session.get(Stack, stack_id)
         if stack is None:
             raise NotFound(f"no stack with id {stack_id!r}; GET /api/v1/stacks lists them")
         await session.delete(stack)
+    listener.stack_changed(stack_id, None)
 
 
 async def versions(db: Database, stack_id: str) -> list[StackVersion]:

@@ -16,7 +16,8 @@ from controlplane.dashboard.common import Dashboard, load_stack, render
 from controlplane.dashboard.pages_metrics import sparklines
 from controlplane.dashboard.views import stack_picture
 from controlplane.errors import ApiError
-from controlplane.models import Instance, utcnow
+from controlplane.models import Instance, Stack, utcnow
+from controlplane.routes import Routes
 from controlplane.secrets import masked_document
 from controlplane.stacks import Prepared
 
@@ -54,172 +55,176 @@ def _stack_form_context(form: forms.StackForm, errors: dict[str, str]) -> dict[s
     }
 
 
+routes = Routes()
+
+
 def register(bp: Blueprint, dash: Dashboard) -> None:
+    routes.bind(bp, dash)
+
+
+def _beat_s(dash: Dashboard) -> float:
+    return dash.ctx.settings.heartbeat_interval_s  # stale/offline count missed heartbeats
+
+
+@routes.get("/")
+async def stacks_list(dash: Dashboard) -> tuple[str, int]:
+    now = utcnow()
+    rows = []
+    for stack in await stacks.list_all(dash.ctx.db):
+        instances = await _instances(dash, stack.id)
+        rows.append((stack, stack_picture(stack.document, instances, now, _beat_s(dash))))
+    return await render(
+        "dashboard/stacks.html",
+        rows=rows,
+        partials={"live": "dashboard/_stacks_live.html"},
+        live_stack="",
+    )
+
+
+async def _overview(
+    dash: Dashboard, stack_id: str, status_code: int = 200, *, live: bool = False, **extra: Any
+) -> tuple[str, int]:
+    """The stack's overview page; `live` adds the sparklines and the live region (a normal
+    view), `extra` a notice or an error."""
+    stack = await load_stack(dash, stack_id)
+    instances = await _instances(dash, stack_id)
+    picture = stack_picture(stack.document, instances, utcnow(), _beat_s(dash))
+    if live:
+        extra["sparks"] = await sparklines(dash, stack_id, list(picture.services))
+        extra["partials"] = {"live": "dashboard/_overview_live.html"}
+    events = await status.list_events(dash.ctx.db, stack_id, status.EventQuery(limit=12))
+    return await render(
+        "dashboard/overview.html",
+        status_code,
+        stack=stack,
+        doc=masked_document(stack.document),
+        picture=picture,
+        events=events["events"],
+        hostnames={i.id: i.hostname for i in picture.instances},
+        live_stack=stack.id,
+        tab="overview",
+        **extra,
+    )
+
+
+@routes.get("/stacks/<stack_id>")
+async def overview(dash: Dashboard, stack_id: str) -> tuple[str, int]:
+    notice = NOTICES.get(request.args.get("notice", ""))
+    return await _overview(dash, stack_id, live=True, notice=notice)
+
+
+async def _overview_error(dash: Dashboard, stack_id: str, exc: ApiError) -> tuple[str, int]:
+    error = f"{exc.field + ': ' if exc.field else ''}{exc.detail}"
+    return await _overview(dash, stack_id, exc.status, error=error)
+
+
+# edit -------------------------------------------------------------------------------
+
+
+async def _edit_page(
+    stack: Stack | None, form: forms.StackForm, errors: dict[str, str], status_code: int = 200
+) -> tuple[str, int]:
+    return await render(
+        "dashboard/edit.html", status_code, stack=stack, **_stack_form_context(form, errors),
+        tab="edit",
+    )  # fmt: skip
+
+
+@routes.get("/stacks/new")
+async def new_stack(dash: Dashboard) -> tuple[str, int]:
+    return await _edit_page(None, forms.StackForm(services=[forms.ServiceForm()]), {})
+
+
+@routes.get("/stacks/<stack_id>/edit")
+async def edit_stack(dash: Dashboard, stack_id: str) -> tuple[str, int]:
+    stack = await load_stack(dash, stack_id)
+    return await _edit_page(stack, forms.from_stack(masked_document(stack.document)), {})
+
+
+async def _store(dash: Dashboard, stack: Stack | None, prepared: Prepared) -> ResponseReturnValue:
+    """Create or publish `prepared`, audit it and redirect to the overview with a notice."""
     db = dash.ctx.db
-    beat_s = dash.ctx.settings.heartbeat_interval_s  # stale/offline count missed heartbeats
+    if stack is None:
+        created = await stacks.create(db, dash.ctx, prepared, dash.ctx.keyring)
+        await audit.record_request(db, "stack.create", stack_id=created.id, version_to=1)
+        return redirect(f"/stacks/{created.id}?notice=created")
+    saved, changed = await stacks.publish(db, dash.ctx, stack.id, prepared, "update",
+                                          dash.ctx.keyring)  # fmt: skip
+    await audit.record_request(db, "stack.update", **audit.versions(stack, saved, changed))
+    return redirect(f"/stacks/{saved.id}?notice={'saved' if changed else 'unchanged'}")
 
-    @bp.get("/")
-    async def stacks_list() -> tuple[str, int]:
-        now = utcnow()
-        rows = []
-        for stack in await stacks.list_all(db):
-            picture = stack_picture(stack.document, await _instances(dash, stack.id), now, beat_s)
-            rows.append((stack, picture))
-        return await render(
-            "dashboard/stacks.html",
-            rows=rows,
-            partials={"live": "dashboard/_stacks_live.html"},
-            live_stack="",
-        )
 
-    @bp.get("/stacks/<stack_id>")
-    async def overview(stack_id: str) -> tuple[str, int]:
-        stack = await load_stack(dash, stack_id)
-        picture = stack_picture(stack.document, await _instances(dash, stack_id), utcnow(), beat_s)
-        events = await status.list_events(db, stack_id, status.EventQuery(limit=12))
-        return await render(
-            "dashboard/overview.html",
-            stack=stack,
-            doc=masked_document(stack.document),
-            picture=picture,
-            events=events["events"],
-            hostnames={i.id: i.hostname for i in picture.instances},
-            notice=NOTICES.get(request.args.get("notice", "")),
-            sparks=await sparklines(dash, stack_id, list(picture.services)),
-            partials={"live": "dashboard/_overview_live.html"},
-            live_stack=stack.id,
-            tab="overview",
-        )
-
-    # edit -----------------------------------------------------------------------------
-
-    @bp.get("/stacks/new")
-    async def new_stack() -> tuple[str, int]:
-        form = forms.StackForm(services=[forms.ServiceForm()])
-        return await render(
-            "dashboard/edit.html", stack=None, **_stack_form_context(form, {}), tab="edit"
-        )
-
-    @bp.get("/stacks/<stack_id>/edit")
-    async def edit_stack(stack_id: str) -> tuple[str, int]:
-        stack = await load_stack(dash, stack_id)
-        form = forms.from_stack(masked_document(stack.document))
-        return await render(
-            "dashboard/edit.html", stack=stack, **_stack_form_context(form, {}), tab="edit"
-        )
-
-    async def save(stack_id: str | None) -> ResponseReturnValue:
-        stack = await load_stack(dash, stack_id) if stack_id else None
-        data = await request.form
-        parsed = forms.parse_form(data)
-        action = data.get("action", "save")
-        if action != "save":  # add/remove buttons: re-render, nothing is saved or lost
-            form = forms.apply_action(parsed.form, action)
-            return await render(
-                "dashboard/edit.html", stack=stack, **_stack_form_context(form, {}), tab="edit"
-            )
-        errors = dict(parsed.errors)
-        if not errors:
-            try:
-                spec = stacks.validate(parsed.body, dash.ctx.settings.file_repo_roots)
-                commits = await stacks.resolve(spec)
-                prepared = Prepared(spec, commits)
-                if stack is None:
-                    created = await stacks.create(db, prepared, dash.ctx.keyring)
-                    dash.ctx.stack_changed(created.id, created.doc_hash)
-                    await audit.record_request(
-                        db, "stack.create", stack_id=created.id, version_to=1
-                    )
-                    return redirect(f"/stacks/{created.id}?notice=created")
-                saved, changed = await stacks.publish(
-                    db, stack.id, prepared, "update", dash.ctx.keyring
-                )
-                if changed:
-                    dash.ctx.stack_changed(saved.id, saved.doc_hash)
-                await audit.record_request(
-                    db, "stack.update", **audit.versions(stack, saved, changed)
-                )
-                notice = "saved" if changed else "unchanged"
-                return redirect(f"/stacks/{saved.id}?notice={notice}")
-            except ApiError as exc:
-                errors[forms.input_for_error(exc.field or "", parsed.form)] = exc.detail
-        return await render(
-            "dashboard/edit.html",
-            422,
-            stack=stack,
-            **_stack_form_context(parsed.form, errors),
-            tab="edit",
-        )
-
-    @bp.post("/stacks/new")
-    async def create_stack() -> ResponseReturnValue:
-        return await save(None)
-
-    @bp.post("/stacks/<stack_id>/edit")
-    async def update_stack(stack_id: str) -> ResponseReturnValue:
-        return await save(stack_id)
-
-    @bp.post("/stacks/<stack_id>/refresh")
-    async def refresh_stack(stack_id: str) -> ResponseReturnValue:
-        before = await load_stack(dash, stack_id)
+async def _save(dash: Dashboard, stack_id: str | None) -> ResponseReturnValue:
+    stack = await load_stack(dash, stack_id) if stack_id else None
+    data = await request.form
+    parsed = forms.parse_form(data)
+    action = data.get("action", "save")
+    if action != "save":  # add/remove buttons: re-render, nothing is saved or lost
+        return await _edit_page(stack, forms.apply_action(parsed.form, action), {})
+    errors = dict(parsed.errors)
+    if not errors:
         try:
-            stack, changed = await stacks.refresh(
-                db, stack_id, "refresh", dash.ctx.settings.file_repo_roots
-            )
+            spec = stacks.validate(parsed.body, dash.ctx.settings.file_repo_roots)
+            return await _store(dash, stack, Prepared(spec, await stacks.resolve(spec)))
         except ApiError as exc:
-            return await _overview_error(stack_id, exc)
-        if changed:
-            dash.ctx.stack_changed(stack_id, stack.doc_hash)
-        await audit.record_request(db, "stack.refresh", **audit.versions(before, stack, changed))
-        return redirect(f"/stacks/{stack_id}?notice={'refreshed' if changed else 'current'}")
+            errors[forms.input_for_error(exc.field or "", parsed.form)] = exc.detail
+    return await _edit_page(stack, parsed.form, errors, 422)
 
-    async def _overview_error(stack_id: str, exc: ApiError) -> tuple[str, int]:
-        stack = await load_stack(dash, stack_id)
-        picture = stack_picture(stack.document, await _instances(dash, stack_id), utcnow(), beat_s)
-        events = await status.list_events(db, stack_id, status.EventQuery(limit=12))
-        return await render(
-            "dashboard/overview.html",
-            exc.status,
-            stack=stack,
-            doc=masked_document(stack.document),
-            picture=picture,
-            events=events["events"],
-            hostnames={i.id: i.hostname for i in picture.instances},
-            error=f"{exc.field + ': ' if exc.field else ''}{exc.detail}",
-            live_stack=stack.id,
-            tab="overview",
+
+@routes.post("/stacks/new")
+async def create_stack(dash: Dashboard) -> ResponseReturnValue:
+    return await _save(dash, None)
+
+
+@routes.post("/stacks/<stack_id>/edit")
+async def update_stack(dash: Dashboard, stack_id: str) -> ResponseReturnValue:
+    return await _save(dash, stack_id)
+
+
+@routes.post("/stacks/<stack_id>/refresh")
+async def refresh_stack(dash: Dashboard, stack_id: str) -> ResponseReturnValue:
+    before = await load_stack(dash, stack_id)
+    try:
+        stack, changed = await stacks.refresh(
+            dash.ctx.db, dash.ctx, stack_id, "refresh", dash.ctx.settings.file_repo_roots
         )
+    except ApiError as exc:
+        return await _overview_error(dash, stack_id, exc)
+    await audit.record_request(
+        dash.ctx.db, "stack.refresh", **audit.versions(before, stack, changed)
+    )
+    return redirect(f"/stacks/{stack_id}?notice={'refreshed' if changed else 'current'}")
 
-    # versions and rollback --------------------------------------------------------------
 
-    @bp.get("/stacks/<stack_id>/versions")
-    async def versions(stack_id: str) -> tuple[str, int]:
-        stack = await load_stack(dash, stack_id)
-        rows = await stacks.versions(db, stack_id)
-        return await render(
-            "dashboard/versions.html",
-            stack=stack,
-            versions=rows,
-            live_stack=stack.id,
-            tab="versions",
+# versions and rollback --------------------------------------------------------------
+
+
+@routes.get("/stacks/<stack_id>/versions")
+async def versions(dash: Dashboard, stack_id: str) -> tuple[str, int]:
+    stack = await load_stack(dash, stack_id)
+    rows = await stacks.versions(dash.ctx.db, stack_id)
+    return await render(
+        "dashboard/versions.html",
+        stack=stack,
+        versions=rows,
+        live_stack=stack.id,
+        tab="versions",
+    )
+
+
+@routes.post("/stacks/<stack_id>/rollback")
+async def rollback(dash: Dashboard, stack_id: str) -> ResponseReturnValue:
+    before = await load_stack(dash, stack_id)
+    raw = (await request.form).get("version", "")
+    if not raw.isdigit():
+        return await _overview_error(
+            dash, stack_id, ApiError("pick a version to roll back to", field="version")
         )
-
-    @bp.post("/stacks/<stack_id>/rollback")
-    async def rollback(stack_id: str) -> ResponseReturnValue:
-        before = await load_stack(dash, stack_id)
-        raw = (await request.form).get("version", "")
-        if not raw.isdigit():
-            return await _overview_error(
-                stack_id, ApiError("pick a version to roll back to", field="version")
-            )
-        try:
-            old = stacks.spec_of(await stacks.version_document(db, stack_id, int(raw)))
-            stack, changed = await stacks.publish(db, stack_id, old, "rollback")
-        except ApiError as exc:
-            return await _overview_error(stack_id, exc)
-        if changed:
-            dash.ctx.stack_changed(stack_id, stack.doc_hash)
-        await audit.record_request(
-            db, "stack.rollback", **audit.versions(before, stack, changed, restored=int(raw))
-        )
-        return redirect(f"/stacks/{stack_id}?notice={'rolledback' if changed else 'unchanged'}")
+    try:
+        stack, changed = await stacks.rollback(dash.ctx.db, dash.ctx, stack_id, int(raw))
+    except ApiError as exc:
+        return await _overview_error(dash, stack_id, exc)
+    await audit.record_request(
+        dash.ctx.db, "stack.rollback", **audit.versions(before, stack, changed, restored=int(raw))
+    )
+    return redirect(f"/stacks/{stack_id}?notice={'rolledback' if changed else 'unchanged'}")
