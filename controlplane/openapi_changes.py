@@ -3,7 +3,7 @@
 
 from typing import Any
 
-from controlplane.openapi import _ADMIN, _OBJ, _SID, _op, _q, _resp
+from controlplane.openapi_build import _ADMIN, _OBJ, _SID, _op, _q, _resp
 
 _CHANNEL = [{"name": "channel_id", "in": "path", "required": True, "schema": {"type": "string"},
              "description": "channel id or name"}]  # fmt: skip

@@ -3,7 +3,7 @@ docs/api.md and docs/metrics.md describe them in prose."""
 
 from typing import Any
 
-from controlplane.openapi import _ADMIN, _AGENT, _OBJ, _SID, _op, _q, _resp
+from controlplane.openapi_build import _ADMIN, _AGENT, _OBJ, _SID, _op, _q, _resp
 
 
 def paths() -> dict[str, Any]:
