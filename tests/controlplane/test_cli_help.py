@@ -9,6 +9,7 @@ import pytest
 from agent import cli as berth_cli
 from controlplane import cli as cp_cli
 from controlplane import client
+from controlplane.client import stack as client_stack
 from tests.controlplane.harness import berth
 
 # (argv, the subcommands its help must list)
@@ -71,7 +72,7 @@ def test_agent_and_audit_help_have_examples(capsys: pytest.CaptureFixture[str]) 
 def test_a_bad_option_still_says_what_is_wrong(capsys: pytest.CaptureFixture[str]) -> None:
     code, text = run(["stack", "diff", "web", "one", "2"], capsys)
     assert code == 2 and "invalid int value: 'one'" in text
-    assert isinstance(client._stack_parser(), argparse.ArgumentParser)
+    assert isinstance(client_stack._stack_parser(), argparse.ArgumentParser)
 
 
 @pytest.mark.parametrize(
