@@ -10,6 +10,7 @@ delivery is acted on once per delivery id and at most so often per stack
 
 import hashlib
 import hmac
+from dataclasses import dataclass
 from typing import Any
 
 from quart import Blueprint, request
@@ -18,6 +19,8 @@ from controlplane import audit, stacks
 from controlplane.context import AppContext
 from controlplane.deliveries import DELIVERY_HEADERS, DeliveryGuard
 from controlplane.errors import NotFound, Unauthorized
+from controlplane.models import Stack
+from controlplane.routes import Routes
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -30,38 +33,55 @@ def verify_signature(secret: str, body: bytes, header: str | None) -> bool:
     return hmac.compare_digest(sign(secret, body), header.strip())
 
 
+@dataclass(frozen=True)
+class Hooks:
+    """What the webhook handler works with: the app's context and this process's guard."""
+
+    ctx: AppContext
+    guard: DeliveryGuard
+
+
+routes = Routes()
+
+
 def blueprint(ctx: AppContext) -> Blueprint:
     bp = Blueprint("api_hooks", __name__)
-    guard = DeliveryGuard(ctx.db, ctx.settings.limits.webhooks_per_minute)
-
-    @bp.post("/git/<stack_id>")
-    async def git_push(stack_id: str) -> dict[str, Any]:
-        body: bytes = await request.get_data(as_text=False)  # type: ignore[assignment]
-        try:
-            stack = await stacks.get(ctx.db, stack_id)
-        except NotFound:
-            stack = None
-        # the same answer for an unknown stack and a bad signature: no probing for ids
-        if stack is None or not verify_signature(
-            stack.webhook_secret, body, request.headers.get("X-Hub-Signature-256")
-        ):
-            raise Unauthorized(
-                "missing or wrong X-Hub-Signature-256 (HMAC-SHA256 of the body with the "
-                "stack's webhook secret: GET /api/v1/stacks/{id}/webhook)"
-            )
-        if request.headers.get("X-GitHub-Event") == "ping":
-            return {"ok": True, "changed": False, "version": stack.version}
-        delivery_id = next(filter(None, map(request.headers.get, DELIVERY_HEADERS)), None)
-        if (await guard.admit(stack_id, delivery_id)).duplicate:
-            return {"ok": True, "changed": False, "version": stack.version, "duplicate": True}
-        before = stack
-        stack, changed = await stacks.refresh(
-            ctx.db, ctx, stack_id, "webhook", ctx.settings.file_repo_roots
-        )
-        await audit.record_request(
-            ctx.db, "stack.webhook", audit.Actor("webhook", "git push"),
-            **audit.versions(before, stack, changed, event=request.headers.get("X-GitHub-Event")),
-        )  # fmt: skip
-        return {"ok": True, "changed": changed, "version": stack.version}
-
+    routes.bind(bp, Hooks(ctx, DeliveryGuard(ctx.db, ctx.settings.limits.webhooks_per_minute)))
     return bp
+
+
+def _signed_stack(stack: Stack | None, body: bytes) -> Stack:
+    # the same answer for an unknown stack and a bad signature: no probing for ids
+    if stack is None or not verify_signature(
+        stack.webhook_secret, body, request.headers.get("X-Hub-Signature-256")
+    ):
+        raise Unauthorized(
+            "missing or wrong X-Hub-Signature-256 (HMAC-SHA256 of the body with the "
+            "stack's webhook secret: GET /api/v1/stacks/{id}/webhook)"
+        )
+    return stack
+
+
+@routes.post("/git/<stack_id>")
+async def git_push(hooks: Hooks, stack_id: str) -> dict[str, Any]:
+    ctx = hooks.ctx
+    body: bytes = await request.get_data(as_text=False)  # type: ignore[assignment]
+    try:
+        found: Stack | None = await stacks.get(ctx.db, stack_id)
+    except NotFound:
+        found = None
+    stack = _signed_stack(found, body)
+    if request.headers.get("X-GitHub-Event") == "ping":
+        return {"ok": True, "changed": False, "version": stack.version}
+    delivery_id = next(filter(None, map(request.headers.get, DELIVERY_HEADERS)), None)
+    if (await hooks.guard.admit(stack_id, delivery_id)).duplicate:
+        return {"ok": True, "changed": False, "version": stack.version, "duplicate": True}
+    before = stack
+    stack, changed = await stacks.refresh(
+        ctx.db, ctx, stack_id, "webhook", ctx.settings.file_repo_roots
+    )
+    await audit.record_request(
+        ctx.db, "stack.webhook", audit.Actor("webhook", "git push"),
+        **audit.versions(before, stack, changed, event=request.headers.get("X-GitHub-Event")),
+    )  # fmt: skip
+    return {"ok": True, "changed": changed, "version": stack.version}

@@ -29,6 +29,7 @@ from agent import version as versions
 from controlplane import openapi
 from controlplane.context import AppContext
 from controlplane.errors import NotFound
+from controlplane.routes import Routes
 
 URL_PLACEHOLDER = "@BERTH_CONTROL_PLANE@"
 SHA256_PLACEHOLDER = "@BERTH_DIST_SHA256@"
@@ -76,71 +77,82 @@ def dist_index(names: list[str]) -> str:
     return f"<!doctype html>\n<html><head><title>Berth packages</title></head><body>\n{links}\n</body></html>\n"
 
 
+routes = Routes()
+
+
 def blueprint(ctx: AppContext) -> Blueprint:
     bp = Blueprint("public", __name__)
-
-    def wheelhouse() -> Path:
-        where = ctx.settings.wheelhouse
-        if not where:
-            raise NotFound(
-                "this control plane serves no packages: start it with --wheelhouse DIR "
-                "(fill DIR with `berth installer wheelhouse DIR`)"
-            )
-        return Path(where)
-
-    @bp.get("/api/v1/openapi.json")
-    async def openapi_json() -> dict[str, Any]:
-        return openapi.document(ctx.settings.public_url or request.host_url.rstrip("/"))
-
-    @bp.get("/api/v1/version")
-    async def version_json() -> dict[str, Any]:
-        # what this control plane runs, and the agent version its wheelhouse serves
-        return {"controlplane": versions.installed(), "agent": ctx.rollouts.wheelhouse.version()}
-
-    @bp.get("/healthz")
-    async def healthz() -> dict[str, Any]:
-        return {"ok": True}
-
-    @bp.get("/install.sh")
-    async def install_sh() -> Response:
-        if not ctx.settings.public_url:
-            raise NotFound(
-                "install.sh is served only by a control plane started with --public-url URL: "
-                "the script embeds that URL, and one taken from this request's Host header "
-                "could send servers anywhere"
-            )
-        manifest = await asyncio.to_thread(dist_manifest, wheelhouse())
-        script = (
-            _script("install.sh")
-            .replace(URL_PLACEHOLDER, ctx.settings.public_url.rstrip("/"))
-            .replace(SHA256_PLACEHOLDER, manifest)
-        )
-        return Response(
-            script,
-            content_type="text/x-shellscript; charset=utf-8",
-            headers={"Cache-Control": "no-store"},
-        )
-
-    @bp.get("/uninstall.sh")
-    async def uninstall_sh() -> Response:
-        return Response(
-            _script("uninstall.sh"),
-            content_type="text/x-shellscript; charset=utf-8",
-            headers={"Cache-Control": "no-store"},
-        )
-
-    @bp.get("/dist/")
-    async def dist_listing() -> Response:
-        return Response(
-            dist_index(dist_files(wheelhouse())), content_type="text/html; charset=utf-8"
-        )
-
-    @bp.get("/dist/<name>")
-    async def dist_file(name: str) -> Response:
-        root = wheelhouse()
-        if not _DIST_NAME.fullmatch(name) or name not in dist_files(root):
-            raise NotFound(f"no package {name!r} here; the list is at /dist/")
-        kind = _DIST_TYPES.get(Path(name).suffix, "application/octet-stream")
-        return await send_file(root / name, mimetype=kind, as_attachment=False)
-
+    routes.bind(bp, ctx)
     return bp
+
+
+def wheelhouse(ctx: AppContext) -> Path:
+    where = ctx.settings.wheelhouse
+    if not where:
+        raise NotFound(
+            "this control plane serves no packages: start it with --wheelhouse DIR "
+            "(fill DIR with `berth installer wheelhouse DIR`)"
+        )
+    return Path(where)
+
+
+@routes.get("/api/v1/openapi.json")
+async def openapi_json(ctx: AppContext) -> dict[str, Any]:
+    return openapi.document(ctx.settings.public_url or request.host_url.rstrip("/"))
+
+
+@routes.get("/api/v1/version")
+async def version_json(ctx: AppContext) -> dict[str, Any]:
+    # what this control plane runs, and the agent version its wheelhouse serves
+    return {"controlplane": versions.installed(), "agent": ctx.rollouts.wheelhouse.version()}
+
+
+@routes.get("/healthz")
+async def healthz(ctx: AppContext) -> dict[str, Any]:
+    return {"ok": True}
+
+
+@routes.get("/install.sh")
+async def install_sh(ctx: AppContext) -> Response:
+    if not ctx.settings.public_url:
+        raise NotFound(
+            "install.sh is served only by a control plane started with --public-url URL: "
+            "the script embeds that URL, and one taken from this request's Host header "
+            "could send servers anywhere"
+        )
+    manifest = await asyncio.to_thread(dist_manifest, wheelhouse(ctx))
+    script = (
+        _script("install.sh")
+        .replace(URL_PLACEHOLDER, ctx.settings.public_url.rstrip("/"))
+        .replace(SHA256_PLACEHOLDER, manifest)
+    )
+    return Response(
+        script,
+        content_type="text/x-shellscript; charset=utf-8",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@routes.get("/uninstall.sh")
+async def uninstall_sh(ctx: AppContext) -> Response:
+    return Response(
+        _script("uninstall.sh"),
+        content_type="text/x-shellscript; charset=utf-8",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@routes.get("/dist/")
+async def dist_listing(ctx: AppContext) -> Response:
+    return Response(
+        dist_index(dist_files(wheelhouse(ctx))), content_type="text/html; charset=utf-8"
+    )
+
+
+@routes.get("/dist/<name>")
+async def dist_file(ctx: AppContext, name: str) -> Response:
+    root = wheelhouse(ctx)
+    if not _DIST_NAME.fullmatch(name) or name not in dist_files(root):
+        raise NotFound(f"no package {name!r} here; the list is at /dist/")
+    kind = _DIST_TYPES.get(Path(name).suffix, "application/octet-stream")
+    return await send_file(root / name, mimetype=kind, as_attachment=False)
