@@ -3,7 +3,7 @@ in prose."""
 
 from typing import Any
 
-from controlplane.openapi_build import _ADMIN, _OBJ, _STACK_ID, _op, _resp
+from controlplane.openapi_build import _ADMIN, _OBJ, _STACK_ID, _op, _path, _resp
 
 
 def paths() -> dict[str, Any]:
@@ -24,38 +24,19 @@ def paths() -> dict[str, Any]:
         "/api/v1/stacks/{stack_id}/install-tokens/{token_id}": {
             "parameters": [
                 *_STACK_ID,
-                {
-                    "name": "token_id",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "string"},
-                },
+                _path("token_id"),
             ],
             "delete": _op("Revoke an install token", _ADMIN, _resp("204", "revoked")),
         },
         "/api/v1/instances/{instance_id}": {
-            "parameters": [
-                {
-                    "name": "instance_id",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "string"},
-                }
-            ],
+            "parameters": [_path("instance_id")],
             "delete": _op("Revoke an instance's credential", _ADMIN, _resp("204", "revoked")),
         },
         "/api/v1/tokens": {
             "get": _op("List admin tokens", _ADMIN, _resp("200", "{tokens: [...]}", _OBJ))
         },
         "/api/v1/tokens/{token_id}": {
-            "parameters": [
-                {
-                    "name": "token_id",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "string"},
-                }
-            ],
+            "parameters": [_path("token_id")],
             "delete": _op("Revoke admin tokens by id or name", _ADMIN, _resp("204", "revoked")),
         },
     }

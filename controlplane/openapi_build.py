@@ -37,7 +37,14 @@ def _q(name: str, schema: dict[str, Any], text: str) -> dict[str, Any]:
 
 _OBJ = {"type": "object"}
 _STACK = {"$ref": "#/components/schemas/Stack"}
-_SID = {"name": "stack_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _path(name: str, kind: str = "string") -> dict[str, Any]:
+    """A path parameter (every one is required)."""
+    return {"name": name, "in": "path", "required": True, "schema": {"type": kind}}
+
+
+_SID = _path("stack_id")
 _STACK_ID = [_SID]
 
 

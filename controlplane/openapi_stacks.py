@@ -3,7 +3,7 @@ in prose."""
 
 from typing import Any
 
-from controlplane.openapi_build import _ADMIN, _OBJ, _STACK, _STACK_ID, _op, _resp
+from controlplane.openapi_build import _ADMIN, _OBJ, _STACK, _STACK_ID, _op, _path, _resp
 
 
 def paths() -> dict[str, Any]:
@@ -69,12 +69,7 @@ def _history() -> dict[str, Any]:
         "/api/v1/stacks/{stack_id}/versions/{version}": {
             "parameters": [
                 *_STACK_ID,
-                {
-                    "name": "version",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "integer"},
-                },
+                _path("version", "integer"),
             ],
             "get": _op("One version's document", _ADMIN, _resp("200", "document", _OBJ)),
         },
