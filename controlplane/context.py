@@ -51,7 +51,8 @@ class AppContext:
         )  # fmt: skip
 
     def stack_changed(self, stack_id: str, doc_hash: str | None) -> None:
-        """After a committed save/delete here: update the directory, wake long polls."""
+        """`stacks.Listener`: after a committed save/delete in this process, update the
+        agent directory and wake the stack's long polls (`stacks` calls it, no handler)."""
         self.directory.stack_changed(stack_id, doc_hash)
         self.watcher.notify(stack_id)
 
