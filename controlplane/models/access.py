@@ -34,6 +34,10 @@ class InstallToken(Base):
 
 
 class Instance(Base):
+    """A registered server: one agent, enrolled with an install token, and its latest
+    heartbeat. In the control plane (API, dashboard, tables) "instance" always means this,
+    never a service's process on that server."""
+
     __tablename__ = "instances"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
