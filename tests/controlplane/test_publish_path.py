@@ -1,4 +1,5 @@
-"""Every committed save or delete reaches this process's agent directory at once.
+"""Every committed save or delete reaches this process's agent directory and the agents
+holding a long poll at once.
 
 The control plane runs in-process (Quart's test client on a real SQLite database and a real
 git repository) with a long-poll tick of an hour, so nothing but the save itself can tell
@@ -6,6 +7,7 @@ the directory: what it holds after each call is what `controlplane.stacks` publi
 """
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 from controlplane.app import create_app
@@ -14,6 +16,13 @@ from controlplane.settings import ServerSettings
 from tests.controlplane.harness import stack_body
 from tests.support.controlplane import create_admin_token, migrate
 from tests.support.gitrepo import commit_files, init_repo
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
 
 
 def test_api_saves_and_deletes_update_the_directory_at_once(tmp_path: Path) -> None:
@@ -39,10 +48,24 @@ def test_api_saves_and_deletes_update_the_directory_at_once(tmp_path: Path) -> N
             stack = await created.get_json()
             assert ctx.directory.hashes.get(stack["id"]) == stack["hash"]
 
+            # an enrolled agent holds a long poll on version 1; the save must wake it
+            tokens = f"/api/v1/stacks/{stack['id']}/install-tokens"
+            install = await (await client.post(tokens, json={}, headers=auth)).get_json()
+            reg = await client.post(
+                "/api/v1/agent/register", json={"token": install["token"], "hostname": "h1"}
+            )
+            agent = {"Authorization": f"Bearer {(await reg.get_json())['credential']}",
+                     "If-None-Match": f'"{stack["hash"]}"'}  # fmt: skip
+            poll = asyncio.create_task(
+                client.get("/api/v1/agent/desired-state?wait=20", headers=agent)
+            )
+            await _until(lambda: ctx.watcher.waiting == 1)
             edited = stack_body("pub", repo, poll_interval_s=7)
             put = await client.put(f"/api/v1/stacks/{stack['id']}", json=edited, headers=auth)
             v2 = await put.get_json()
             assert v2["changed"] and ctx.directory.hashes[stack["id"]] == v2["hash"]
+            woken = await asyncio.wait_for(poll, 15)  # the poll's own wait is 20 s
+            assert woken.status_code == 200 and woken.headers["ETag"] == f'"{v2["hash"]}"'
 
             back = await client.post(
                 f"/api/v1/stacks/{stack['id']}/rollback", json={"version": 1}, headers=auth
