@@ -12,18 +12,12 @@ from quart import Blueprint, Response, jsonify, request
 
 from controlplane import agentupgrades, audit, enrollment, stacks, status
 from controlplane.context import AppContext
+from controlplane.enrollment import MAX_TTL_S, MIN_TTL_S, install_command
 from controlplane.errors import NotFound, Unprocessable
 from controlplane.httpjson import json_object, read_json
 from controlplane.models import iso
 from controlplane.routes import Routes
 from controlplane.secrets import masked_document
-
-MIN_TTL_S, MAX_TTL_S = 60.0, 7 * 24 * 3600.0
-
-
-def install_command(public_url: str, token: str) -> str:
-    return f"curl -fsSL {public_url.rstrip('/')}/install.sh | sudo sh -s -- --token {token}"
-
 
 routes = Routes()
 

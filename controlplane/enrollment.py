@@ -18,6 +18,12 @@ from controlplane.errors import NotFound, Unauthorized
 from controlplane.models import AdminToken, InstallToken, Instance, Stack, iso, utcnow
 
 DEFAULT_INSTALL_TOKEN_TTL_S = 3600.0
+MIN_TTL_S, MAX_TTL_S = 60.0, 7 * 24 * 3600.0  # an install token's lifetime, API and dashboard
+
+
+def install_command(public_url: str, token: str) -> str:
+    """The one line a server's admin runs to install the agent with `token`."""
+    return f"curl -fsSL {public_url.rstrip('/')}/install.sh | sudo sh -s -- --token {token}"
 
 
 @dataclass(frozen=True)

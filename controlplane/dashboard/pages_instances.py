@@ -8,10 +8,10 @@ from sqlalchemy import select
 
 from agent import version as versions
 from controlplane import agentupgrades, audit, enrollment, status
-from controlplane.api_user import MAX_TTL_S, MIN_TTL_S, install_command
 from controlplane.dashboard import logstore
 from controlplane.dashboard.common import Dashboard, load_stack, render
 from controlplane.dashboard.views import cell, instance_view
+from controlplane.enrollment import MAX_TTL_S, MIN_TTL_S, install_command
 from controlplane.models import Instance, utcnow
 from controlplane.routes import Routes
 
