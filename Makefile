@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint typecheck bench-deps clean fuzz-proxy
+.PHONY: demo test lint imports typecheck bench-deps clean fuzz-proxy
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: install python3-venv (apt-get install python3-venv)"; exit 1; }
@@ -22,11 +22,16 @@ test: $(VENV)/.installed
 	@./tests/install-system-deps.sh
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo --no-cache
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# the import contracts in .importlinter (components never import each other, ...)
+imports: $(VENV)/.installed
+	$(BIN)/lint-imports --no-logo --no-cache
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy

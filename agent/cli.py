@@ -26,6 +26,10 @@ COMPONENTS = {
     "dns": "agent.dns.main:main",
     "firewall": "agent.firewall.main:main",
 }
+# one-shot agent commands, the same shape: run-all runs them as a child, as a component
+TASKS = {
+    "stop-services": "agent.reconciler.shutdown:main",
+}
 
 AGENT_EPILOG = """components:
   run-all         every component below as child processes (development, the demo)
@@ -40,6 +44,9 @@ AGENT_EPILOG = """components:
                     e.g. berth agent dns --dns-bind 127.0.0.53:53
   firewall        the privileged firewall helper (root)
                     e.g. berth agent firewall --state-dir /var/lib/berth
+  stop-services   stop every service the reconciler recorded, then exit (run-all does it
+                  on exit with --stop-services-on-exit)
+                    e.g. berth agent stop-services --state-dir /var/lib/berth
   upgrade         install a newer agent beside this one and switch, or switch back (root)
                     e.g. berth agent upgrade --version 0.2.0
 """
@@ -111,7 +118,8 @@ def _agent_main(argv: list[str]) -> int:
         from agent.runall import run_all
 
         return run_all(settings, argv[1:])
-    return int(_load(COMPONENTS[args.component])(settings) or 0)
+    entry = COMPONENTS.get(args.component) or TASKS[args.component]
+    return int(_load(entry)(settings) or 0)
 
 
 def _agent_parser() -> argparse.ArgumentParser:
@@ -119,7 +127,7 @@ def _agent_parser() -> argparse.ArgumentParser:
         prog="berth agent", description="Run the Berth agent.", epilog=AGENT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
-    parser.add_argument("component", choices=["run-all", *COMPONENTS], metavar="COMPONENT",
+    parser.add_argument("component", choices=["run-all", *COMPONENTS, *TASKS], metavar="COMPONENT",
                         help="run-all, or one of: " + ", ".join(COMPONENTS))  # fmt: skip
     agent_settings.add_arguments(parser)
     parser.add_argument(

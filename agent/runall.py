@@ -187,10 +187,9 @@ def run_all(settings: AgentSettings, options: list[str]) -> int:
         for child in children:
             _supervise(child)
     _stop(children)
-    if stop_services:
-        from agent.reconciler.shutdown import stop_recorded_services
-
-        stop_recorded_services(settings)
+    if stop_services:  # with the reconciler stopped, which would restart them
+        stop_command = child_command("stop-services", options)
+        subprocess.run(stop_command, stdin=subprocess.DEVNULL, env=dict(os.environ), check=False)
     if wiring_mode is not None:
         _revert_dns_wiring(settings, wiring_mode)
     return 0
@@ -203,7 +202,7 @@ def _share_cache_dir(settings: AgentSettings) -> None:
 
     from agent.identities import AGENT_GROUP
 
-    cache = settings.state_dir / "cache"
+    cache = settings.state_layout.cache
     cache.mkdir(parents=True, exist_ok=True)
     os.chown(cache, -1, grp.getgrnam(AGENT_GROUP).gr_gid)
     os.chmod(cache, 0o770)
@@ -255,7 +254,7 @@ def _keep_hosts_wired(settings: AgentSettings) -> None:
 
     from agent.bus.messages import RouteTable
     from agent.bus.subscriber import RouteFollower
-    from agent.dns.wiring import apply_wiring
+    from agent.resolverwiring import apply_wiring
 
     def on_table(table: RouteTable) -> None:
         names = [f"{r.service}.{table.suffix}" for r in table.routes]
@@ -264,9 +263,7 @@ def _keep_hosts_wired(settings: AgentSettings) -> None:
         except (OSError, ValueError) as exc:
             log.warning("could not update the resolver wiring: %s", exc)
 
-    follower = RouteFollower(
-        settings.bus, settings.state_dir / "cache" / "run-all-routes.json", on_table
-    )
+    follower = RouteFollower(settings.bus, settings.cache_file("run-all"), on_table)
     asyncio.run(follower.run())
 
 
@@ -282,7 +279,7 @@ def _wiring_in_use(settings: AgentSettings) -> WiringInUse | None:
     """What the DNS responder (root before it drops) and the hosts thread will wire."""
     if os.geteuid() != 0 or settings.dns_wiring == "none":
         return None
-    from agent.dns import wiring
+    from agent import resolverwiring as wiring
 
     try:
         mode = wiring.decide_mode(settings)
@@ -296,7 +293,7 @@ def _wiring_in_use(settings: AgentSettings) -> WiringInUse | None:
 def _revert_dns_wiring(settings: AgentSettings, applied: WiringInUse) -> None:
     """Undo what this run wired, and nothing else: a resolved drop-in that was there before
     it started belongs to someone else (another agent, an installed Berth)."""
-    from agent.dns import wiring
+    from agent import resolverwiring as wiring
 
     try:
         if applied.mode == wiring.MODE_HOSTS:

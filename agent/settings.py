@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.bus.endpoints import BusEndpoints
+from agent.statelayout import StateLayout
 
 DEFAULT_STATE_DIR = Path("/var/lib/berth")
-DEFAULT_INTERNAL_BIND = "127.0.0.1:80"
+INTERNAL_PROXY_ADDRESS = "127.0.0.1"  # what every svc.internal name resolves to
+DEFAULT_INTERNAL_BIND = f"{INTERNAL_PROXY_ADDRESS}:80"
 DEFAULT_DNS_BIND = "127.0.0.153:53"
 # The install token never travels on a command line (any local user can read argv): it
 # comes from this environment variable or from a 0600 file (--token-file).
@@ -62,8 +64,12 @@ class AgentSettings:
     def bus(self) -> BusEndpoints:
         return BusEndpoints(self.run_dir)
 
+    @property
+    def state_layout(self) -> StateLayout:
+        return StateLayout(self.state_dir)
+
     def cache_file(self, component: str) -> Path:
-        return self.state_dir / "cache" / f"{component}-routes.json"
+        return self.state_layout.route_cache(component)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -169,6 +175,17 @@ def check_loopback(value: str, what: str) -> None:
         )
 
 
+def from_argv(prog: str, argv: list[str]) -> AgentSettings:
+    """Settings from a component's own command line (`python -m agent.<component>`);
+    a bad option exits with argparse's usage message, naming the option."""
+    parser = argparse.ArgumentParser(prog=prog)
+    add_arguments(parser)
+    try:
+        return from_args(parser.parse_args(argv))
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
 def from_args(args: argparse.Namespace) -> AgentSettings:
     if args.token:
         raise ValueError(
@@ -190,7 +207,7 @@ def from_args(args: argparse.Namespace) -> AgentSettings:
     state_dir = args.state_dir.resolve()
     return AgentSettings(
         state_dir=state_dir,
-        run_dir=(args.run_dir or state_dir / "run").resolve(),
+        run_dir=(args.run_dir or StateLayout(state_dir).run).resolve(),
         control_plane=args.control_plane.rstrip("/") if args.control_plane else None,
         token=read_token(args.token_file, os.environ),
         proxy_bind=args.proxy_bind,

@@ -3,8 +3,8 @@
 The DNS responder runs as its own unprivileged user, so it cannot edit /etc/hosts or
 /etc/systemd/resolved.conf.d. `berth-dns-wiring.path` watches the responder's name cache
 (rewritten on every change of service names) and starts `berth-dns-wiring.service`,
-which runs this: read that cache, keep only valid DNS labels (`zone_from_table`), and
-apply the wiring `agent.dns.wiring.decide_mode` picks (the managed hosts block, or the
+which runs this: read that cache, keep only valid DNS labels (`split_labels`, the
+responder's own rule), and apply the wiring `agent.resolverwiring.decide_mode` picks (the managed hosts block, or the
 static resolved drop-in). The cache is written by an unprivileged process, so nothing but
 validated names ever reaches a root-owned file.
 """
@@ -13,10 +13,10 @@ import argparse
 import logging
 from pathlib import Path
 
+from agent import resolverwiring as wiring
 from agent import settings as agent_settings
 from agent.bus.subscriber import load_cached
-from agent.dns import wiring
-from agent.dns.zone import DEFAULT_SUFFIX, ZoneError, zone_from_table
+from agent.schema.dnsnames import DEFAULT_DNS_SUFFIX, DnsNameError, normalize_suffix, split_labels
 
 log = logging.getLogger("installer")
 
@@ -25,11 +25,12 @@ def names_from(cache: Path) -> tuple[list[str], str]:
     """(FQDNs, suffix) from the responder's cache; none yet when it is missing."""
     table = load_cached(cache)
     if table is None:
-        return [], DEFAULT_SUFFIX
-    zone, rejected = zone_from_table(table, serial=1)
+        return [], DEFAULT_DNS_SUFFIX
+    suffix = normalize_suffix(table.suffix)
+    services, rejected = split_labels(r.service for r in table.routes)
     if rejected:
         log.warning("not DNS labels, left out: %s", ", ".join(rejected))
-    return zone.fqdns(), zone.suffix
+    return [f"{s}.{suffix}" for s in sorted(services)], suffix
 
 
 def main(argv: list[str]) -> int:
@@ -48,7 +49,7 @@ def main(argv: list[str]) -> int:
             wiring.apply_resolved(settings.dns_bind, suffix)
         elif mode == wiring.MODE_HOSTS:
             wiring.apply_hosts(settings.hosts_file, names)
-    except (ValueError, ZoneError, wiring.WiringError, OSError) as exc:
+    except (ValueError, DnsNameError, wiring.WiringError, OSError) as exc:
         log.error("resolver wiring failed: %s", exc)
         return 1
     log.info("resolver wiring %s: %s", mode, " ".join(names) or "(no names yet)")

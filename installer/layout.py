@@ -8,6 +8,8 @@ The unit files in `systemd/` hard-code the same paths (systemd cannot read this 
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.statelayout import StateLayout
+
 AGENT_UNITS = (
     "berth-firewall.service",
     "berth-dns.service",
@@ -84,7 +86,7 @@ class Layout:
 
     @property
     def store(self) -> Path:
-        return self.state_dir / "agent.sqlite3"
+        return StateLayout(self.state_dir).store
 
     @property
     def firewall_state(self) -> Path:

@@ -53,7 +53,7 @@ def _settings(layout: Layout) -> AgentSettings:
 def stop_services(layout: Layout) -> int:
     if not layout.store.exists():
         return 0
-    from agent.reconciler.shutdown import stop_recorded_services
+    from agent.reconciler.admin import stop_recorded_services
 
     return stop_recorded_services(_settings(layout))
 
@@ -97,7 +97,7 @@ def remove(layout: Layout, purge: bool) -> list[str]:
             system.systemctl("stop", *present, check=False)
             done.append("stopped and disabled " + ", ".join(present))
     settings = _settings(layout)
-    from agent.dns.wiring import revert_wiring
+    from agent.resolverwiring import revert_wiring
 
     reverted = revert_wiring(settings)
     done.append("DNS wiring: " + (", ".join(reverted) or "nothing to revert"))

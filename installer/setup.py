@@ -31,10 +31,11 @@ from typing import Any
 
 import requests
 
-from agent.dns import wiring
-from agent.reconciler.cpclient import ControlPlaneClient, Registration, Rejected, Unreachable
-from agent.reconciler.store import Store
+from agent import resolverwiring as wiring
+from agent.reconciler import admin
+from agent.reconciler.admin import AgentState, Registration
 from agent.settings import AgentSettings
+from agent.statelayout import StateLayout
 from installer import plan, system
 from installer.layout import (
     AGENT_GROUP,
@@ -82,14 +83,15 @@ def preflight(opts: plan.InstallOptions, layout: Layout, units_src: Path) -> Non
 
 
 def _store_op(layout: Layout, fn: Any) -> Any:
-    """Run fn(store) as root, then give every SQLite file back to the reconciler's user."""
-    store = Store(layout.store)
+    """Run fn(state) on the reconciler's store as root, then give every SQLite file back
+    to the reconciler's user."""
+    state = AgentState(layout.state_dir)
     try:
-        return fn(store)
+        return fn(state)
     finally:
-        store.close()
+        state.close()
         if system.user_exists(RECONCILER_USER):
-            for f in layout.state_dir.glob("agent.sqlite3*"):
+            for f in StateLayout(layout.state_dir).store_files():
                 shutil.chown(f, RECONCILER_USER, RECONCILER_USER)
                 f.chmod(0o600)
 
@@ -97,13 +99,8 @@ def _store_op(layout: Layout, fn: Any) -> Any:
 def existing_registration(layout: Layout) -> Registration | None:
     if not layout.store.exists():
         return None
-    found = _store_op(
-        layout, lambda s: (s.get("instance_id"), s.get("credential"), s.get("stack_id"))
-    )
-    instance_id, credential, stack_id = found
-    if not (instance_id and credential and stack_id):
-        return None
-    return Registration(instance_id, credential, stack_id)
+    found: Registration | None = _store_op(layout, lambda s: s.registration())
+    return found
 
 
 def register(opts: plan.InstallOptions) -> Registration:
@@ -112,13 +109,13 @@ def register(opts: plan.InstallOptions) -> Registration:
             "registration: --token is required (create an install token in the control plane)"
         )
     try:
-        return ControlPlaneClient(opts.control_plane).register(opts.token)
-    except Rejected as exc:
+        return admin.register(opts.control_plane, opts.token)
+    except admin.Rejected as exc:
         raise StepError(
             f"registration: the control plane refused the install token ({exc}); it may be "
             "mistyped, expired or already used: create a new one and run the command again"
         ) from exc
-    except Unreachable as exc:
+    except admin.Unreachable as exc:
         raise StepError(f"registration: the control plane did not answer: {exc}") from exc
 
 
@@ -141,11 +138,9 @@ def install_accounts_and_dirs(layout: Layout, units_src: Path) -> None:
 def store_registration(layout: Layout, reg: Registration) -> str:
     """Save the credential (if new) and queue an `install` event; return the event id."""
 
-    def op(store: Store) -> str:
-        store.put("credential", reg.credential)
-        store.put("instance_id", reg.instance_id)
-        store.put("stack_id", reg.stack_id)
-        return store.add_event("install", f"agent installed on {os.uname().nodename}")
+    def op(state: AgentState) -> str:
+        state.save_registration(reg)
+        return state.queue_event("install", f"agent installed on {os.uname().nodename}")
 
     return str(_store_op(layout, op))
 
@@ -203,8 +198,7 @@ def switch_or_start(layout: Layout, venv: Path | None) -> dict[str, str]:
 
 def wait_acknowledged(layout: Layout, event_id: str, timeout_s: float, what: str) -> None:
     def acked() -> bool:
-        pending = _store_op(layout, lambda s: [e["id"] for e in s.pending_events(1000)])
-        return event_id not in pending
+        return bool(_store_op(layout, lambda s: s.is_acknowledged(event_id)))
 
     system.wait_for(what, acked, timeout_s)
 
@@ -213,7 +207,7 @@ def desired_state(layout: Layout, timeout_s: float) -> dict[str, Any] | None:
     try:
         found = system.wait_for(
             "the first desired state",
-            lambda: _store_op(layout, lambda s: s.get_json("desired")),
+            lambda: _store_op(layout, lambda s: s.desired_state()),
             timeout_s,
         )
     except StepError:
@@ -284,7 +278,7 @@ def apply_security_mode(
     if status.get("pending_confirm_until"):
         # prove the control plane is still reachable through the new rules, then confirm
         event_id = str(
-            _store_op(layout, lambda s: s.add_event("security", f"firewall {mode} applied"))
+            _store_op(layout, lambda s: s.queue_event("security", f"firewall {mode} applied"))
         )
         try:
             wait_acknowledged(

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from agent.bus.durable import write_atomic
+from agent.durablefiles import write_atomic
 
 log = logging.getLogger("installer")
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import zmq
 import zmq.asyncio
 
-from agent.bus.durable import write_atomic
 from agent.bus.endpoints import BusEndpoints
 from agent.bus.messages import ROUTES_TOPIC, RouteTable, Version
+from agent.durablefiles import write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,11 @@
-"""`python -m agent.dns`: the same as `berth agent dns`."""
+"""`python -m agent.dns`: the DNS responder, as `berth agent dns` runs it."""
 
 import sys
 
-from agent.cli import main
+from agent.dns.main import main
+from agent.logs import setup_logging
+from agent.settings import from_argv
 
-sys.exit(main(["agent", "dns", *sys.argv[1:]]))
+settings = from_argv("python -m agent.dns", sys.argv[1:])
+setup_logging("dns")
+sys.exit(main(settings))

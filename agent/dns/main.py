@@ -19,14 +19,15 @@ import uvloop
 import zmq
 
 from agent import listenfds
+from agent import resolverwiring as wiring
 from agent.bus.messages import RouteTable
 from agent.bus.subscriber import RouteFollower
-from agent.dns import wiring
 from agent.dns.answers import AnswerBook
 from agent.dns.privileges import drop_privileges
 from agent.dns.server import BookHolder, DnsServer, bind_sockets
-from agent.dns.zone import Zone, ZoneError, zone_from_table
+from agent.dns.zone import Zone, zone_from_table
 from agent.notify import Notifier
+from agent.schema.dnsnames import DnsNameError
 from agent.settings import AgentSettings, parse_hostport
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class Responder:
         self._serial = max(self._serial + 1, int(time.time()))
         try:
             zone, rejected = zone_from_table(table, serial=self._serial)
-        except ZoneError as exc:
+        except DnsNameError as exc:
             log.error("keeping the previous names: %s", exc)
             return
         if rejected:

@@ -5,44 +5,22 @@ Pure data, built from the bus's `RouteTable`: every route's service becomes
 bad table entry cannot break the answers for the others.
 """
 
-import re
 from dataclasses import dataclass
 
 from agent.bus.messages import RouteTable
+from agent.schema.dnsnames import DEFAULT_DNS_SUFFIX, normalize_suffix, split_labels
+from agent.settings import INTERNAL_PROXY_ADDRESS
 
-DEFAULT_SUFFIX = "svc.internal"
 DEFAULT_TTL_S = 5
-DEFAULT_ADDRESS = "127.0.0.1"  # where the internal proxy listens
-
-_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-
-
-class ZoneError(ValueError):
-    """An invalid suffix; the message names it and says what is allowed."""
-
-
-def valid_label(label: str) -> bool:
-    return bool(_LABEL.fullmatch(label))
-
-
-def normalize_suffix(suffix: str) -> str:
-    s = suffix.strip().lower().rstrip(".")
-    labels = s.split(".")
-    if not s or not all(valid_label(lb) for lb in labels) or len(s) > 200:
-        raise ZoneError(
-            f"DNS suffix {suffix!r} is not a valid domain: use dot-separated labels of "
-            "a-z, 0-9 and '-' (e.g. svc.internal)"
-        )
-    return s
 
 
 @dataclass(frozen=True)
 class Zone:
-    suffix: str = DEFAULT_SUFFIX
+    suffix: str = DEFAULT_DNS_SUFFIX
     services: frozenset[str] = frozenset()
     ttl: int = DEFAULT_TTL_S
     serial: int = 1
-    address: str = DEFAULT_ADDRESS
+    address: str = INTERNAL_PROXY_ADDRESS
 
     def fqdns(self) -> list[str]:
         """Every service's name, sorted: `api.svc.internal`, ..."""
@@ -54,11 +32,10 @@ def zone_from_table(
 ) -> tuple[Zone, list[str]]:
     """The zone for `table`, and the service names left out because they are not DNS labels."""
     suffix = normalize_suffix(table.suffix)
-    names = {r.service.lower() for r in table.routes}
-    rejected = sorted(n for n in names if not valid_label(n))
+    services, rejected = split_labels(r.service for r in table.routes)
     zone = Zone(
         suffix=suffix,
-        services=frozenset(names.difference(rejected)),
+        services=services,
         ttl=ttl,
         serial=serial & 0xFFFFFFFF,
     )

@@ -45,6 +45,7 @@ from agent.firewall.engine import Firewall, FirewallConfig
 from agent.firewall.run import ToolError
 from agent.firewall.tunnel import DEFAULT_METRICS
 from agent.settings import DEFAULT_STATE_DIR, parse_hostport
+from agent.statelayout import StateLayout
 
 PROBE_TIMEOUT_S = 2.0
 # as the installer writes them (installer/layout.py, systemd/berth-firewall.service)
@@ -217,7 +218,7 @@ def _in_process(args: argparse.Namespace, req: Request) -> FirewallReply:
         if args.tunnel_metrics
         else DEFAULT_METRICS
     )
-    config = FirewallConfig(state_dir=args.state_dir / "firewall", tunnel_metrics=metrics)
+    config = FirewallConfig(state_dir=StateLayout(args.state_dir).firewall, tunnel_metrics=metrics)
     engine = Firewall(config)
     engine.expire()  # an apply left overdue or cut short while nobody was watching
     reply = engine.handle(req)

@@ -61,7 +61,7 @@ class HelperOptions:
 
 def firewall_config(settings: AgentSettings, opts: HelperOptions) -> FirewallConfig:
     return FirewallConfig(
-        state_dir=settings.state_dir / "firewall",
+        state_dir=settings.state_layout.firewall,
         backend=opts.backend,
         tunnel_metrics=opts.tunnel_metrics,
     )

@@ -25,8 +25,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from agent.bus.durable import write_atomic
 from agent.bus.firewall import LastApply
+from agent.durablefiles import write_atomic
 
 
 @dataclass(frozen=True)

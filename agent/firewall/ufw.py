@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.bus.durable import write_atomic
 from agent.bus.firewall import FirewallOptions
+from agent.durablefiles import write_atomic
 from agent.firewall.render import render_ufw
 from agent.firewall.run import ToolError, run_tool
 

@@ -18,6 +18,8 @@ import os
 import stat
 from pathlib import Path
 
+from agent.statelayout import StateLayout
+
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -63,7 +65,7 @@ def _lchown_at(dir_fd: int, name: str, uid: int, gid: int) -> None:
 
 def marker_dir(state_dir: Path, service: str, commit: str) -> Path:
     """Where the build markers of one release live: outside the service-owned tree."""
-    return state_dir / "build-markers" / service / commit
+    return StateLayout(state_dir).build_markers / service / commit
 
 
 def is_built(state_dir: Path, service: str, commit: str, build_key: str) -> bool:

@@ -25,6 +25,7 @@ from agent.bus.reports import ReportReceiver
 from agent.notify import Notifier
 from agent.reconciler import health, process, upgraderequest
 from agent.reconciler.acks import ProxyRegistry, drain_decision
+from agent.reconciler.admin import save_registration
 from agent.reconciler.cpclient import (
     AGENT_VERSION,
     ControlPlaneClient,
@@ -73,7 +74,7 @@ class Reconciler:
     def __init__(self, settings: AgentSettings, timeouts: Timeouts | None = None) -> None:
         self.settings = settings
         self.state_dir = settings.state_dir
-        self.store = Store(settings.state_dir / "agent.sqlite3")
+        self.store = Store(settings.state_layout.store)
         self.run_as = RunAs.for_agent(settings.services_user)
         self.file_repo_roots = settings.file_repo_roots
         self.base_env = {k: os.environ[k] for k in BASE_ENV_KEYS if k in os.environ}
@@ -250,8 +251,7 @@ class Reconciler:
                     f"{d} is not searchable by the services user {self.run_as.name!r} "
                     f"(mode {oct(st.st_mode & 0o777)}); choose a --state-dir under a world-searchable path"
                 )
-        for sub in ("releases", "logs"):
-            path = self.state_dir / sub
+        for path in (self.settings.state_layout.releases, self.settings.state_layout.logs):
             path.mkdir(exist_ok=True)
             path.chmod(0o755)
 
@@ -566,10 +566,8 @@ class Reconciler:
                 continue
             except Rejected as exc:
                 raise SystemExit(f"registration refused: {exc}") from exc
-            self.store.put("credential", reg.credential)
-            self.store.put("instance_id", reg.instance_id)
-            self.store.put("stack_id", reg.stack_id)
-            os.chmod(self.state_dir / "agent.sqlite3", 0o600)
+            save_registration(self.store, reg)
+            os.chmod(self.settings.state_layout.store, 0o600)
             credential = reg.credential
             log.info("registered as instance %s of stack %s", reg.instance_id, reg.stack_id)
         return ControlPlaneClient(self.settings.control_plane, credential)
@@ -673,7 +671,3 @@ def main_async(settings: AgentSettings) -> int:
     import uvloop
 
     return uvloop.run(Reconciler(settings).run())
-
-
-def state_path(settings: AgentSettings) -> Path:
-    return settings.state_dir / "agent.sqlite3"

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from agent import version as versions
-from agent.bus.durable import write_atomic
-
-REQUEST_NAME = "upgrade-request"
+from agent.durablefiles import write_atomic
+from agent.statelayout import StateLayout
 
 
 def wanted(reply: Any, running: str, last: Any) -> str | None:
@@ -31,7 +30,7 @@ def wanted(reply: Any, running: str, last: Any) -> str | None:
 
 def request(state_dir: Path, target: str) -> bool:
     """Leave the request (once); True when it was written now."""
-    path = state_dir / REQUEST_NAME
+    path = StateLayout(state_dir).upgrade_request
     if path.exists():
         return False
     write_atomic(path, json.dumps({"version": target}).encode(), 0o644)

@@ -43,6 +43,7 @@ from agent.reconciler.store import ProcessRecord, Store
 from agent.schema import ValidationError
 from agent.schema.document import DesiredService
 from agent.schema.stack import check_repo_source
+from agent.statelayout import StateLayout
 
 log = logging.getLogger(__name__)
 
@@ -350,11 +351,13 @@ class ServiceWorker:
         return True, "ok"
 
     def _release_dir(self, t: Target) -> Path:
-        return self.ctx.state_dir / "releases" / self.name / t.svc.commit
+        return StateLayout(self.ctx.state_dir).releases / self.name / t.svc.commit
 
     def _build_log(self, t: Target) -> Path:
         return (
-            self.ctx.state_dir / "logs" / self.name / f"build-{t.svc.commit[:12]}-{t.build_key}.log"
+            StateLayout(self.ctx.state_dir).logs
+            / self.name
+            / f"build-{t.svc.commit[:12]}-{t.build_key}.log"
         )
 
     async def _sync(self, run: "_Deploy") -> tuple[bool, str]:
@@ -378,7 +381,7 @@ class ServiceWorker:
             check_repo_source(t.svc.spec.repo, self.ctx.file_repo_roots, "repo")
         except ValidationError as exc:
             raise gitsync.GitError(f"refusing to clone {t.svc.spec.repo}: {exc}") from None
-        git_dir = self.ctx.state_dir / "git"
+        git_dir = StateLayout(self.ctx.state_dir).git
         ownership.make_private_dir(git_dir)  # mirrors: the reconciler's alone
         mirror = gitsync.ensure_commit(
             git_dir, t.svc.spec.repo, t.svc.commit, self.ctx.timeouts.git, cancel
@@ -453,7 +456,7 @@ class ServiceWorker:
         return self._log_path()
 
     def _log_path(self) -> Path:
-        return self.ctx.state_dir / "logs" / self.name / "service.log"
+        return StateLayout(self.ctx.state_dir).logs / self.name / "service.log"
 
     def _log_tail(self) -> str:
         return process.tail(self._log_path())
@@ -612,7 +615,7 @@ class ServiceWorker:
 
     def _prune_releases(self) -> None:
         """Keep the newest `keep_releases` release directories (rollback needs no rebuild)."""
-        root = self.ctx.state_dir / "releases" / self.name
+        root = StateLayout(self.ctx.state_dir).releases / self.name
         if not root.is_dir():
             return
         keep = {Path(self.current.rec.release_dir).name} if self.current else set()
@@ -627,7 +630,7 @@ class ServiceWorker:
                 removed = True
         if removed and self.target is not None:
             gitsync.prune_worktrees(
-                gitsync.mirror_path(self.ctx.state_dir / "git", self.target.svc.spec.repo)
+                gitsync.mirror_path(StateLayout(self.ctx.state_dir).git, self.target.svc.spec.repo)
             )
 
 

@@ -11,13 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.schema.dnsnames import DEFAULT_DNS_SUFFIX, MAX_SUFFIX_LEN, valid_label, valid_suffix
 from agent.schema.errors import ValidationError
 
 SECURITY_MODES = ("open", "proxy-only", "tunnel-only")
 DEFAULT_SECURITY_MODE = "tunnel-only"  # spec §12.3: the recommended default
 DEFAULT_POLL_INTERVAL_S = 10.0
 DEFAULT_PROXY_PORT = 8080
-DEFAULT_DNS_SUFFIX = "svc.internal"
 DEFAULT_REF = "HEAD"
 DEFAULT_HEALTH_INTERVAL_S = 5.0
 DEFAULT_HEALTH_TIMEOUT_S = 2.0
@@ -28,10 +28,6 @@ DEFAULT_DRAIN_TIMEOUT_S = 30.0
 
 # Patterns are applied with `fullmatch`: `$` would also match before a final newline
 # ("api\n"), and a newline in a name or path must never pass.
-_DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-_DNS_SUFFIX = re.compile(
-    r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
-)
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 _SCP_LIKE = re.compile(r"[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+")  # git@host:path
 _URL_SCHEMES = ("https://", "http://", "ssh://", "git://", "file://")
@@ -357,7 +353,7 @@ _SERVICE_KEYS = {
 def _parse_service(value: Any, where: str) -> ServiceSpec:
     f = _Fields(value, where, _SERVICE_KEYS)
     name = f.string("name", max_len=63)
-    if not _DNS_LABEL.fullmatch(name):
+    if not valid_label(name):
         raise ValidationError(
             f.path("name"),
             "must be a DNS label: lowercase letters, digits and '-', 1-63 characters",
@@ -397,8 +393,8 @@ def parse_stack(body: Any) -> StackSpec:
         raise ValidationError("security_mode", f"must be one of {', '.join(SECURITY_MODES)}")
     proxy = _Fields(body.get("proxy") or {}, "proxy", {"port"})
     dns = _Fields(body.get("dns") or {}, "dns", {"suffix"})
-    suffix = dns.string("suffix", DEFAULT_DNS_SUFFIX, max_len=200).strip(".").lower()
-    if not _DNS_SUFFIX.fullmatch(suffix):
+    suffix = dns.string("suffix", DEFAULT_DNS_SUFFIX, max_len=MAX_SUFFIX_LEN).strip(".").lower()
+    if not valid_suffix(suffix):
         raise ValidationError("dns.suffix", "must be a DNS name such as svc.internal")
     raw_services = body.get("services", [])
     if not isinstance(raw_services, list):

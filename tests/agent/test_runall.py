@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.dns.wiring import render_resolved_dropin
+from agent.resolverwiring import render_resolved_dropin
 from agent.runall import child_command, child_env, child_options
 from agent.settings import TOKEN_ENV
 from tests.support.dirs import world_dir

@@ -3,7 +3,7 @@ with a trailing newline ("api\\n", "/x\\n") is refused (`$` matches before a fin
 
 import pytest
 
-from agent.dns.zone import valid_label
+from agent.schema.dnsnames import valid_label
 from controlplane.dashboard.users import check_user_name
 from controlplane.public import dist_files
 

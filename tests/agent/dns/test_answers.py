@@ -11,7 +11,8 @@ import pytest
 
 from agent.bus.messages import Route, RouteTable
 from agent.dns.answers import AnswerBook
-from agent.dns.zone import Zone, ZoneError, zone_from_table
+from agent.dns.zone import Zone, zone_from_table
+from agent.schema.dnsnames import DnsNameError
 
 BOOK = AnswerBook(Zone(services=frozenset({"api", "web"}), serial=42))
 
@@ -75,7 +76,7 @@ def test_zone_from_table_skips_bad_names() -> None:
     zone, rejected = zone_from_table(table, serial=7)
     assert zone.suffix == "apps.lan" and zone.fqdns() == ["api.apps.lan", "web.apps.lan"]
     assert rejected == ["bad_name"]
-    with pytest.raises(ZoneError, match="suffix 'bad..suffix'"):
+    with pytest.raises(DnsNameError, match="suffix 'bad..suffix'"):
         zone_from_table(RouteTable(suffix="bad..suffix"), serial=1)
 
 

@@ -23,7 +23,7 @@ PY = "/opt/berth-venv/bin/python3"
 STATE = "/var/lib/berth"
 DROPIN = "/etc/systemd/resolved.conf.d/berth.conf"
 WIRING = (
-    "import sys; from pathlib import Path; from agent.dns import wiring; "
+    "import sys; from pathlib import Path; from agent import resolverwiring as wiring; "
     "from agent.settings import AgentSettings; "
     f"s = AgentSettings(state_dir=Path('{STATE}'), run_dir=Path('{STATE}/run')); "
     "print(wiring.apply_wiring(s, ['api.svc.internal']) if sys.argv[1] == 'apply' "

@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dns.flags
@@ -13,8 +14,11 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
+from agent import resolverwiring as wiring
 from agent.dns.privileges import target_user
 from tests.agent.dns.helpers import Responder, ThreadPublisher
+
+HOSTS = "127.0.0.1\tlocalhost\n# a comment the admin wrote\n10.0.0.5 db.lan\n"
 
 NOERROR, NXDOMAIN, REFUSED, FORMERR = (
     dns.rcode.NOERROR,
@@ -180,3 +184,50 @@ def test_bad_dns_bind_is_refused_at_the_boundary(state_dir: Path) -> None:
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert proc.returncode == 2 and "--dns-bind must be HOST:PORT" in proc.stderr
+
+
+def test_responder_keeps_a_hosts_file_current(state_dir: Path, bus: ThreadPublisher) -> None:
+    """The process itself rewrites the block on each change (a hosts file it may write)."""
+    hosts = state_dir / "hosts"
+    hosts.write_text(HOSTS)
+    hosts.chmod(0o666)
+    (state_dir).chmod(0o777)  # it runs as nobody when the tests run as root: rename needs this
+    r = Responder(state_dir, "--dns-wiring", "hosts", "--hosts-file", str(hosts))
+    try:
+        bus.publish("api", "web")
+        deadline = time.monotonic() + 10
+        while "web.svc.internal" not in hosts.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert hosts.read_text() == wiring.render_hosts(
+            HOSTS, ["api.svc.internal", "web.svc.internal"]
+        ), r.log.read_text()
+        bus.publish("db")
+        while "api.svc.internal" in hosts.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert hosts.read_text() == wiring.render_hosts(HOSTS, ["db.svc.internal"])
+    finally:
+        assert r.stop() == 0
+    assert "Traceback" not in r.log.read_text()
+
+
+def test_responder_says_when_it_cannot_write_hosts(state_dir: Path, bus: ThreadPublisher) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("as root the responder drops to nobody, which cannot write a root-only file")
+    locked = state_dir / "locked"
+    locked.mkdir(mode=0o755)
+    hosts = locked / "hosts"
+    hosts.write_text(HOSTS)
+    r = Responder(state_dir, "--dns-wiring", "hosts", "--hosts-file", str(hosts))
+    try:
+        bus.publish("api")
+        r.wait_for("api.svc.internal", 0)
+        deadline = time.monotonic() + 10
+        while (
+            "cannot update the hosts wiring" not in r.log.read_text()
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        assert "cannot update the hosts wiring" in r.log.read_text()
+        assert hosts.read_text() == HOSTS
+    finally:
+        r.stop()

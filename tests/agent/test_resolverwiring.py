@@ -1,17 +1,14 @@
 """Resolver wiring: pure rendering, apply/revert on files, /etc/hosts in a private mount ns."""
 
-import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
-from agent.dns import wiring
+from agent import resolverwiring as wiring
 from agent.settings import AgentSettings
-from tests.agent.dns.helpers import Responder, ThreadPublisher
 from tests.support.env import require_root, require_tool
 
 HOSTS = "127.0.0.1\tlocalhost\n::1 localhost ip6-localhost\n# a comment the admin wrote\n10.0.0.5 db.lan\n"
@@ -99,7 +96,7 @@ NS_SCRIPT = textwrap.dedent(
     import subprocess, sys
     from pathlib import Path
     sys.path.insert(0, sys.argv[1])
-    from agent.dns import wiring
+    from agent import resolverwiring as wiring
     from agent.settings import AgentSettings
     s = AgentSettings(state_dir=Path("/tmp"), run_dir=Path("/tmp"), dns_wiring="hosts")
     def getent(name):
@@ -136,53 +133,6 @@ def test_etc_hosts_in_a_private_mount_namespace(tmp_path: Path) -> None:
     assert "managed block" in proc.stdout
     assert fake.read_text() == HOSTS  # reverted exactly (rewritten in place: a mount point)
     assert Path("/etc/hosts").read_bytes() == before  # the machine's own file never touched
-
-
-def test_responder_keeps_a_hosts_file_current(state_dir: Path, bus: ThreadPublisher) -> None:
-    """The process itself rewrites the block on each change (a hosts file it may write)."""
-    hosts = state_dir / "hosts"
-    hosts.write_text(HOSTS)
-    hosts.chmod(0o666)
-    (state_dir).chmod(0o777)  # it runs as nobody when the tests run as root: rename needs this
-    r = Responder(state_dir, "--dns-wiring", "hosts", "--hosts-file", str(hosts))
-    try:
-        bus.publish("api", "web")
-        deadline = time.monotonic() + 10
-        while "web.svc.internal" not in hosts.read_text() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert hosts.read_text() == wiring.render_hosts(
-            HOSTS, ["api.svc.internal", "web.svc.internal"]
-        ), r.log.read_text()
-        bus.publish("db")
-        while "api.svc.internal" in hosts.read_text() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert hosts.read_text() == wiring.render_hosts(HOSTS, ["db.svc.internal"])
-    finally:
-        assert r.stop() == 0
-    assert "Traceback" not in r.log.read_text()
-
-
-def test_responder_says_when_it_cannot_write_hosts(state_dir: Path, bus: ThreadPublisher) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("as root the responder drops to nobody, which cannot write a root-only file")
-    locked = state_dir / "locked"
-    locked.mkdir(mode=0o755)
-    hosts = locked / "hosts"
-    hosts.write_text(HOSTS)
-    r = Responder(state_dir, "--dns-wiring", "hosts", "--hosts-file", str(hosts))
-    try:
-        bus.publish("api")
-        r.wait_for("api.svc.internal", 0)
-        deadline = time.monotonic() + 10
-        while (
-            "cannot update the hosts wiring" not in r.log.read_text()
-            and time.monotonic() < deadline
-        ):
-            time.sleep(0.05)
-        assert "cannot update the hosts wiring" in r.log.read_text()
-        assert hosts.read_text() == HOSTS
-    finally:
-        r.stop()
 
 
 def test_fallback_only_detection() -> None:

@@ -1,4 +1,4 @@
-"""Point the host's resolver at the responder: a systemd-resolved drop-in or /etc/hosts.
+"""Point the host's resolver at the DNS responder: a systemd-resolved drop-in or /etc/hosts.
 
 Two mechanisms, each a pure render function plus small apply/revert functions:
 
@@ -24,6 +24,10 @@ only servers are the compiled-in fallbacks, every other name would stop resolvin
 therefore chooses hosts mode on such a host (and an explicit `resolved` warns).
 `revert_wiring(settings)` undoes both mechanisms whatever the mode, so an uninstall is
 exact even after the mode changed.
+
+Shared, not part of `agent.dns`: the responder wires at start (while still root), run-all
+keeps /etc/hosts in step with the route table, and the installer wires (`berth installer
+wire-dns`) and reverts on uninstall.
 """
 
 import logging
@@ -33,9 +37,9 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.bus.durable import write_atomic
-from agent.dns.zone import DEFAULT_ADDRESS, DEFAULT_SUFFIX, normalize_suffix
-from agent.settings import AgentSettings, parse_hostport
+from agent.durablefiles import write_atomic
+from agent.schema.dnsnames import DEFAULT_DNS_SUFFIX, normalize_suffix
+from agent.settings import INTERNAL_PROXY_ADDRESS, AgentSettings, parse_hostport
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,8 @@ MODE_NONE = "none"
 MODES = ("auto", MODE_RESOLVED, MODE_HOSTS, MODE_NONE)
 
 RESOLVED_DROPIN = Path("/etc/systemd/resolved.conf.d/berth.conf")
+# Spelled as when this module was agent/dns/wiring.py: revert recognises drop-ins that
+# installed agents wrote by this exact line.
 DROPIN_HEADER = "# Managed by Berth (agent/dns/wiring.py); removed on uninstall. Do not edit."
 HOSTS_BEGIN = "# BEGIN berth managed block"
 HOSTS_END = "# END berth managed block"
@@ -87,7 +93,7 @@ def choose_mode(requested: str, resolved_is_active: bool) -> str:
     return requested
 
 
-def render_resolved_dropin(dns_bind: str, suffix: str = DEFAULT_SUFFIX) -> str:
+def render_resolved_dropin(dns_bind: str, suffix: str = DEFAULT_DNS_SUFFIX) -> str:
     """The drop-in routing `~suffix` to the responder at `dns_bind` (HOST:PORT)."""
     host, port = parse_hostport(dns_bind, "dns_bind")
     if host in RESOLVED_STUBS:
@@ -126,7 +132,10 @@ def _split_block(text: str, where: str) -> tuple[list[str], list[str] | None, li
 
 
 def render_hosts(
-    text: str, fqdns: Sequence[str], address: str = DEFAULT_ADDRESS, where: str = "hosts file"
+    text: str,
+    fqdns: Sequence[str],
+    address: str = INTERNAL_PROXY_ADDRESS,
+    where: str = "hosts file",
 ) -> str:
     """`text` with the managed block holding exactly `fqdns` (in place, or appended)."""
     before, block, after = _split_block(text, where)
@@ -216,7 +225,7 @@ def _restart_resolved() -> None:
 
 def apply_resolved(
     dns_bind: str,
-    suffix: str = DEFAULT_SUFFIX,
+    suffix: str = DEFAULT_DNS_SUFFIX,
     dropin: Path = RESOLVED_DROPIN,
     restart: bool = True,
 ) -> bool:
@@ -276,7 +285,7 @@ def _write_hosts(path: Path, text: str) -> None:
         write_atomic(path, text.encode(), mode)
 
 
-def apply_hosts(path: Path, fqdns: Sequence[str], address: str = DEFAULT_ADDRESS) -> bool:
+def apply_hosts(path: Path, fqdns: Sequence[str], address: str = INTERNAL_PROXY_ADDRESS) -> bool:
     """Make the managed block of `path` hold exactly `fqdns`. True when the file changed."""
     try:
         old = path.read_text()
@@ -303,7 +312,7 @@ def revert_hosts(path: Path) -> bool:
 
 
 def apply_wiring(
-    settings: AgentSettings, names: Sequence[str], suffix: str = DEFAULT_SUFFIX
+    settings: AgentSettings, names: Sequence[str], suffix: str = DEFAULT_DNS_SUFFIX
 ) -> str:
     """Wire the host resolver for `names` (FQDNs) per `settings.dns_wiring`; return the mode.
 
