@@ -2,14 +2,18 @@
 and the stack's overall state. No I/O here: everything is tested without processes.
 """
 
+import dataclasses
 import hashlib
 import json
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from agent.bus.messages import Route, RouteTable, Version
+from agent.reconciler.store import ProcessRecord
 from agent.schema.document import DesiredService, DesiredState
+from agent.schema.hashing import content_sha256
 
 RESTART_BASE_S = 1.0
 RESTART_CAP_S = 300.0
@@ -39,18 +43,48 @@ def service_env(
     return env
 
 
+SHORT_HASH_LEN = 16  # hex digits: file names and log lines stay short
+
+
 def config_hash(svc: DesiredService, urls: dict[str, str]) -> str:
     """Identity of what would run: a change of any of it means a new deploy."""
-    body = {"spec": svc.spec.to_dict(), "commit": svc.commit, "urls": urls}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+    return content_sha256(_config_body(svc, urls))[:SHORT_HASH_LEN]
 
 
 def build_key(svc: DesiredService) -> str:
     """Builds depend on the commit, the build command and the env, not on the port or path."""
-    body = {"commit": svc.commit, "build": svc.spec.build, "env": svc.spec.env}
+    return content_sha256(_build_body(svc))[:SHORT_HASH_LEN]
+
+
+def _config_body(svc: DesiredService, urls: dict[str, str]) -> dict[str, Any]:
+    return {"spec": svc.spec.to_dict(), "commit": svc.commit, "urls": urls}
+
+
+def _build_body(svc: DesiredService) -> dict[str, Any]:
+    body: dict[str, Any] = {"commit": svc.commit, "build": svc.spec.build, "env": svc.spec.env}
     if svc.spec.secrets:  # a secret's digest, never its value: the key shows in file names
         body["secrets"] = {k: s.digest for k, s in svc.spec.secrets.items()}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+    return body
+
+
+def _pre_canonical_hash(body: dict[str, Any]) -> str:
+    """How agents before the one canonical encoding hashed these (json.dumps' default
+    separators and ASCII escapes). Kept only to recognise their process records."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:SHORT_HASH_LEN]
+
+
+def carry_config_hash(rec: ProcessRecord, desired: DesiredState | None) -> ProcessRecord:
+    """`rec` with today's config hash when an older agent recorded the same config under
+    its pre-canonical hash: an upgraded reconciler then adopts the process instead of
+    redeploying it (a reconciler restart must never restart a service). Any other record
+    is returned as is."""
+    svc = desired.service(rec.service) if desired else None
+    if svc is None or desired is None:
+        return rec
+    urls = service_urls(desired)
+    if rec.config_hash != _pre_canonical_hash(_config_body(svc, urls)):
+        return rec
+    return dataclasses.replace(rec, config_hash=config_hash(svc, urls))
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from agent.reconciler.policy import (
     CONTROL_PLANE_RETRY,
     Backoff,
     build_key,
+    carry_config_hash,
     config_hash,
     heartbeat_fingerprint,
     heartbeat_interval,
@@ -290,7 +291,10 @@ class Reconciler:
                     )
                     await process.stop_group(rec.pid, rec.start_ticks, self.timeouts.stop_grace_s)
                     self.store.forget_process(rec.service, rec.pid)
-            self._worker(service).adopt(keep)
+            carried = carry_config_hash(keep, cached)
+            if carried != keep:  # recorded by an agent before the canonical encoding
+                self.store.save_process(carried)
+            self._worker(service).adopt(carried)
 
     async def _ready(self, rec: ProcessRecord, cached: DesiredState | None) -> bool:
         svc = cached.service(rec.service) if cached else None

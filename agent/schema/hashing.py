@@ -1,7 +1,10 @@
-"""Canonical JSON and the desired-state hash.
+"""The one canonical JSON encoding and the one hash over it.
 
-The hash is the lowercase hex SHA-256 of the document without its ``hash`` key, encoded
-as JSON with sorted keys, separators ``,`` and ``:``, UTF-8 and non-ASCII left unescaped.
+`canonical_json`: sorted keys, separators ``,`` and ``:``, UTF-8 with non-ASCII left
+unescaped. `content_sha256` is the lowercase hex SHA-256 of that encoding; every content
+hash in Berth is it or a prefix of it: the desired-state document's hash (the document
+without its ``hash`` key), and the reconciler's config hash and build key
+(`agent.reconciler.policy`).
 """
 
 import hashlib
@@ -13,9 +16,13 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def content_sha256(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value)).hexdigest()
+
+
 def document_hash(document: dict[str, Any]) -> str:
     body = {k: v for k, v in document.items() if k != "hash"}
-    return hashlib.sha256(canonical_json(without_secret_values(body))).hexdigest()
+    return content_sha256(without_secret_values(body))
 
 
 def without_secret_values(document: dict[str, Any]) -> dict[str, Any]:
