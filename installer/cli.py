@@ -23,6 +23,7 @@ import os
 import sys
 from pathlib import Path
 
+from agent.schema.modes import SECURITY_MODES
 from agent.settings import TOKEN_ENV
 from installer import plan
 from installer.layout import Layout
@@ -38,7 +39,7 @@ def _setup_parser() -> argparse.ArgumentParser:
     p.add_argument("--control-plane", required=True, metavar="URL")
     p.add_argument("--token", help="install token (first install only); better in the "
                    "BERTH_INSTALL_TOKEN environment variable, which `ps` does not show")  # fmt: skip
-    p.add_argument("--security-mode", choices=plan.MODES,
+    p.add_argument("--security-mode", choices=SECURITY_MODES,
                    help="firewall mode to apply (default: the stack's security_mode)")  # fmt: skip
     p.add_argument("--ssh-cidr", action="append", default=[], metavar="CIDR",
                    help="proxy-only: allow SSH from this network (repeatable)")  # fmt: skip

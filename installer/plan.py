@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from agent.schema.modes import SECURITY_MODES
 from installer.layout import Layout
 
-MODES = ("open", "proxy-only", "tunnel-only")
 DNS_WIRINGS = ("auto", "resolved", "hosts", "none")
 BACKENDS = ("auto", "ufw", "nftables")
 DEFAULT_CONFIRM_TIMEOUT_S = 120.0
@@ -61,8 +61,8 @@ def validate(opts: InstallOptions) -> InstallOptions:
     url = check_url(opts.control_plane)
     if opts.token is not None and (not opts.token or any(c.isspace() for c in opts.token)):
         raise PlanError("--token", "must be the install token shown by the control plane")
-    if opts.security_mode is not None and opts.security_mode not in MODES:
-        raise PlanError("--security-mode", f"must be one of {', '.join(MODES)}")
+    if opts.security_mode is not None and opts.security_mode not in SECURITY_MODES:
+        raise PlanError("--security-mode", f"must be one of {', '.join(SECURITY_MODES)}")
     for cidr in opts.ssh_cidrs:
         try:
             ipaddress.ip_network(cidr, strict=False)

@@ -14,8 +14,8 @@ requests on ``endpoints.firewall`` (ZeroMQ REQ/REP, one JSON object per message)
 
 `parse_request` validates every field (type, range, unknown keys) and raises
 `RequestError` naming the field, so the helper can answer an error and change nothing.
-Every reply is a `FirewallReply`; it carries the helper's `FirewallStatus`, which the
-reconciler copies into each heartbeat's ``security`` block.
+Every reply is a `FirewallReply` (`agent.bus.firewallstatus`); it carries the helper's
+`FirewallStatus`, which the reconciler copies into each heartbeat's ``security`` block.
 
 This module is shared by the reconciler, the CLI and the installer; it never imports
 ``agent.firewall`` (the helper's code and its root-only dependencies).
@@ -29,8 +29,11 @@ from typing import Any, Literal
 import zmq
 
 from agent.bus.endpoints import BusEndpoints
+from agent.bus.firewallstatus import FirewallReply
+from agent.schema.errors import ValidationError
+from agent.schema.fields import Fields
+from agent.schema.modes import SECURITY_MODES
 
-MODES = ("open", "proxy-only", "tunnel-only")
 BACKENDS = ("auto", "ufw", "nftables")
 REVERT_TARGETS = ("previous", "baseline")
 EXPOSURE = {"open": "unrestricted", "proxy-only": "daemon-port", "tunnel-only": "none"}
@@ -44,13 +47,12 @@ MAX_REQUEST_BYTES = 64 * 1024
 DEFAULT_REQUEST_TIMEOUT_S = 30.0  # an apply runs two control-plane checks and the backend
 
 
-class RequestError(ValueError):
+class RequestError(ValidationError):
     """A request that the helper refuses before doing anything; names the bad field."""
 
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(f"{field_name}: {message}")
-        self.field = field_name
-        self.message = message
+    @property
+    def message(self) -> str:
+        return self.detail
 
 
 class FirewallUnavailable(RuntimeError):
@@ -174,47 +176,6 @@ def encode_request(req: Request) -> bytes:
     return json.dumps(req.to_dict(), separators=(",", ":")).encode()
 
 
-class _Fields:
-    """Reads one JSON object's fields, each at most once, and rejects the rest."""
-
-    def __init__(self, obj: object, where: str, allowed: set[str]) -> None:
-        if not isinstance(obj, dict):
-            raise RequestError(where or "request", "must be a JSON object")
-        unknown = sorted(set(obj) - allowed)
-        if unknown:
-            name = f"{where}.{unknown[0]}" if where else str(unknown[0])
-            raise RequestError(name, f"unknown field; allowed: {', '.join(sorted(allowed))}")
-        self.obj: dict[str, Any] = obj
-        self.where = where
-
-    def name(self, key: str) -> str:
-        return f"{self.where}.{key}" if self.where else key
-
-    def choice(self, key: str, choices: tuple[str, ...], default: str | None = None) -> str:
-        value = self.obj.get(key, default)
-        if value is None:
-            raise RequestError(self.name(key), f"required; one of {', '.join(choices)}")
-        if not isinstance(value, str) or value not in choices:
-            raise RequestError(
-                self.name(key), f"must be one of {', '.join(choices)}, got {value!r}"
-            )
-        return value
-
-    def boolean(self, key: str) -> bool:
-        value = self.obj.get(key, False)
-        if not isinstance(value, bool):
-            raise RequestError(self.name(key), f"must be true or false, got {value!r}")
-        return value
-
-    def port(self, key: str, default: int | None) -> int | None:
-        value = self.obj.get(key, default)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-            raise RequestError(self.name(key), f"must be a port number 1-65535, got {value!r}")
-        return value
-
-
 def _parse_cidrs(value: object, name: str) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -238,7 +199,12 @@ def _parse_cidrs(value: object, name: str) -> tuple[str, ...]:
 
 
 def parse_options(obj: object, mode: str) -> FirewallOptions:
-    f = _Fields(obj if obj is not None else {}, "options", {"proxy_port", "ssh_port", "ssh_cidrs"})
+    f = Fields(
+        obj if obj is not None else {},
+        "options",
+        {"proxy_port", "ssh_port", "ssh_cidrs"},
+        RequestError,
+    )
     proxy_port = f.port("proxy_port", None)
     if mode == "proxy-only" and proxy_port is None:
         raise RequestError("options.proxy_port", "required in proxy-only mode (e.g. 8080)")
@@ -247,15 +213,15 @@ def parse_options(obj: object, mode: str) -> FirewallOptions:
     return FirewallOptions(
         proxy_port=proxy_port,
         ssh_port=ssh_port,
-        ssh_cidrs=_parse_cidrs(f.obj.get("ssh_cidrs"), "options.ssh_cidrs"),
+        ssh_cidrs=_parse_cidrs(f.value.get("ssh_cidrs"), "options.ssh_cidrs"),
     )
 
 
 def _parse_ssh_client(obj: object) -> SshClient | None:
     if obj is None:
         return None
-    f = _Fields(obj, "ssh_client", {"ip", "server_port"})
-    ip = f.obj.get("ip")
+    f = Fields(obj, "ssh_client", {"ip", "server_port"}, RequestError)
+    ip = f.value.get("ip")
     try:
         ip = str(ipaddress.ip_address(ip if isinstance(ip, str) else ""))
     except ValueError:
@@ -319,14 +285,14 @@ def parse_request(raw: bytes) -> Request:
         raise RequestError(
             "command", f"must be one of {', '.join(_COMMAND_FIELDS)}, got {command!r}"
         )
-    f = _Fields(obj, "", _COMMAND_FIELDS[command])
+    f = Fields(obj, "", _COMMAND_FIELDS[command], RequestError)
     if command == "status":
         return StatusRequest()
     if command == "confirm":
         return ConfirmRequest()
     if command == "revert":
         return RevertRequest(to=f.choice("to", REVERT_TARGETS, "previous"))
-    mode = f.choice("mode", MODES)
+    mode = f.choice("mode", SECURITY_MODES)
     options = parse_options(obj.get("options"), mode)
     backend = f.choice("backend", BACKENDS, "auto")
     if command == "plan":
@@ -341,117 +307,6 @@ def parse_request(raw: bytes) -> Request:
         allow_ssh_lockout=f.boolean("allow_ssh_lockout"),
         ssh_client=_parse_ssh_client(obj.get("ssh_client")),
     )
-
-
-# ---------------------------------------------------------------------------- replies
-
-
-@dataclass(frozen=True)
-class LastApply:
-    """The outcome of the most recent apply (or of what later happened to it)."""
-
-    at: float  # unix time
-    mode: str
-    backend: str | None
-    # applied (awaiting confirm) | confirmed | reverted | failed | refused
-    result: str
-    detail: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "at": self.at,
-            "mode": self.mode,
-            "backend": self.backend,
-            "result": self.result,
-            "detail": self.detail,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LastApply":
-        return cls(
-            at=float(d["at"]),
-            mode=str(d["mode"]),
-            backend=d.get("backend"),
-            result=str(d["result"]),
-            detail=str(d.get("detail", "")),
-        )
-
-
-@dataclass(frozen=True)
-class FirewallStatus:
-    """The ``security`` block of a heartbeat."""
-
-    mode: str
-    exposure: str
-    backend: str | None  # None until Berth changed a firewall
-    last_apply: LastApply | None = None
-    tunnel: str | None = None  # only in tunnel-only: connected|disconnected|not-installed
-    pending_confirm_until: float | None = None  # unix time the apply reverts itself
-    backend_reason: str = ""  # why this backend (detection order or override)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "mode": self.mode,
-            "exposure": self.exposure,
-            "backend": self.backend,
-            "last_apply": self.last_apply.to_dict() if self.last_apply else None,
-            "tunnel": self.tunnel,
-            "pending_confirm_until": self.pending_confirm_until,
-            "backend_reason": self.backend_reason,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FirewallStatus":
-        last = d.get("last_apply")
-        pending = d.get("pending_confirm_until")
-        return cls(
-            mode=str(d["mode"]),
-            exposure=str(d["exposure"]),
-            backend=d.get("backend"),
-            last_apply=LastApply.from_dict(last) if last else None,
-            tunnel=d.get("tunnel"),
-            pending_confirm_until=float(pending) if pending is not None else None,
-            backend_reason=str(d.get("backend_reason", "")),
-        )
-
-
-@dataclass(frozen=True)
-class FirewallReply:
-    ok: bool
-    command: str
-    status: FirewallStatus | None = None
-    error: str | None = None  # what is wrong and what to do
-    field: str | None = None  # the offending request field, for validation errors
-    rules: tuple[str, ...] = ()  # plan: the exact rules (nft text lines or ufw argv lines)
-    changes: tuple[str, ...] = ()  # apply/confirm/revert: what was changed
-
-    def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "ok": self.ok,
-                "command": self.command,
-                "status": self.status.to_dict() if self.status else None,
-                "error": self.error,
-                "field": self.field,
-                "rules": list(self.rules),
-                "changes": list(self.changes),
-            },
-            separators=(",", ":"),
-        ).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> "FirewallReply":
-        d = json.loads(raw)
-        status = d.get("status")
-        return cls(
-            ok=bool(d["ok"]),
-            command=str(d["command"]),
-            status=FirewallStatus.from_dict(status) if status else None,
-            error=d.get("error"),
-            field=d.get("field"),
-            rules=tuple(d.get("rules", ())),
-            changes=tuple(d.get("changes", ())),
-        )
 
 
 # ----------------------------------------------------------------------------- client

@@ -27,11 +27,9 @@ from agent.bus.endpoints import BusEndpoints
 from agent.bus.firewall import (
     DEFAULT_CONFIRM_TIMEOUT_S,
     DEFAULT_SSH_PORT,
-    MODES,
     ApplyRequest,
     ConfirmRequest,
     FirewallClient,
-    FirewallReply,
     FirewallUnavailable,
     Request,
     RequestError,
@@ -40,10 +38,12 @@ from agent.bus.firewall import (
     StatusRequest,
     parse_request,
 )
+from agent.bus.firewallstatus import FirewallReply
 from agent.firewall.autorevert import spawn_timer
 from agent.firewall.engine import Firewall, FirewallConfig
 from agent.firewall.run import ToolError
 from agent.firewall.tunnel import DEFAULT_METRICS
+from agent.schema.modes import SECURITY_MODES
 from agent.settings import DEFAULT_STATE_DIR, parse_hostport
 from agent.statelayout import StateLayout
 
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("action", choices=("status", "plan", "apply", "confirm", "revert"),
                    metavar="COMMAND", help="one of the commands below")  # fmt: skip
-    p.add_argument("--mode", choices=MODES, help="security mode (plan, apply)")
+    p.add_argument("--mode", choices=SECURITY_MODES, help="security mode (plan, apply)")
     p.add_argument("--proxy-port", type=int, help="external proxy port (proxy-only)")
     p.add_argument("--ssh-port", type=int, default=DEFAULT_SSH_PORT)
     p.add_argument("--ssh-cidr", action="append", default=[], metavar="CIDR",
@@ -168,7 +168,7 @@ def build_request(args: argparse.Namespace, env: dict[str, str]) -> Request:
         req = RevertRequest(to=args.to)
     else:
         if args.mode is None:
-            raise RequestError("mode", f"--mode is required: one of {', '.join(MODES)}")
+            raise RequestError("mode", f"--mode is required: one of {', '.join(SECURITY_MODES)}")
         body = {
             "command": args.action,
             "mode": args.mode,

@@ -31,14 +31,12 @@ from agent.bus.firewall import (
     ApplyRequest,
     ConfirmRequest,
     FirewallOptions,
-    FirewallReply,
-    FirewallStatus,
-    LastApply,
     PlanRequest,
     Request,
     RevertRequest,
     StatusRequest,
 )
+from agent.bus.firewallstatus import FirewallReply, FirewallStatus, LastApply
 from agent.firewall.detect import Choice, NoBackend, detect_backend
 from agent.firewall.guards import Refused, check_apply
 from agent.firewall.nftables import NftablesBackend

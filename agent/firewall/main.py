@@ -25,7 +25,8 @@ from pathlib import Path
 
 import zmq
 
-from agent.bus.firewall import FirewallReply, RequestError, parse_request
+from agent.bus.firewall import RequestError, parse_request
+from agent.bus.firewallstatus import FirewallReply
 from agent.firewall.engine import Firewall, FirewallConfig
 from agent.firewall.run import ToolError
 from agent.firewall.tunnel import DEFAULT_METRICS

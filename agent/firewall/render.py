@@ -14,7 +14,8 @@ Both are covered by golden files in ``tests/agent/firewall/golden/``.
 
 import ipaddress
 
-from agent.bus.firewall import MODES, FirewallOptions
+from agent.bus.firewall import FirewallOptions
+from agent.schema.modes import SECURITY_MODES
 
 NFT_TABLE = "inet berth"
 UFW_COMMENT = "berth"
@@ -34,8 +35,8 @@ ICMPV6_TYPES = (
 
 
 def _check_mode(mode: str, opts: FirewallOptions) -> None:
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode not in SECURITY_MODES:
+        raise ValueError(f"mode must be one of {', '.join(SECURITY_MODES)}, got {mode!r}")
     if mode == "proxy-only" and opts.proxy_port is None:
         raise ValueError("proxy-only needs options.proxy_port")
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from agent.bus.firewall import LastApply
+from agent.bus.firewallstatus import LastApply
 from agent.durablefiles import write_atomic
 
 

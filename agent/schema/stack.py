@@ -13,9 +13,9 @@ from typing import Any
 
 from agent.schema.dnsnames import DEFAULT_DNS_SUFFIX, MAX_SUFFIX_LEN, valid_label, valid_suffix
 from agent.schema.errors import ValidationError
+from agent.schema.fields import Fields, check_no_nul
+from agent.schema.modes import DEFAULT_SECURITY_MODE, SECURITY_MODES
 
-SECURITY_MODES = ("open", "proxy-only", "tunnel-only")
-DEFAULT_SECURITY_MODE = "tunnel-only"  # spec §12.3: the recommended default
 DEFAULT_POLL_INTERVAL_S = 10.0
 DEFAULT_PROXY_PORT = 8080
 DEFAULT_REF = "HEAD"
@@ -138,76 +138,6 @@ class StackSpec:
         }
 
 
-class _Fields:
-    """Reads typed fields from one JSON object, refusing keys nobody asked for."""
-
-    def __init__(self, value: Any, where: str, allowed: set[str]) -> None:
-        if not isinstance(value, dict):
-            raise ValidationError(where or "body", "must be a JSON object")
-        unknown = sorted(set(value) - allowed)
-        if unknown:
-            raise ValidationError(
-                _join(where, unknown[0]),
-                f"unknown key; allowed keys are {', '.join(sorted(allowed))}",
-            )
-        self.value = value
-        self.where = where
-
-    def path(self, key: str) -> str:
-        return _join(self.where, key)
-
-    def has(self, key: str) -> bool:
-        return self.value.get(key) is not None
-
-    def string(self, key: str, default: str | None = None, *, max_len: int = 4096) -> str:
-        raw = self.value.get(key, default)
-        if raw is None:
-            raise ValidationError(self.path(key), "is required")
-        if not isinstance(raw, str):
-            raise ValidationError(self.path(key), "must be a string")
-        if len(raw) > max_len:
-            raise ValidationError(self.path(key), f"must be at most {max_len} characters")
-        _check_no_nul(raw, self.path(key))
-        return raw
-
-    def number(self, key: str, default: float, *, low: float, high: float) -> float:
-        raw = self.value.get(key, default)
-        if isinstance(raw, bool) or not isinstance(raw, int | float):
-            raise ValidationError(self.path(key), f"must be a number between {low:g} and {high:g}")
-        if not low <= raw <= high:
-            raise ValidationError(
-                self.path(key), f"must be between {low:g} and {high:g}, got {raw}"
-            )
-        return float(raw)
-
-    def integer(self, key: str, default: int | None, *, low: int, high: int) -> int | None:
-        raw = self.value.get(key, default)
-        if raw is None:
-            return None
-        if isinstance(raw, bool) or not isinstance(raw, int):
-            raise ValidationError(self.path(key), f"must be an integer between {low} and {high}")
-        if not low <= raw <= high:
-            raise ValidationError(self.path(key), f"must be between {low} and {high}, got {raw}")
-        return raw
-
-    def boolean(self, key: str, default: bool) -> bool:
-        raw = self.value.get(key, default)
-        if not isinstance(raw, bool):
-            raise ValidationError(self.path(key), "must be true or false")
-        return raw
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def _check_no_nul(value: str, where: str) -> None:
-    """No NUL byte: no command line, environment or file name can carry one, and the
-    agent could never start what it was sent."""
-    if "\x00" in value:
-        raise ValidationError(where, "must not contain a NUL byte (\\0)")
-
-
 def check_repo_url(url: str, where: str) -> str:
     """Only transports that cannot run commands: refuse ``ext::`` and friends."""
     if _CONTROL.search(url):
@@ -264,7 +194,7 @@ def _check_path(raw: str, where: str) -> str:
 def _parse_health(value: Any, where: str) -> HealthSpec | None:
     if value is None:
         return None
-    f = _Fields(value, where, {"path", "interval_s", "timeout_s", "retries", "start_period_s"})
+    f = Fields(value, where, {"path", "interval_s", "timeout_s", "retries", "start_period_s"})
     return HealthSpec(
         path=_check_path(f.string("path", "/"), f.path("path")),
         interval_s=f.number("interval_s", DEFAULT_HEALTH_INTERVAL_S, low=0.1, high=3600),
@@ -289,7 +219,7 @@ def _parse_env(value: Any, where: str) -> dict[str, str]:
             )
         if not isinstance(val, str):
             raise ValidationError(f"{where}.{name}", "value must be a string")
-        _check_no_nul(val, f"{where}.{name}")
+        check_no_nul(val, f"{where}.{name}")
         env[name] = val
     return env
 
@@ -317,7 +247,7 @@ def _parse_secrets(value: dict[str, Any], where: str) -> dict[str, SecretEnv]:
             raise ValidationError(at, "name must match [A-Z_][A-Z0-9_]*")
         if name == "PORT":
             raise ValidationError(at, "is set by the agent; use the service's port field")
-        f = _Fields(raw, at, _SECRET_KEYS)
+        f = Fields(raw, at, _SECRET_KEYS)
         if raw.get("secret") is not True:
             raise ValidationError(
                 f.path("secret"),
@@ -351,7 +281,7 @@ _SERVICE_KEYS = {
 
 
 def _parse_service(value: Any, where: str) -> ServiceSpec:
-    f = _Fields(value, where, _SERVICE_KEYS)
+    f = Fields(value, where, _SERVICE_KEYS)
     name = f.string("name", max_len=63)
     if not valid_label(name):
         raise ValidationError(
@@ -384,15 +314,13 @@ def _parse_service(value: Any, where: str) -> ServiceSpec:
 
 def parse_stack(body: Any) -> StackSpec:
     """Validate a stack body (the API's JSON) into a `StackSpec`."""
-    f = _Fields(body, "", {"name", "security_mode", "poll_interval_s", "proxy", "dns", "services"})
+    f = Fields(body, "", {"name", "security_mode", "poll_interval_s", "proxy", "dns", "services"})
     name = f.string("name", max_len=100).strip()
     if not name:
         raise ValidationError("name", "must not be empty")
-    mode = f.string("security_mode", DEFAULT_SECURITY_MODE)
-    if mode not in SECURITY_MODES:
-        raise ValidationError("security_mode", f"must be one of {', '.join(SECURITY_MODES)}")
-    proxy = _Fields(body.get("proxy") or {}, "proxy", {"port"})
-    dns = _Fields(body.get("dns") or {}, "dns", {"suffix"})
+    mode = f.choice("security_mode", SECURITY_MODES, DEFAULT_SECURITY_MODE)
+    proxy = Fields(body.get("proxy") or {}, "proxy", {"port"})
+    dns = Fields(body.get("dns") or {}, "dns", {"suffix"})
     suffix = dns.string("suffix", DEFAULT_DNS_SUFFIX, max_len=MAX_SUFFIX_LEN).strip(".").lower()
     if not valid_suffix(suffix):
         raise ValidationError("dns.suffix", "must be a DNS name such as svc.internal")

@@ -5,7 +5,8 @@ import stat
 
 import pytest
 
-from agent.bus.firewall import ApplyRequest, FirewallReply, StatusRequest
+from agent.bus.firewall import ApplyRequest, StatusRequest
+from agent.bus.firewallstatus import FirewallReply
 from agent.firewall.tunnel import cloudflared_present
 
 pytestmark = pytest.mark.root

@@ -8,9 +8,6 @@ from agent.bus.firewall import (
     ApplyRequest,
     ConfirmRequest,
     FirewallOptions,
-    FirewallReply,
-    FirewallStatus,
-    LastApply,
     PlanRequest,
     RequestError,
     RevertRequest,
@@ -19,6 +16,7 @@ from agent.bus.firewall import (
     encode_request,
     parse_request,
 )
+from agent.bus.firewallstatus import FirewallReply, FirewallStatus, LastApply
 
 
 @pytest.mark.parametrize(
