@@ -41,7 +41,7 @@ from agent.bus.firewall import (
 from agent.bus.firewallstatus import FirewallReply
 from agent.firewall.autorevert import spawn_timer
 from agent.firewall.engine import Firewall, FirewallConfig
-from agent.firewall.run import ToolError
+from agent.firewall.tools import ToolError
 from agent.firewall.tunnel import DEFAULT_METRICS
 from agent.schema.modes import SECURITY_MODES
 from agent.settings import DEFAULT_STATE_DIR, parse_hostport

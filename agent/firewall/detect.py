@@ -8,7 +8,7 @@ every current kernel has.
 import shutil
 from dataclasses import dataclass
 
-from agent.firewall.run import ToolError, run_tool
+from agent.firewall.tools import ToolError, run_tool
 
 
 class NoBackend(RuntimeError):

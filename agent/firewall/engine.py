@@ -41,8 +41,8 @@ from agent.firewall.detect import Choice, NoBackend, detect_backend
 from agent.firewall.guards import Refused, check_apply
 from agent.firewall.nftables import NftablesBackend
 from agent.firewall.reachability import CHECK_TIMEOUT_S, check_reachable
-from agent.firewall.run import ToolError
 from agent.firewall.state import FirewallState, Pending, StateStore, Undo
+from agent.firewall.tools import ToolError
 from agent.firewall.tunnel import DEFAULT_METRICS, tunnel_state
 from agent.firewall.ufw import UfwBackend, UfwPaths
 

@@ -28,7 +28,7 @@ import zmq
 from agent.bus.firewall import RequestError, parse_request
 from agent.bus.firewallstatus import FirewallReply
 from agent.firewall.engine import Firewall, FirewallConfig
-from agent.firewall.run import ToolError
+from agent.firewall.tools import ToolError
 from agent.firewall.tunnel import DEFAULT_METRICS
 from agent.notify import Notifier
 from agent.settings import AgentSettings, parse_hostport

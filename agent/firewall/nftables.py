@@ -9,7 +9,7 @@ from typing import Any
 
 from agent.bus.firewall import FirewallOptions
 from agent.firewall.render import NFT_TABLE, render_nftables
-from agent.firewall.run import ToolError, run_tool
+from agent.firewall.tools import ToolError, run_tool
 
 NFT = "nft"
 

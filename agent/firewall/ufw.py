@@ -18,7 +18,7 @@ from typing import Any
 from agent.bus.firewall import FirewallOptions
 from agent.durablefiles import write_atomic
 from agent.firewall.render import render_ufw
-from agent.firewall.run import ToolError, run_tool
+from agent.firewall.tools import ToolError, run_tool
 
 # files `ufw reset` leaves behind: user.rules.20240101_120000
 _BACKUP = re.compile(r".+\.\d{8}_\d{6}")

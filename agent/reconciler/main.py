@@ -1,6 +1,6 @@
 """`berth agent reconciler`: run the reconciler until stopped."""
 
-from agent.reconciler.reconciler import main_async
+from agent.reconciler.reconciler import run_reconciler
 from agent.settings import AgentSettings
 
 EXIT_INTERRUPTED = 130  # the shell's convention for a process ended by SIGINT
@@ -8,6 +8,6 @@ EXIT_INTERRUPTED = 130  # the shell's convention for a process ended by SIGINT
 
 def main(settings: AgentSettings) -> int:
     try:
-        return main_async(settings)
+        return run_reconciler(settings)
     except KeyboardInterrupt:  # Ctrl-C reaches every child of run-all: stop quietly
         return EXIT_INTERRUPTED

@@ -52,7 +52,7 @@ from agent.reconciler.process import RunAs
 from agent.reconciler.redact import Redactor
 from agent.reconciler.security import Security
 from agent.reconciler.store import ProcessRecord, Store
-from agent.reconciler.worker import ServiceWorker, Target, Timeouts
+from agent.reconciler.worker import DesiredConfig, ServiceWorker, Timeouts
 from agent.schema.document import DesiredState, parse_document
 from agent.schema.errors import ValidationError
 from agent.settings import AgentSettings
@@ -344,7 +344,7 @@ class Reconciler:
         self._learn_secrets(desired)
         urls = service_urls(desired)
         for svc in desired.services:
-            target = Target(
+            target = DesiredConfig(
                 svc=svc, urls=urls, config_hash=config_hash(svc, urls), build_key=build_key(svc)
             )
             self._worker(svc.name).set_target(target)
@@ -671,7 +671,8 @@ class Reconciler:
                 return
 
 
-def main_async(settings: AgentSettings) -> int:
+def run_reconciler(settings: AgentSettings) -> int:
+    """Run the reconciler on a uvloop event loop until it is stopped (blocks)."""
     import uvloop
 
     return uvloop.run(Reconciler(settings).run())

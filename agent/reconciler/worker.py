@@ -1,6 +1,6 @@
 """One worker per service: its own queue, so a slow build never delays another service.
 
-The worker drives its service toward the latest `Target`:
+The worker drives its service toward the latest `DesiredConfig`:
 
 * deploy: sync the repo, check the commit out into a release directory, build (skipped
   when that release was already built), start, wait until ready, then cut over:
@@ -52,7 +52,10 @@ CRASH_LOOP_STABLE_S = 30.0  # after repeated crashes, degraded until it ran this
 
 
 @dataclass(frozen=True)
-class Target:
+class DesiredConfig:
+    """What one service should run: its desired spec and commit, the stack's service URLs,
+    and the hashes that identify them (a proxy's backend is `agent.proxy.routing.Target`)."""
+
     svc: DesiredService
     urls: dict[str, str]
     config_hash: str
@@ -63,14 +66,14 @@ class Target:
 class Instance:
     rec: ProcessRecord
     popen: Popen[bytes] | None  # None when adopted after a reconciler restart
-    target: Target | None
+    target: DesiredConfig | None
 
 
 @dataclass
 class _Deploy:
     """What one deploy has done so far, for the steps that follow."""
 
-    target: Target
+    target: DesiredConfig
     old: Instance | None
     release: Path = Path()
     new: Instance | None = None
@@ -105,7 +108,7 @@ class ServiceWorker:
     def __init__(self, name: str, ctx: WorkerContext) -> None:
         self.name = name
         self.ctx = ctx
-        self.target: Target | None = None
+        self.target: DesiredConfig | None = None
         self.removed = False
         self.current: Instance | None = None
         self.paused = False
@@ -124,7 +127,7 @@ class ServiceWorker:
         self._wake = asyncio.Event()
 
     # --- inputs ----------------------------------------------------------------------
-    def set_target(self, target: Target | None) -> None:
+    def set_target(self, target: DesiredConfig | None) -> None:
         if target is None:
             self.removed = True
         else:
@@ -235,7 +238,7 @@ class ServiceWorker:
                     self._wake.clear()
 
     # --- deploy ----------------------------------------------------------------------
-    async def _deploy(self, t: Target) -> None:
+    async def _deploy(self, t: DesiredConfig) -> None:
         old = self.current
         plan = planner.deploy_plan(t.svc.spec.port, old.rec.port if old else None)
         self.state = "deploying" if old else "building"
@@ -273,12 +276,12 @@ class ServiceWorker:
         )
         await asyncio.to_thread(self._prune_releases)
 
-    def _outdated(self, t: Target) -> bool:
+    def _outdated(self, t: DesiredConfig) -> bool:
         """A newer target (or removal) has arrived since `t` was taken up."""
         return self.removed or self.target is None or self.target.config_hash != t.config_hash
 
     async def _unless_superseded(
-        self, work: Coroutine[Any, Any, tuple[bool, str]], t: Target
+        self, work: Coroutine[Any, Any, tuple[bool, str]], t: DesiredConfig
     ) -> tuple[bool, str] | None:
         """Await `work` for `t`, unless a newer target arrives first: then cancel it and
         answer None. (A cancelled build kills its process group.)"""
@@ -296,7 +299,7 @@ class ServiceWorker:
                     await task
                 return None
 
-    def _superseded_by(self, t: Target, what: str) -> None:
+    def _superseded_by(self, t: DesiredConfig, what: str) -> None:
         newer = self.target.svc.commit[:12] if self.target and not self.removed else "removal"
         self.state = "running" if self.current is not None else "pending"
         log.info("%s: %s of %s superseded by %s", self.name, what, t.svc.commit[:12], newer)
@@ -350,10 +353,10 @@ class ServiceWorker:
             self.state = "running"
         return True, "ok"
 
-    def _release_dir(self, t: Target) -> Path:
+    def _release_dir(self, t: DesiredConfig) -> Path:
         return StateLayout(self.ctx.state_dir).releases / self.name / t.svc.commit
 
-    def _build_log(self, t: Target) -> Path:
+    def _build_log(self, t: DesiredConfig) -> Path:
         return (
             StateLayout(self.ctx.state_dir).logs
             / self.name
@@ -376,7 +379,7 @@ class ServiceWorker:
             return False, f"git: {exc}"
         return True, "ok"
 
-    def _prepare_release(self, t: Target, cancel: threading.Event | None = None) -> Path:
+    def _prepare_release(self, t: DesiredConfig, cancel: threading.Event | None = None) -> Path:
         try:  # the control plane checked it too; a document that skipped it meets this
             check_repo_source(t.svc.spec.repo, self.ctx.file_repo_roots, "repo")
         except ValidationError as exc:
@@ -406,7 +409,7 @@ class ServiceWorker:
             )
         return env
 
-    async def _build(self, t: Target, release: Path) -> tuple[bool, str]:
+    async def _build(self, t: DesiredConfig, release: Path) -> tuple[bool, str]:
         built = ownership.is_built(self.ctx.state_dir, self.name, t.svc.commit, t.build_key)
         if not t.svc.spec.build.strip() or built:
             return True, "no build needed"
@@ -427,7 +430,7 @@ class ServiceWorker:
             )
         return ok, reason
 
-    def _mark_running(self, t: Target) -> None:
+    def _mark_running(self, t: DesiredConfig) -> None:
         self.state = "running"
         self.failed_hash = None
         self.last_error = None
@@ -440,7 +443,7 @@ class ServiceWorker:
             t.svc.spec.health.interval_s if t.svc.spec.health else 0
         )
 
-    def _fail(self, t: Target, reason: str, kind: str, log_tail: str = "") -> None:
+    def _fail(self, t: DesiredConfig, reason: str, kind: str, log_tail: str = "") -> None:
         self.failed_hash = t.config_hash
         self.failed_at = time.monotonic()
         self.failures += 1
@@ -461,7 +464,7 @@ class ServiceWorker:
     def _log_tail(self) -> str:
         return process.tail(self._log_path())
 
-    def _start(self, t: Target, release: Path, port: int) -> Instance:
+    def _start(self, t: DesiredConfig, release: Path, port: int) -> Instance:
         env = service_env(self.ctx.base_env, t.urls, t.svc, port)
         env.update(self._release_env(release))
         popen = process.spawn(
@@ -484,7 +487,7 @@ class ServiceWorker:
         )
         return Instance(rec, popen, t)
 
-    async def _wait_ready(self, inst: Instance, t: Target) -> tuple[bool, str]:
+    async def _wait_ready(self, inst: Instance, t: DesiredConfig) -> tuple[bool, str]:
         hc = t.svc.spec.health
         deadline = time.monotonic() + self.ctx.timeouts.deploy_s
         why = "not ready"
@@ -509,7 +512,7 @@ class ServiceWorker:
         )
         self.ctx.store.forget_process(self.name, inst.rec.pid)
 
-    async def _drain_and_stop(self, old: Instance, t: Target) -> None:
+    async def _drain_and_stop(self, old: Instance, t: DesiredConfig) -> None:
         """Stop `old` once the proxies (which acknowledged a table without it) report
         nothing in flight to it, or when the service's drain timeout passes."""
         timeout_s = t.svc.spec.drain_timeout_s
@@ -577,7 +580,7 @@ class ServiceWorker:
         old, t = self.current, self.target
         if old is None or t is None:
             return
-        # an adopted process has no Target of its own: it ran the current one
+        # an adopted process has no DesiredConfig of its own: it ran the current one
         target = (
             old.target
             if old.target is not None and old.target.config_hash == old.rec.config_hash

@@ -54,7 +54,7 @@ def publish(cp: ControlPlane, tmp: Path, version: str, broken: bool = False) -> 
     if broken:
         main = tree / "agent" / "reconciler" / "main.py"
         text = main.read_text()
-        main.write_text(text.replace("    return main_async(settings)\n", "    " + CRASH, 1))
+        main.write_text(text.replace("    return run_reconciler(settings)\n", "    " + CRASH, 1))
     out = tmp / f"wheel-{version}"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-index",
