@@ -26,8 +26,9 @@ import logging
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 
@@ -49,6 +50,7 @@ from installer.layout import (
 from installer.system import EarlyStop, StepError
 
 log = logging.getLogger("installer")
+T = TypeVar("T")
 
 UNIT_FILES = (*AGENT_UNITS, *HELPER_UNITS, TARGET)
 SUPPORT_FILES = {"berth.sysusers.conf": "sysusers", "berth.tmpfiles.conf": "tmpfiles"}
@@ -82,7 +84,7 @@ def preflight(opts: plan.InstallOptions, layout: Layout, units_src: Path) -> Non
 # ---- registration ---------------------------------------------------------------------
 
 
-def _store_op(layout: Layout, fn: Any) -> Any:
+def _store_op(layout: Layout, fn: Callable[[AgentState], T]) -> T:
     """Run fn(state) on the reconciler's store as root, then give every SQLite file back
     to the reconciler's user."""
     state = AgentState(layout.state_dir)

@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 import requests
 
 from agent import version as versions
+from agent.reconciler.admin import AgentState
 from installer import plan, system
 from installer.layout import RECONCILER_USER, Layout
 from installer.system import StepError
@@ -197,9 +198,9 @@ def locked(layout: Layout) -> Iterator[None]:
 def _record(layout: Layout, outcome: dict[str, str], message: str) -> str:
     from installer.setup import _store_op  # root writes the reconciler's SQLite, then chowns
 
-    def op(store):  # type: ignore[no-untyped-def]
-        store.put_json("upgrade", outcome)
-        return store.add_event("upgrade", message, **outcome)
+    def op(state: AgentState) -> str:
+        state.record_upgrade(outcome)
+        return state.queue_event("upgrade", message, **outcome)
 
     return str(_store_op(layout, op))
 

@@ -1,6 +1,6 @@
 """The reconciler's door for the tools that prepare or clean up after it: the installer
-(register, save the credential, queue an event and see it acknowledged, read the cached
-desired state) and the uninstaller and `berth agent stop-services` (stop the services it
+and `berth agent upgrade` (register, save the credential, queue an event and see it
+acknowledged, record an upgrade's outcome, read the cached desired state) and the uninstaller and `berth agent stop-services` (stop the services it
 recorded).
 
 They run beside the reconciler or instead of it, never inside it. The import contract
@@ -60,9 +60,14 @@ class AgentState:
     def save_registration(self, reg: Registration) -> None:
         save_registration(self._store, reg)
 
-    def queue_event(self, type_: str, message: str) -> str:
+    def queue_event(self, type_: str, message: str, **extra: Any) -> str:
         """Add an event to the outbox the reconciler sends; its id, to wait for its ack."""
-        return self._store.add_event(type_, message)
+        return self._store.add_event(type_, message, **extra)
+
+    def record_upgrade(self, outcome: dict[str, str]) -> None:
+        """The last agent upgrade's outcome, which the reconciler reports in heartbeats
+        and which keeps it from asking again for a version that failed."""
+        self._store.put_json("upgrade", outcome)
 
     def is_acknowledged(self, event_id: str) -> bool:
         return event_id not in {e["id"] for e in self._store.pending_events(1000)}
