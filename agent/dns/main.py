@@ -134,7 +134,14 @@ def main(settings: AgentSettings) -> int:
         udp = listenfds.take(socket.SOCK_DGRAM, host, port)
         tcp = listenfds.take(socket.SOCK_STREAM, host, port)
         if udp is None or tcp is None:
+            if udp is not None or tcp is not None:  # half a pair: bind both afresh
+                listenfds.notify_fdstore_remove("dns")
+            for held in (udp, tcp):
+                if held is not None:
+                    held.close()
             udp, tcp = bind_sockets(host, port)
+            # systemd keeps copies across restarts and crashes (a no-op elsewhere)
+            listenfds.keep("dns", [udp.fileno(), tcp.fileno()])
     except OSError as exc:
         log.error(
             "cannot listen on %s: %s (ports below 1024 need CAP_NET_BIND_SERVICE; is another "

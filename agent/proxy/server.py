@@ -9,6 +9,7 @@ stop accepting, close idle connections, let in-flight exchanges finish for up to
 """
 
 import asyncio
+import errno
 import logging
 import socket
 from typing import Any
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 EXTERNAL = "external"
 INTERNAL = "internal"
+LISTEN_FDNAME = "http"  # the listener's name in systemd's fd store
 
 
 class ProxyServer:
@@ -191,19 +193,34 @@ class ProxyServer:
                 lambda: ClientProtocol(self), sock=held, backlog=2048
             )
         else:
-            server = await self.loop.create_server(
-                lambda: ClientProtocol(self),
-                host,
-                port,
-                reuse_address=True,
-                reuse_port=self.config.reuse_port or None,
-                backlog=2048,
-            )
+            try:
+                server = await self._bind(host, port)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or self.listener is None:
+                    raise
+                # the same port on another host (a security-mode change: 0.0.0.0 and
+                # 127.0.0.1): the old listener, and systemd's copy of it, must go first
+                listenfds.notify_fdstore_remove(LISTEN_FDNAME)
+                self.listener.close()
+                self.listener, self.bound = None, None
+                server = await self._bind(host, port)
+            # systemd keeps a copy across restarts and crashes (a no-op elsewhere)
+            listenfds.keep(LISTEN_FDNAME, [s.fileno() for s in server.sockets])
         old, self.listener, self.bound = self.listener, server, bind
         if old is not None:
             old.close()  # stops accepting only; open connections carry on
         log.info(
             "%s proxy listening on %s%s", self.kind, bind, " (inherited socket)" if held else ""
+        )
+
+    async def _bind(self, host: str, port: int) -> asyncio.Server:
+        return await self.loop.create_server(
+            lambda: ClientProtocol(self),
+            host,
+            port,
+            reuse_address=True,
+            reuse_port=self.config.reuse_port or None,
+            backlog=2048,
         )
 
     async def drain(self) -> None:

@@ -190,6 +190,9 @@ class Reconciler:
                 continue
             if self.proxies.report(report, time.monotonic()):
                 log.info("proxy %s announced itself (routes %s)", report.proxy, report.version)
+                self.event("proxy", f"proxy {report.proxy} is live")  # e.g. after a restart
+            elif report.gone:
+                self.event("proxy", f"proxy {report.proxy} stopped")
             async with self._facts:
                 self._facts.notify_all()
 
