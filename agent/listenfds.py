@@ -92,7 +92,8 @@ def take(kind: int, host: str, port: int) -> socket.socket | None:
 
 def _address(sock: socket.socket) -> str:
     try:
-        return "%s:%s" % sock.getsockname()[:2]
+        host, port = sock.getsockname()[:2]
+        return f"{host}:{port}"
     except OSError:
         return "unbound"
 

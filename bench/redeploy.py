@@ -324,6 +324,7 @@ def main() -> int:
                 t.start()
                 threads.append(t)
         bench.wait("load to flow", lambda: all(seen.ok[k] > 0 for k in KINDS))
+        print(load_average(), flush=True)
         time.sleep(1)
         print(
             f"{'deploy':>6}  {'auto: serving-build':>20}  {'fixed: serving-build':>20}", flush=True
@@ -370,9 +371,15 @@ def main() -> int:
     return 0
 
 
+def load_average() -> str:
+    """The machine's load (shared machines: figures are only comparable at similar load)."""
+    return "load average " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def report(seen: Seen, measures: dict[str, dict[str, list[float]]]) -> None:
     width = 34
     print()
+    print(load_average())
     print(f"{'':{width}}{'auto (agent port)':>24}{'fixed port':>24}")
     total = {k: seen.ok[k] + len(seen.failed[k]) for k in KINDS}
     print(f"{'requests':{width}}{total['auto']:>24}{total['fixed']:>24}")

@@ -142,6 +142,8 @@ def main(settings: AgentSettings) -> int:
             udp, tcp = bind_sockets(host, port)
             # systemd keeps copies across restarts and crashes (a no-op elsewhere)
             listenfds.keep("dns", [udp.fileno(), tcp.fileno()])
+        else:
+            log.info("answering on the inherited sockets for %s", settings.dns_bind)
     except OSError as exc:
         log.error(
             "cannot listen on %s: %s (ports below 1024 need CAP_NET_BIND_SERVICE; is another "

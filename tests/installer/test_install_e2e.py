@@ -53,6 +53,7 @@ class ControlPlane:
     wheelhouse: Path
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    repos: Path | None = None  # what git daemon serves (a test may commit there)
 
     def start(self) -> None:
         with open(self.log, "ab") as log:
@@ -107,7 +108,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Co
         migrate(db)
         url = f"http://{server.host_ip}:{cp_port}"
         cp = ControlPlane(url, db, create_admin_token(db, "e2e"), f"{server.host_ip}:{cp_port}",
-                          wheelhouse, tmp / "controlplane.log")  # fmt: skip
+                          wheelhouse, tmp / "controlplane.log", repos=tmp / "repos")  # fmt: skip
         cp.start()
         wait_until("git daemon", lambda: reachable(server.host_ip, git_port))
         yield server, cp, f"git://{server.host_ip}:{git_port}/example"
