@@ -26,6 +26,7 @@ from agent.dns.answers import AnswerBook
 log = logging.getLogger(__name__)
 
 TCP_IDLE_TIMEOUT_S = 10.0
+TCP_DRAIN_S = 3.0  # on stop: how long open TCP connections may take to finish their query
 MAX_TCP_CONNECTIONS = 256
 UDP_RCVBUF = 4 * 1024 * 1024  # absorbs bursts: a full buffer means lost queries
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; Python does not export it
@@ -108,6 +109,9 @@ class DnsServer:
         self._transport: asyncio.DatagramTransport | None = None
         self._tcp_server: asyncio.Server | None = None
         self._tcp_clients = 0
+        # open TCP connections -> True while waiting for another query after answering one
+        self._between_queries: dict[asyncio.StreamWriter, bool] = {}
+        self._closing = False
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -127,14 +131,21 @@ class DnsServer:
             return
         self._tcp_clients += 1
         idle = self._idle_timeout_s
+        served = 0
         try:
             while True:
-                size = int.from_bytes(await asyncio.wait_for(reader.readexactly(2), idle), "big")
+                if self._closing and served:
+                    break  # stopping: every query this connection sent is answered
+                self._between_queries[writer] = served > 0
+                length = await asyncio.wait_for(reader.readexactly(2), idle)
+                self._between_queries[writer] = False
+                size = int.from_bytes(length, "big")
                 data = await asyncio.wait_for(reader.readexactly(size), idle)
                 reply = self.holder.answer(data)
                 if reply is None:  # not a query: nothing sensible to say on this stream
                     break
                 writer.write(len(reply).to_bytes(2, "big") + reply)
+                served += 1
                 try:
                     await asyncio.wait_for(writer.drain(), idle)
                 except TimeoutError:  # a client that never reads its answers
@@ -144,10 +155,26 @@ class DnsServer:
             pass
         finally:
             self._tcp_clients -= 1
+            self._between_queries.pop(writer, None)
             writer.close()
 
-    async def close(self) -> None:
+    async def close(self, drain_s: float = TCP_DRAIN_S) -> None:
+        """Stop accepting, then let open TCP connections finish (bounded by `drain_s`):
+        one between queries is closed, one that is reading a query gets its answer, and
+        one accepted just before that has sent nothing yet gets its first query answered
+        (or a restart would cut it: the listening socket lives on in the next process)."""
         if self._tcp_server is not None:
             self._tcp_server.close()
         if self._transport is not None:
-            self._transport.close()
+            self._transport.close()  # queued datagrams wait in the kept socket
+        self._closing = True
+        await asyncio.sleep(0)  # connections accepted just now start their handlers
+        for writer, between in list(self._between_queries.items()):
+            if between:
+                writer.transport.abort()
+        deadline = time.monotonic() + drain_s
+        while self._tcp_clients and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for writer in list(self._between_queries):
+            writer.transport.abort()
+        await asyncio.sleep(0)

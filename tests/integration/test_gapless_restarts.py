@@ -117,7 +117,7 @@ class DnsLoop:
                     self.failed.append(
                         f"{'tcp' if tcp else 'udp'}: {dns.rcode.to_text(reply.rcode())}"
                     )
-            except (OSError, dns.exception.DNSException) as exc:
+            except (OSError, EOFError, dns.exception.DNSException) as exc:  # EOF: cut
                 self.failed.append(f"{'tcp' if tcp else 'udp'}: {exc!r}")
             tcp = not tcp
 
