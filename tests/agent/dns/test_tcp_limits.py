@@ -104,3 +104,46 @@ def test_connections_beyond_the_cap_are_refused_and_the_cap_frees_up() -> None:
             assert s.recv(512) == b""
             s.close()
         assert answered(port)
+
+
+def _read_frame(sock: socket.socket) -> bytes:
+    data = b""
+    while len(data) < 2 or len(data) < 2 + int.from_bytes(data[:2], "big"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_stopping_answers_the_query_of_a_connection_accepted_just_before() -> None:
+    """A restart must cut no TCP query (issue 16): on close, a connection that has sent
+    nothing yet still gets its first query answered; one idle after an answer is closed."""
+    udp, tcp = bind_sockets("127.0.0.1", 0)
+    port = tcp.getsockname()[1]
+    holder = BookHolder(AnswerBook(Zone(services=frozenset({"api"}), serial=1)))
+    srv = DnsServer(udp, tcp, holder, idle_timeout_s=10.0)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="dns-drain", daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(srv.start(), loop).result(5)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as served, \
+                socket.create_connection(("127.0.0.1", port), timeout=5) as fresh:  # fmt: skip
+            served.sendall(FRAME)
+            assert len(_read_frame(served)) > 2
+            wait_for(lambda: srv.tcp_connections == 2)
+            closing = asyncio.run_coroutine_threadsafe(srv.close(drain_s=5.0), loop)
+            assert served.recv(1) == b""  # idle after its answer: closed at once
+            fresh.sendall(FRAME)  # sent after close() began
+            reply = dns.message.from_wire(_read_frame(fresh)[2:])
+            assert reply.answer
+            closing.result(5)
+            assert srv.tcp_connections == 0
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        gc.collect()
+        loop.close()
+        udp.close()
+        tcp.close()
