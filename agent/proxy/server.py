@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 EXTERNAL = "external"
 INTERNAL = "internal"
 LISTEN_FDNAME = "http"  # the listener's name in systemd's fd store
+REBIND_WAIT_S = 2.0  # a mode change on the same port: wait for the old socket to close
 
 
 class ProxyServer:
@@ -196,14 +197,16 @@ class ProxyServer:
             try:
                 server = await self._bind(host, port)
             except OSError as exc:
-                if exc.errno != errno.EADDRINUSE or self.listener is None:
+                if exc.errno != errno.EADDRINUSE:
                     raise
                 # the same port on another host (a security-mode change: 0.0.0.0 and
                 # 127.0.0.1): the old listener, and systemd's copy of it, must go first
-                listenfds.notify_fdstore_remove(LISTEN_FDNAME)
-                self.listener.close()
-                self.listener, self.bound = None, None
-                server = await self._bind(host, port)
+                # (`take` dropped a stale inherited one already)
+                if self.listener is not None:
+                    listenfds.notify_fdstore_remove(LISTEN_FDNAME)
+                    self.listener.close()
+                    self.listener, self.bound = None, None
+                server = await self._bind_when_free(host, port)
             # systemd keeps a copy across restarts and crashes (a no-op elsewhere)
             listenfds.keep(LISTEN_FDNAME, [s.fileno() for s in server.sockets])
         old, self.listener, self.bound = self.listener, server, bind
@@ -212,6 +215,18 @@ class ProxyServer:
         log.info(
             "%s proxy listening on %s%s", self.kind, bind, " (inherited socket)" if held else ""
         )
+
+    async def _bind_when_free(self, host: str, port: int) -> asyncio.Server:
+        """Bind once systemd has closed its copy of the old socket (it handles the
+        removal asynchronously): bounded by `REBIND_WAIT_S`."""
+        deadline = self.loop.time() + REBIND_WAIT_S
+        while True:
+            try:
+                return await self._bind(host, port)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or self.loop.time() >= deadline:
+                    raise
+            await asyncio.sleep(0.02)
 
     async def _bind(self, host: str, port: int) -> asyncio.Server:
         return await self.loop.create_server(
