@@ -26,7 +26,6 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,7 @@ sys.path.insert(0, str(REPO))
 from controlplane.demo import private_hosts_prefix  # noqa: E402
 from tests.support.controlplane import create_admin_token, migrate  # noqa: E402
 from tests.support.gitrepo import APP, commit_files, init_repo  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402
 from tests.support.procs import terminate  # noqa: E402
 
 BERTH = [sys.executable, "-m", "agent.cli"]
@@ -64,12 +64,6 @@ SLOW_APP = APP.replace(
     "            import time\n"
     "            time.sleep(float(self.path.rsplit('?', 1)[1]))\n",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -371,8 +365,7 @@ def main() -> int:
     return 0
 
 
-def load_average() -> str:
-    """The machine's load (shared machines: figures are only comparable at similar load)."""
+def load_average() -> str:  # figures are comparable only at a similar load
     return "load average " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
