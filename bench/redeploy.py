@@ -301,20 +301,11 @@ def main() -> int:
         stack_id = bench.start()
         proxy = f"http://127.0.0.1:{bench.proxy_port}"
         for kind in KINDS:
-            for i in range(args.clients):
-                t = threading.Thread(
-                    target=load_loop,
-                    args=(f"{proxy}/{kind}/x", kind, seen, stop),
-                    name=f"{kind}-{i}",
-                )
-                t.start()
-                threads.append(t)
-            for i in range(args.long_clients):
-                t = threading.Thread(
-                    target=load_loop,
-                    args=(f"{proxy}/{kind}/{LONG_PATH}", kind, seen, stop),
-                    name=f"{kind}-long-{i}",
-                )
+            paths = ["x"] * args.clients + [LONG_PATH] * args.long_clients
+            for i, path in enumerate(paths):
+                url = f"{proxy}/{kind}/{path}"
+                t = threading.Thread(target=load_loop, args=(url, kind, seen, stop),
+                                     name=f"{kind}-{i}")  # fmt: skip
                 t.start()
                 threads.append(t)
         bench.wait("load to flow", lambda: all(seen.ok[k] > 0 for k in KINDS))
