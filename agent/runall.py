@@ -129,8 +129,13 @@ def child_options(options: list[str]) -> list[str]:
     return out
 
 
+# systemd's variables are run-all's own when it runs as a unit: a child must not tell
+# systemd it is ready, nor put its sockets in run-all's fd store (run-all holds them)
+NOT_INHERITED = {TOKEN_ENV, "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}
+
+
 def child_env(component: str, token: str | None, base: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in base.items() if k != TOKEN_ENV}
+    env = {k: v for k, v in base.items() if k not in NOT_INHERITED}
     if component == "reconciler" and token:
         env[TOKEN_ENV] = token
     return env

@@ -39,6 +39,13 @@ def test_only_the_reconciler_gets_the_token_and_only_in_its_environment():
     assert argv[:2] == [sys.executable, "-I"] and not any("berth_ins" in a for a in argv)
 
 
+def test_children_do_not_get_run_alls_systemd_notify_socket():
+    """Under a systemd unit, a child's READY or FDSTORE would be taken for run-all's own."""
+    base = {"PATH": "/bin", "NOTIFY_SOCKET": "/run/systemd/notify", "WATCHDOG_USEC": "30000000"}
+    for component in ("reconciler", "proxy", "internal-proxy", "dns", "firewall"):
+        assert child_env(component, None, base) == {"PATH": "/bin"}
+
+
 def _wait_for(what, check, timeout_s=60.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
