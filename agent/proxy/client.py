@@ -143,8 +143,8 @@ class ClientConnection:
         # the first request head must arrive within the head timeout of the accept: a
         # connection that never sends a byte does not hold a descriptor for long
         self.deadline = server.now + config.head_timeout
-        if server.draining:
-            self.close()
+        # accepted while draining (the listener was closing): its first request is still
+        # served, without keep-alive (`ProxyServer.drain`), or a restart would reset it
 
     def data_received(self, data: bytes) -> None:
         tunnel = self.tunnel

@@ -80,3 +80,16 @@ def test_pausing_counts_the_old_release_in_flight_and_holds_new_requests():
     assert [b.conn.port for b in h.backends] == [OLD, OLD]
     assert h.backends[1].requests[0][:2] == (b"GET", b"/three")
     assert h.sink.data.count(b"HTTP/1.1 200") == 3
+
+
+def test_a_connection_accepted_while_draining_gets_its_request_answered():
+    """A restart (SIGTERM) sets the proxy draining while connections it accepted in the
+    same loop iteration are still being set up: they must be served once (and then
+    closed), not reset — the listening socket lives on in the next process (issue 16)."""
+    h = Harness([Route("app", OLD, "/")])
+    h.server.draining = True
+    h.new_client()  # its connection_made runs after the drain began
+    assert not h.sink.closed
+    h.feed([request(b"GET", b"/late")])
+    assert h.sink.data.startswith(b"HTTP/1.1 200") and b"/late" in h.sink.data
+    assert h.sink.closed  # no keep-alive while draining
