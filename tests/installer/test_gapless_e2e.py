@@ -194,7 +194,7 @@ def test_redeploys_restarts_upgrade_and_kill9_lose_nothing(
         assert all_active(server), debug(server)
         more_served(loop)
     tally = loop.snapshot()
-    assert tally.failed == [] and tally.refused == [], tally
+    assert tally.failed == [] and tally.refused == [], f"{tally}\n{debug(server)}"
     assert tally.ok > 100, tally
     wait_until("the upgrade's event",
                lambda: count(cp, sid, "upgrade", f"upgraded from {BASE} to {newer}") >= 1, 60)  # fmt: skip
@@ -212,6 +212,6 @@ def test_redeploys_restarts_upgrade_and_kill9_lose_nothing(
             assert took_its_socket_back(server, unit), debug(server)
             more_served(loop)
     tally = loop.snapshot()
-    assert refused(tally) == [], tally
+    assert refused(tally) == [], f"{tally}\n{debug(server)}"
     # only the requests in flight in the killed processes themselves may be lost
     assert len(tally.failed) <= 2 * len(PATHS), tally
