@@ -132,6 +132,7 @@ class ClientConnection:
         if config.cap_loopback or not self.trusted:
             count = server.per_address.get(ip, 0)
             if count >= config.max_conns_per_address:
+                server.refusals.refused(ip, server.now)
                 self.closed = True
                 out.abort()  # over the cap: no request is read from this connection
                 return

@@ -224,6 +224,7 @@ def rewrite_response(
     has_length = False
     upgrade_value: bytes | None = None
     connection = b""
+    codings = b""
     special = _RESPONSE_SPECIAL
     for name, value in headers:
         lname = name.lower()
@@ -236,6 +237,8 @@ def rewrite_response(
             connection = value if not connection else connection + b"," + value
         elif lname == b"upgrade":
             upgrade_value = value
+        elif lname == b"transfer-encoding":
+            codings = value if not codings else codings + b", " + value
     if connection and connection.lower() not in _CONNECTION_OPTIONS:
         listed = _listed(connection)
         if listed:
@@ -248,9 +251,19 @@ def rewrite_response(
         append(b"Connection: upgrade\r\nUpgrade: " + (upgrade_value or b"") + b"\r\n\r\n")
         return b"".join(out), BODY_NONE, False
     keep_alive = client_keep_alive
+    coded, chunked_last = transfer_codings(codings)
     if no_body:
         framing = BODY_NONE
-    elif has_length:
+    elif coded and not (chunked_last and client_http11):
+        # RFC 9112 6.3 (4): a coding other than chunked last runs until the close; the
+        # coding stays named so the client can decode it
+        framing = BODY_UNTIL_CLOSE
+        keep_alive = False
+        append(b"Transfer-Encoding: " + coded + b"\r\n")
+    elif coded:
+        framing = BODY_CHUNKED
+        append(b"Transfer-Encoding: " + coded + b", chunked\r\n")
+    elif has_length and not codings:
         framing = BODY_LENGTH
     elif client_http11:
         framing = BODY_CHUNKED
@@ -272,6 +285,8 @@ def rewrite_response(
 _HOP_NAMES = b"|".join(sorted(HOP_BY_HOP))
 _SPECIAL_RE = re.compile(rb"\r\n(" + _HOP_NAMES + rb"|content-length):")
 _HOP_LINE_RE = re.compile(rb"\r\n(?:" + _HOP_NAMES + rb"):[^\r\n]*")
+# the one Transfer-Encoding line is exactly `chunked` (llhttp then frames by chunks)
+_TE_CHUNKED_RE = re.compile(rb"\r\ntransfer-encoding:[ \t]*chunked[ \t]*\r\n")
 
 
 def split_head(raw: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
@@ -285,6 +300,18 @@ def split_head(raw: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     return lines[0], headers
 
 
+def transfer_codings(value: bytes) -> tuple[bytes, bool]:
+    """A response's Transfer-Encoding value -> (the codings before a final `chunked`, or
+    all of them when chunked is not last; whether chunked is last)."""
+    if not value:
+        return b"", False
+    tokens = [t.strip() for t in value.split(b",") if t.strip()]
+    chunked_last = bool(tokens) and tokens[-1].lower() == b"chunked"
+    if chunked_last:
+        tokens.pop()
+    return b", ".join(tokens), chunked_last
+
+
 def _rewrite_parsed(
     raw: bytes, status: int, client_keep_alive: bool, client_http11: bool, no_body: bool
 ) -> tuple[bytes, int, bool, bool]:
@@ -294,8 +321,14 @@ def _rewrite_parsed(
     head, framing, keep = rewrite_response(
         status, reason, headers, client_keep_alive, client_http11, no_body
     )
-    lowered = {n.lower() for n, _ in headers}
-    return head, framing, keep, no_body or bool(lowered & {b"content-length", b"transfer-encoding"})
+    # how the backend delimits its body (RFC 9112 6.3): chunked last, else a length; a
+    # Transfer-Encoding without chunked last, or neither header, means until the close
+    codings = b", ".join(v for n, v in headers if n.lower() == b"transfer-encoding")
+    if codings:
+        delimited = transfer_codings(codings)[1]
+    else:
+        delimited = any(n.lower() == b"content-length" for n, _ in headers)
+    return head, framing, keep, no_body or delimited
 
 
 def rewrite_response_head(
@@ -315,6 +348,9 @@ def rewrite_response_head(
     found = _SPECIAL_RE.findall(low)
     has_length = b"content-length" in found
     chunked = b"transfer-encoding" in found
+    if chunked and (found.count(b"transfer-encoding") > 1 or not _TE_CHUNKED_RE.search(low)):
+        # a coding other than chunked alone (gzip...): rare, the general path keeps it
+        return _rewrite_parsed(raw, status, client_keep_alive, client_http11, no_body)
     body = raw
     if len(found) > has_length:
         # cut the hop-by-hop lines; positions in `low` and `raw` are the same

@@ -23,6 +23,7 @@ from agent.proxy.drivers import ClientProtocol, open_upstream
 from agent.proxy.errors import NoBackend, NoRoute
 from agent.proxy.exchange import Exchange
 from agent.proxy.pool import UpstreamPool
+from agent.proxy.refusals import Refusals
 from agent.proxy.requestmemo import RequestMemo
 from agent.proxy.routing import (
     HostRouter,
@@ -59,6 +60,7 @@ class ProxyServer:
         self.requests = RequestMemo()  # request heads already parsed and routed
         self.clients: set[ClientConnection] = set()
         self.per_address: dict[str, int] = {}  # open client connections by address (capped)
+        self.refusals = Refusals(config.max_conns_per_address)  # connections over that cap
         self.draining = False
         self.held: dict[str, list[Exchange]] = {}
         self.listener: asyncio.Server | None = None
@@ -173,6 +175,7 @@ class ProxyServer:
                 ex.client.resume_held(ex)
             if not waiting:
                 del self.held[service]
+        self.refusals.flush(now)
 
     async def run_sweeper(self) -> None:
         while True:

@@ -77,6 +77,7 @@ class UpstreamConnection:
         "heads",
         "head_tables",
         "timed",
+        "done",
     )
 
     def __init__(self, pool: "UpstreamPool", port: int, epoch: int) -> None:
@@ -107,6 +108,10 @@ class UpstreamConnection:
         self.heads = pool.heads
         self.timed = pool.server.metrics is not None  # record response-head times
         self.head_tables = pool.heads.tables
+        # The response ended inside the read being parsed: finished (True: reusable) once
+        # the read is parsed, so that bytes after it (a body a 204 cannot have) are seen
+        # before the connection goes back to the pool. None: not ended.
+        self.done: bool | None = None
 
     # -- exchange lifecycle ------------------------------------------------------------
 
@@ -162,6 +167,11 @@ class UpstreamConnection:
             else:
                 client.out.write(b"".join(out))
         out.clear()
+
+    def _finish_done(self) -> None:
+        reusable = self.done
+        self.done = None
+        self._finish(bool(reusable))
 
     def _finish(self, reusable: bool) -> None:
         ex = self.ex
@@ -260,8 +270,15 @@ class UpstreamConnection:
             self._tunnel(data[int(exc.args[0]) :])
             return
         except HttpParserError as exc:
+            if self.done is not None:  # bytes after a whole response: never reused
+                self.done = False
+                self._finish_done()
+                return
             self._flush()
             self._broken(f"sent an invalid response ({exc})")
+            return
+        if self.done is not None:
+            self._finish_done()
             return
         if self.pending_out:
             self._flush()
@@ -344,7 +361,8 @@ class UpstreamConnection:
 
     def on_headers_complete(self) -> None:
         ex = self.ex
-        if ex is None:
+        if ex is None or self.done is not None:
+            self.done = False  # another response after a complete one: garbage
             return
         buf = self.hbuf
         pos = self.hpos
@@ -378,14 +396,15 @@ class UpstreamConnection:
         self.pending_out.append(head)
         if ex.is_head and status != 101:
             # llhttp would wait for Content-Length body bytes that never come after a
-            # HEAD: finish here and start the next response on a fresh parser.
-            reusable = self.parser.should_keep_alive()
+            # HEAD: done here, and the next response starts on a fresh parser (this one
+            # reports any bytes left in the read as body: garbage, see on_body).
+            self.done = self.parser.should_keep_alive()
             self.parser = HttpResponseParser(self)
-            self._finish(reusable)
 
     def on_body(self, body: bytes) -> None:
         ex = self.ex
-        if ex is None:
+        if ex is None or self.done is not None:
+            self.done = False
             return
         ex.bytes_out += len(body)
         if ex.framing == BODY_CHUNKED:
@@ -400,9 +419,11 @@ class UpstreamConnection:
         ex = self.ex
         if ex is None or self.state == U_SWITCHING:
             return  # after a 101 the parser hands over to the tunnel
+        if self.done is not None:
+            return  # a HEAD response's old parser (whatever follows is flagged elsewhere)
         if ex.framing == BODY_CHUNKED:
             self.pending_out.append(b"0\r\n\r\n")
-        self._finish(self.parser.should_keep_alive())
+        self.done = self.parser.should_keep_alive()
 
     # -- tunnels, failures, timeouts -------------------------------------------------
 

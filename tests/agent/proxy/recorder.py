@@ -8,6 +8,10 @@ targets make it answer with response-side framing traps:
 
     /r/204-length     204 with `Content-Length: 5` (and no body, as the RFC demands)
     /r/304-length     304 with `Content-Length: 5` and no body
+    /r/204-body       204 with `Content-Length: 5` and 5 bytes it must not have
+    /r/204-chunked    204 with `Transfer-Encoding: chunked` and a chunked body
+    /r/304-body       304 with `Content-Length: 5` and 5 bytes it must not have
+    /r/gzip           `Transfer-Encoding: gzip` (chunked not last): body until close
     /r/head-length    any method: `Content-Length: 5` + 5 bytes, not sent for HEAD
     /r/close          body delimited by closing the connection
     /r/conn-cl        `Connection: content-length` with a Content-Length body
@@ -23,6 +27,13 @@ from dataclasses import dataclass, field
 import h11
 
 from tests.support.ports import free_port
+
+NO_CONTENT_WITH_BODY = {
+    b"/r/204-body": b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n12345",
+    b"/r/204-chunked": b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5\r\n12345\r\n0\r\n\r\n",
+    b"/r/304-body": b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n12345",
+}
 
 
 @dataclass
@@ -150,6 +161,12 @@ class RecordingBackend:
             return False
         if path == b"/r/close":
             sock.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + named)
+            return False
+        if path == b"/r/gzip":  # RFC 9112 6.3 (4): delimited by the close, not chunked
+            sock.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n" + named)
+            return False
+        if path in NO_CONTENT_WITH_BODY:  # a broken backend: the bytes must not reach a client
+            sock.sendall(NO_CONTENT_WITH_BODY[path])
             return False
         extra = b""
         body = named

@@ -365,6 +365,38 @@ VECTORS = [
         (b"GET", b"/echo/after", b""),
         answers=[(304, b""), (200, b"GET /echo/after")],
     ),
+    # a backend that sends a body a 204/304 cannot have: the client sees none of it, and
+    # the bytes never become the start of the next response
+    fwd(
+        "204-with-content-length-body",
+        b"GET /r/204-body HTTP/1.1\r\nHost: t\r\n\r\nGET /echo/after HTTP/1.1\r\nHost: t\r\n\r\n",
+        (b"GET", b"/r/204-body", b""),
+        (b"GET", b"/echo/after", b""),
+        answers=[(204, b""), (200, b"GET /echo/after")],
+    ),
+    fwd(
+        "204-with-chunked-body",
+        b"GET /r/204-chunked HTTP/1.1\r\nHost: t\r\n\r\nGET /echo/after HTTP/1.1\r\nHost: t\r\n\r\n",
+        (b"GET", b"/r/204-chunked", b""),
+        (b"GET", b"/echo/after", b""),
+        answers=[(204, b""), (200, b"GET /echo/after")],
+    ),
+    fwd(
+        "304-with-content-length-body",
+        b"GET /r/304-body HTTP/1.1\r\nHost: t\r\n\r\nGET /echo/after HTTP/1.1\r\nHost: t\r\n\r\n",
+        (b"GET", b"/r/304-body", b""),
+        (b"GET", b"/echo/after", b""),
+        answers=[(304, b""), (200, b"GET /echo/after")],
+    ),
+    # RFC 9112 6.3 (4): a coding other than chunked last means "until close"; the client
+    # gets the coding named and the close, and nothing after it on that connection
+    fwd(
+        "response-transfer-encoding-gzip",
+        b"GET /r/gzip HTTP/1.1\r\nHost: t\r\n\r\nGET /echo/after HTTP/1.1\r\nHost: t\r\n\r\n",
+        (b"GET", b"/r/gzip", b""),
+        answers=[(200, b"GET /r/gzip")],
+        closes=True,
+    ),
     fwd(
         "103-early-hints",
         b"GET /r/103 HTTP/1.1\r\nHost: t\r\n\r\n",

@@ -132,6 +132,10 @@ def test_per_address_cap_keeps_one_client_from_taking_every_descriptor(
             time.sleep(0.1)
         assert refused == IDLE_CONNECTIONS - cap
         assert _open_fds(proxy.pid) <= baseline + cap + 5
+        # logged, rate-limited: a line at the first refusal, not one per connection
+        lines = [x for x in proxy.log.read_text().splitlines() if "per-address cap" in x]
+        assert 1 <= len(lines) <= 3, lines
+        assert f"from {ATTACKER}" in lines[0]
         _others_succeed(proxy)  # 127.0.0.1 is another address: not capped by the attacker
     finally:
         for s in held:

@@ -343,3 +343,28 @@ def test_head_cache_memoises_and_says_when_the_parser_can_be_skipped() -> None:
     twice(cache, raw + b"X-A: 1\r\n", 200, True, True, False, True)
     twice(cache, raw + b"X-B: 1\r\n", 200, True, True, False, True)
     assert cache.lookup(raw, True, True, False) is None
+
+
+@pytest.mark.parametrize(
+    ("te", "http11", "framing", "sent", "delimited"),
+    [
+        # RFC 9112 6.3 (4): chunked not last -> until the close, the coding kept
+        (b"gzip", True, BODY_UNTIL_CLOSE, b"gzip", False),
+        (b"gzip", False, BODY_UNTIL_CLOSE, b"gzip", False),
+        (b"chunked, gzip", True, BODY_UNTIL_CLOSE, b"chunked, gzip", False),
+        # chunked last: chunks are re-made for the client, the other codings kept
+        (b"gzip, chunked", True, BODY_CHUNKED, b"gzip, chunked", True),
+        (b"gzip, chunked", False, BODY_UNTIL_CLOSE, b"gzip", True),
+        (b"chunked", True, BODY_CHUNKED, b"chunked", True),
+    ],
+)
+def test_response_transfer_codings_frame_per_rfc_9112(
+    te: bytes, http11: bool, framing: int, sent: bytes, delimited: bool
+) -> None:
+    raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + te + b"\r\nX-A: 1\r\n"
+    head, got_framing, keep, got_delimited = rewrite_response_head(raw, 200, True, http11, False)
+    assert (got_framing, got_delimited) == (framing, delimited)
+    assert header_map(head)[b"transfer-encoding"] == sent
+    assert keep == (framing != BODY_UNTIL_CLOSE)
+    if not keep:
+        assert header_map(head)[b"connection"] == b"close"

@@ -68,7 +68,7 @@ class Reader:
             if method == b"HEAD" or status in (204, 304):
                 return resp
             te = b",".join(resp.header(b"transfer-encoding")).lower()
-            if te:
+            if te and te.rsplit(b",", 1)[-1].strip() == b"chunked":
                 body = b""
                 while True:
                     size_line = self._until(b"\r\n")
@@ -84,7 +84,7 @@ class Reader:
                         return None
                     body += chunk[:-2]
                 resp.body = body
-            elif resp.header(b"content-length"):
+            elif resp.header(b"content-length") and not te:
                 body_or_none = self._exactly(int(resp.header(b"content-length")[0]))
                 if body_or_none is None:
                     return None
