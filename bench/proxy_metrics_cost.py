@@ -55,16 +55,17 @@ def run(metrics: bool, shape: str, n: int) -> float:
     server = ProxyServer(EXTERNAL, ProxyConfig(metrics=metrics), loop)
     server.apply_table(RouteTable(version=(1, 1), routes=(Route("web", 9, "/"),)))
     counter = [0]
+    answers: list[tuple[UpstreamConnection, bytes]] = []  # delivered after the client's read
 
     def connect(conn: UpstreamConnection, port: int) -> None:
         def answer(data: bytes) -> None:
             if data.endswith(b"\r\n\r\n"):
                 counter[0] += 1
                 extra = b"X-Id: %d\r\n" % counter[0] if shape == "realistic" else b""
-                conn.data_received(
+                answers.append((conn, (
                     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n" + extra
                     + b"Content-Length: 12\r\n\r\nhello world\n"
-                )  # fmt: skip
+                )))  # fmt: skip
 
         conn.connection_made(Sink(answer))
         conn.connect_done(None)
@@ -82,6 +83,9 @@ def run(metrics: bool, shape: str, n: int) -> float:
     start = time.perf_counter()
     for head in heads:
         client.data_received(head)
+        while answers:  # (as on a loop: the backend's answer is a later read)
+            conn, data = answers.pop()
+            conn.data_received(data)
     took = time.perf_counter() - start
     if metrics:
         assert server.metrics is not None and server.metrics.routes["web"].requests == n

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
 
+from agent.proxy.counting import count
 from agent.proxy.errors import (
     BadRequest,
     HeadTimeout,
@@ -528,8 +529,9 @@ class ClientConnection:
         """The whole response of the current exchange was written."""
         if self.closed or ex is not self.current:
             return
-        if self.server.metrics is not None:
-            self._count(ex)
+        metrics = self.server.metrics
+        if metrics is not None:
+            count(metrics, ex)
         if not ex.keep_alive:
             self.close()
             return
@@ -544,8 +546,8 @@ class ClientConnection:
                 self._start(nxt)
                 return  # in flight or held: its completion continues the queue
             self._write_failure(nxt, nxt.failure)
-            if self.server.metrics is not None:
-                self._count(nxt)
+            if metrics is not None:
+                count(metrics, nxt)
             if not nxt.keep_alive:
                 self.close()
                 return
@@ -557,21 +559,6 @@ class ClientConnection:
                 self.deadline = self.server.now + self.config.idle_timeout
         else:
             self._rearm()
-
-    def _count(self, ex: Exchange) -> None:
-        """Record a finished exchange in the server's per-route counters."""
-        total = perf_counter() - ex.started
-        head_at = ex.head_at
-        target = ex.target
-        self.server.metrics.record(  # type: ignore[union-attr]
-            target.service if target is not None else "",
-            ex.status,
-            len(ex.head) + ex.bytes_in,
-            ex.bytes_out,
-            (head_at - ex.started if head_at > 0 else total) if head_at else None,
-            total,
-            ex.error,
-        )
 
     def _pend(self, ex: Exchange, data: bytes) -> None:
         if ex.pending is None:
