@@ -26,24 +26,20 @@ from collections import deque
 from time import perf_counter
 from typing import TYPE_CHECKING
 
-from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
+from agent.proxy import client_head, client_lifecycle, client_replay, client_upgrade
 from agent.proxy.counting import count
 from agent.proxy.errors import (
     BadRequest,
-    HeadTimeout,
     HeadTooLarge,
     NoBackend,
-    NoRoute,
-    ProxyFailure,
-    UnsupportedFraming,
     VersionNotSupported,
-    response_for,
 )
 from agent.proxy.exchange import PENDING_LIMIT, Exchange
-from agent.proxy.headers import CHUNKED, HeadError, UnsupportedCoding, rewrite_request
-from agent.proxy.requestmemo import MAX_LOOKED_UP, VERSION, Remembered, plain_line
-from agent.proxy.routing import BadPath, Target, route_path
+from agent.proxy.headers import CHUNKED
+from agent.proxy.requestmemo import MAX_LOOKED_UP, VERSION, Remembered
+from agent.proxy.routing import origin_form
 from agent.proxy.sides import NOT_CONNECTED, Sink, UpstreamSide
 
 if TYPE_CHECKING:
@@ -60,35 +56,15 @@ R_PIPELINE = 1  # requests queued behind the one being answered
 R_UPSTREAM = 2  # the backend is not reading the request body fast enough
 R_PENDING = 4  # too much body buffered while the backend connection is opened
 
+_FIELDS = (  # (the slots, as one string: the list stays short)
+    "server out parser url headers pstate deadline raw_head chunk_len current parsing queue"
+    " read_pauses write_paused tunnel closed client_ip trusted config http11 heads blocks"
+    " upgrading finished counted"
+)
+
 
 class ClientConnection:
-    __slots__ = (
-        "server",
-        "out",
-        "parser",
-        "url",
-        "headers",
-        "pstate",
-        "deadline",
-        "raw_head",
-        "chunk_len",
-        "current",
-        "parsing",
-        "queue",
-        "read_pauses",
-        "write_paused",
-        "tunnel",
-        "closed",
-        "client_ip",
-        "trusted",
-        "config",
-        "http11",
-        "heads",
-        "blocks",
-        "upgrading",
-        "finished",
-        "counted",
-    )
+    __slots__ = tuple(_FIELDS.split())
 
     def __init__(self, server: "ProxyServer") -> None:
         self.server = server
@@ -196,145 +172,6 @@ class ClientConnection:
         elif block is not None and self.pstate == P_IDLE:
             self._remember(data, at, block)
 
-    def _replay_head(self, hit: Remembered) -> bool:
-        """Start the request whose head was remembered whole; False: parse it."""
-        prefix, suffix, target, keep_alive, is_head = hit
-        # (a remembered target is running and unpaused: the memo is emptied with every
-        # new route table)
-        return self._start_remembered(prefix + self.client_ip + suffix, target, keep_alive, is_head)
-
-    def _replay_block(self, data: bytes, at: int, hit: Remembered) -> bool:
-        """Start the request in `data`, a remembered header block under a new request
-        line; False: parse it."""
-        plain = plain_line(data, 0, at)
-        if plain is None or len(data) > self.config.max_head_bytes:
-            return False
-        method, url = plain.groups()
-        prefix, suffix, target, keep_alive, _ = hit
-        server = self.server
-        if server.external:
-            try:
-                match = route_path(server.paths, url)
-            except BadPath:
-                return False  # the parser's path answers it with the 400 page
-            if match is None:
-                return False  # the parser's path answers it with the 404 page
-            target, url = match
-            if target.paused or target.port is None:
-                return False
-        # (the internal proxy's target came with the Host header)
-        head = b"".join((method, b" ", url, prefix, self.client_ip, suffix))
-        return self._start_remembered(head, target, keep_alive, method == b"HEAD")
-
-    def _start_remembered(
-        self, head: bytes, target: Target, keep_alive: bool, is_head: bool
-    ) -> bool:
-        server = self.server
-        if self.http11 is False or server.draining:
-            return False
-        self.http11 = True
-        server.requests.replays += 1
-        if not keep_alive:
-            self.finished = True  # as on_message_complete would say for a closing request
-        ex = Exchange(self, keep_alive, True, is_head, False)
-        if server.metrics is not None:
-            ex.started = perf_counter()
-        ex.head = head
-        ex.target = target
-        ex.request_done = True
-        self.current = ex
-        if not self.write_paused:
-            self.deadline = 0.0  # waiting for the backend: its own deadline applies
-        server.pool.send(ex)
-        return True
-
-    def _remember(self, data: bytes, at: int, block: bytes) -> None:
-        """A request began and completed within `data` (the parser is idle again): remember
-        it, and its header block `data[at:]`, if `data` is exactly its head, which then
-        means it had no body."""
-        memo = self.server.requests
-        if not memo.seen_before(block):
-            return  # (ever-new heads stop here, at the cost of a set insert)
-        ex = self.current
-        if (
-            ex is None
-            or ex.failure is not None
-            or not self.http11  # answered as HTTP/1.0: not what a replay does
-            or self.server.draining
-            or data.find(b"\r\n\r\n") != len(data) - 4
-            or data.find(b"\r\n", 0, at) != -1  # " HTTP/1.1" must end the request line
-        ):
-            return
-        target = ex.target
-        if target is None or target.paused or target.port is None:
-            return
-        # The block is seen again: the head is likely to repeat too (a poller) and costs
-        # one entry; the block is replayed only under plain request lines.
-        memo.remember(
-            data,
-            block if plain_line(data, 0, at) is not None else None,
-            self.trusted,
-            ex.head,
-            self.client_ip,
-            target,
-            ex.keep_alive,
-            ex.is_head,
-        )
-
-    def eof_received(self) -> bool | None:
-        if self.tunnel is not None:
-            if self.tunnel.out.can_write_eof():
-                self.tunnel.out.write_eof()
-            return True  # the other direction may still flow
-        if self.current is not None:
-            # the client stopped sending but still waits for its answer
-            self.current.keep_alive = False
-            for ex in self.queue:
-                ex.keep_alive = False
-            return True
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        server = self.server
-        server.clients.discard(self)
-        if self.counted:
-            self.counted = False
-            ip = self.client_ip.decode()
-            left = server.per_address[ip] - 1
-            if left:
-                server.per_address[ip] = left
-            else:
-                del server.per_address[ip]
-        tunnel = self.tunnel
-        if tunnel is not None:
-            tunnel.close()
-        for ex in (self.current, *self.queue):
-            if ex is None:
-                continue
-            ex.discard = True
-            up = ex.upstream
-            if up is not None:
-                up.client_gone(ex)
-            elif ex.hold_deadline:
-                self.server.unhold(ex)
-        self.queue.clear()
-        self.current = None
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-        self.deadline = self.server.now + self.server.config.send_timeout
-        ex = self.current
-        if ex is not None and ex.upstream is not None:
-            ex.upstream.pause_reading()
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        self._rearm()
-        ex = self.current
-        if ex is not None and ex.upstream is not None:
-            ex.upstream.resume_reading()
-
     # -- parser callbacks ------------------------------------------------------------
 
     def on_url(self, url: bytes) -> None:
@@ -377,32 +214,10 @@ class ClientConnection:
         self.deadline = server.now + config.body_timeout
         host_from_url = None
         if url[0] != 47:  # not "/": absolute form or "*"
-            url, host_from_url = _origin_form(url)
-        target = None
-        try:
-            if server.external:
-                match = route_path(server.paths, url)
-                if match is None:
-                    ex.failure = NoRoute(f"no route for path {url.decode('latin-1')}")
-                else:
-                    target, url = match
-                ex.head, host, body = rewrite_request(
-                    method, url, headers, self.client_ip, self.trusted, upgrade
-                )
-            else:
-                ex.head, host, body = rewrite_request(
-                    method, url, headers, self.client_ip, self.trusted, upgrade
-                )
-                route_host = host_from_url or host
-                if route_host is not None:
-                    target = server.hosts.match(route_host)
-                if target is None:
-                    shown = (route_host or b"(none)").decode("latin-1")
-                    ex.failure = NoRoute(f"no service for host {shown}")
-        except UnsupportedCoding as err:
-            raise UnsupportedFraming(f"unsupported {err}") from err
-        except (HeadError, BadPath) as err:
-            raise BadRequest(str(err)) from err
+            url, host_from_url = origin_form(url)
+        ex.head, host, body, target = client_head.route_and_rewrite(
+            self, ex, method, url, headers, upgrade, host_from_url
+        )
         if body != -1:  # (NO_BODY) the framing the upstream head declares
             if body == CHUNKED:
                 if version == "1.0":  # RFC 9112 6.1: faulty framing
@@ -485,46 +300,6 @@ class ClientConnection:
 
     # -- exchanges ---------------------------------------------------------------------
 
-    def _start(self, ex: Exchange) -> None:
-        """Send `ex` on its way; finishes it at once when it is an error answer."""
-        if ex.failure is not None:
-            self._answer_failure(ex, ex.failure)
-            return
-        target = ex.target
-        assert target is not None
-        if target.paused:
-            self.server.hold(ex)
-            return
-        self.server.pool.send(ex)
-
-    def resume_held(self, ex: Exchange) -> None:
-        """The server unpaused `ex`'s service (or gave up): carry on."""
-        if self.closed or ex.discard:
-            return
-        self._start(ex)
-
-    def upstream_failed(self, ex: Exchange, failure: ProxyFailure) -> None:
-        """The backend could not answer `ex` (nothing of the response was sent yet)."""
-        if not ex.request_done:
-            ex.keep_alive = False  # the rest of its body is still on the wire
-        self._answer_failure(ex, failure)
-
-    def _answer_failure(self, ex: Exchange, failure: ProxyFailure) -> None:
-        if self.closed:
-            return
-        self._write_failure(ex, failure)
-        self.response_done(ex)
-
-    def _write_failure(self, ex: Exchange, failure: ProxyFailure) -> None:
-        keep = ex.keep_alive and not failure.close
-        self.out.write(response_for(failure, keep))
-        ex.keep_alive = keep
-        ex.response_started = True
-        ex.status = failure.status
-        ex.error = type(failure).__name__
-        if not ex.request_done:
-            ex.discard = True
-
     def response_done(self, ex: Exchange) -> None:
         """The whole response of the current exchange was written."""
         if self.closed or ex is not self.current:
@@ -571,40 +346,6 @@ class ClientConnection:
 
     # -- upgrades --------------------------------------------------------------------
 
-    def _upgrade_requested(self, rest: bytes) -> None:
-        ex = self.upgrading  # (may still be queued behind pipelined requests)
-        self.parsing = None
-        if self.closed or ex is None:
-            return
-        ex.request_done = True
-        if ex.failure is not None or ex.response_started:
-            self.close()  # refused upgrade: nothing after it can be parsed as HTTP
-            return
-        self.pstate = P_UPGRADE
-        self.deadline = 0.0
-        if rest:
-            self._buffer_upgrade(rest)
-
-    def _buffer_upgrade(self, data: bytes) -> None:
-        """Bytes the client sent after its upgrade request, before the backend's 101:
-        held until the backend switches protocols (`become_tunnel`), never sent as HTTP.
-        A refused upgrade closes the connection with them unsent."""
-        ex = self.upgrading
-        if ex is None or ex.discard:
-            return
-        self._pend(ex, data)
-
-    def become_tunnel(self, up: UpstreamSide) -> None:
-        """The backend switched protocols: copy bytes both ways from now on."""
-        self.tunnel = up
-        self.pstate = P_UPGRADE
-        self.deadline = 0.0
-        ex = self.current
-        if ex is not None and ex.pending:
-            up.out.writelines(ex.pending)
-            ex.pending = None
-        self.resume_reading(R_PENDING | R_PIPELINE)
-
     # -- flow control, timeouts, closing ----------------------------------------------
 
     def pause_reading(self, reason: int) -> None:
@@ -618,80 +359,6 @@ class ClientConnection:
             if not self.read_pauses and not self.closed:
                 self.out.resume_reading()
 
-    def _rearm(self) -> None:
-        """Set the deadline that the current state implies."""
-        config = self.server.config
-        now = self.server.now
-        if self.write_paused:
-            self.deadline = now + config.send_timeout
-        elif self.pstate == P_HEAD:
-            pass  # the head timeout runs from the head's first byte, never extended
-        elif self.pstate == P_BODY:
-            self.deadline = now + config.body_timeout
-        elif self.pstate == P_IDLE and self.current is None:
-            self.deadline = now + config.idle_timeout
-        else:
-            self.deadline = 0.0  # waiting for a backend: its own deadline applies
-
-    def on_timeout(self) -> None:
-        """Called by the sweeper when `deadline` has passed."""
-        if self.closed:
-            return
-        if self.write_paused:
-            self.abort()  # the client stopped reading its response
-        elif self.pstate == P_HEAD and self.current is None:
-            self._fail_fatal(HeadTimeout("the request head did not arrive in time"))
-        elif self.read_pauses:
-            self._rearm()  # we paused reading ourselves; the backend's deadline governs
-        elif self.pstate == P_BODY and self.current is not None:
-            ex = self.current
-            if not ex.response_started and ex.upstream is None:
-                self._fail_fatal(HeadTimeout("the request body did not arrive in time"))
-            else:
-                self.abort()
-        elif self.pstate in (P_HEAD, P_BODY):
-            self.abort()
-        elif self.current is None:
-            self.close()  # idle keep-alive connection
-
-    def _parse_failed(self, exc: HttpParserError) -> None:
-        cause = exc.__context__
-        if isinstance(cause, ProxyFailure):
-            self._fail_fatal(cause)
-        else:
-            self._fail_fatal(BadRequest(f"malformed request: {exc}"))
-
-    def _fail_fatal(self, failure: ProxyFailure) -> None:
-        """Nothing more can be read from this client: answer `failure` in its turn (after
-        the answers to the requests before it) and close. A request whose body broke
-        after it went upstream cannot be answered any more: the connection is cut."""
-        if self.closed:
-            return
-        self.finished = True  # whatever follows is not parsed
-        ex = self.current
-        if ex is None:
-            self.out.write(response_for(failure, keep_alive=False))
-            self.close()
-            return
-        bad = self.parsing
-        self.parsing = None
-        if bad is not None and (bad is ex or bad in self.queue):
-            if bad.upstream is not None or bad.response_started:
-                self.abort()
-                return
-            if bad is ex:
-                self.out.write(response_for(failure, keep_alive=False))
-                self.close()
-                return
-            bad.pending = None  # queued and never sent: it gets the error answer
-        else:
-            bad = Exchange(self, False, True, False, False)
-            self.queue.append(bad)
-        bad.failure = failure
-        bad.keep_alive = False
-        bad.request_done = True
-        self.pause_reading(R_PIPELINE)
-
     def close(self) -> None:
         if not self.closed:
             self.closed = True
@@ -702,19 +369,24 @@ class ClientConnection:
             self.closed = True
             self.out.abort()
 
-
-def _origin_form(url: bytes) -> tuple[bytes, bytes | None]:
-    """`http://h:1/p?q` -> (`/p?q`, `h:1`); `*` stays `*` (OPTIONS *)."""
-    if url == b"*":
-        return url, None
-    try:
-        parsed = parse_url(url)
-    except HttpParserError:
-        return url, None
-    path = parsed.path or b"/"
-    if parsed.query:
-        path += b"?" + parsed.query
-    host = parsed.host
-    if host and parsed.port:
-        host += b":%d" % parsed.port
-    return path, host or None
+    # the rarer paths, in their own modules (see their docstrings)
+    _replay_head = client_replay.replay_head
+    _replay_block = client_replay.replay_block
+    _start_remembered = client_replay.start_remembered
+    _remember = client_replay.remember
+    eof_received = client_lifecycle.eof_received
+    connection_lost = client_lifecycle.connection_lost
+    pause_writing = client_lifecycle.pause_writing
+    resume_writing = client_lifecycle.resume_writing
+    _start = client_lifecycle.start
+    resume_held = client_lifecycle.resume_held
+    upstream_failed = client_lifecycle.upstream_failed
+    _answer_failure = client_lifecycle.answer_failure
+    _write_failure = client_lifecycle.write_failure
+    _rearm = client_lifecycle.rearm
+    on_timeout = client_lifecycle.on_timeout
+    _parse_failed = client_lifecycle.parse_failed
+    _fail_fatal = client_lifecycle.fail_fatal
+    _upgrade_requested = client_upgrade.upgrade_requested
+    _buffer_upgrade = client_upgrade.buffer_upgrade
+    become_tunnel = client_upgrade.become_tunnel

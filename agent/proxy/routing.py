@@ -22,6 +22,8 @@ plain dicts and a list sorted longest first.
 
 from dataclasses import dataclass
 
+from httptools import HttpParserError, parse_url
+
 from agent.bus.messages import Route, RouteTable
 
 
@@ -152,3 +154,20 @@ def compile_external(table: RouteTable) -> PathRouter:
 
 def compile_internal(table: RouteTable) -> HostRouter:
     return HostRouter(table.routes, table.suffix)
+
+
+def origin_form(url: bytes) -> tuple[bytes, bytes | None]:
+    """`http://h:1/p?q` -> (`/p?q`, `h:1`); `*` stays `*` (OPTIONS *)."""
+    if url == b"*":
+        return url, None
+    try:
+        parsed = parse_url(url)
+    except HttpParserError:
+        return url, None
+    path = parsed.path or b"/"
+    if parsed.query:
+        path += b"?" + parsed.query
+    host = parsed.host
+    if host and parsed.port:
+        host += b":%d" % parsed.port
+    return path, host or None
