@@ -23,7 +23,7 @@ medians of `--runs` runs are printed: req/s, p50, p99 and the RSS of the proxy's
 processes, then the ratios Berth/nginx and Berth/Caddy against the issue's targets.
 
 wrk repeats one request head byte for byte, which Berth's request and response memos
-(`agent/proxy/requestmemo.py`, `headers.ResponseHeadCache`) turn into lookups. With
+(`agent/proxy/requestmemo.py`, `headcache.ResponseHeadCache`) turn into lookups. With
 `--vary` every request carries a different query string under the same headers (a wrk
 Lua script, for every target alike), as a browser or an API client sends them: Berth
 checks and routes each request line and reuses the rewritten header block. With

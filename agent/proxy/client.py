@@ -41,20 +41,10 @@ from agent.proxy.headers import CHUNKED
 from agent.proxy.requestmemo import MAX_LOOKED_UP, VERSION, Remembered
 from agent.proxy.routing import origin_form
 from agent.proxy.sides import NOT_CONNECTED, Sink, UpstreamSide
+from agent.proxy.states import P_BODY, P_HEAD, P_IDLE, P_UPGRADE, R_PENDING, R_PIPELINE
 
 if TYPE_CHECKING:
     from agent.proxy.server import ProxyServer
-
-# Where the parser is in the current request (deadline meaning in brackets).
-P_IDLE = 0  # between requests [idle timeout when nothing is in flight]
-P_HEAD = 1  # request head arriving [head timeout, from its first byte]
-P_BODY = 2  # request body arriving [body timeout, between reads]
-P_UPGRADE = 3  # upgrade request sent; waiting for the backend's answer [none]
-
-# Reasons to stop reading from the client (a bit mask: reading resumes when all clear).
-R_PIPELINE = 1  # requests queued behind the one being answered
-R_UPSTREAM = 2  # the backend is not reading the request body fast enough
-R_PENDING = 4  # too much body buffered while the backend connection is opened
 
 _FIELDS = (  # (the slots, as one string: the list stays short)
     "server out parser url headers pstate deadline raw_head chunk_len current parsing queue"

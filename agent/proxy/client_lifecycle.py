@@ -11,12 +11,10 @@ from httptools import HttpParserError
 
 from agent.proxy.errors import BadRequest, HeadTimeout, ProxyFailure, response_for
 from agent.proxy.exchange import Exchange
+from agent.proxy.states import P_BODY, P_HEAD, P_IDLE, R_PIPELINE
 
 if TYPE_CHECKING:
     from agent.proxy.client import ClientConnection
-
-P_IDLE, P_HEAD, P_BODY = 0, 1, 2  # (client.py: where the parser is)
-R_PIPELINE = 1  # (client.py: a reason to stop reading)
 
 
 def eof_received(conn: "ClientConnection") -> bool | None:

@@ -8,12 +8,10 @@ into a tunnel copying bytes both ways, anything else closes it.
 from typing import TYPE_CHECKING
 
 from agent.proxy.sides import UpstreamSide
+from agent.proxy.states import P_UPGRADE, R_PENDING, R_PIPELINE
 
 if TYPE_CHECKING:
     from agent.proxy.client import ClientConnection
-
-P_UPGRADE = 3  # (client.py)
-R_PIPELINE, R_PENDING = 1, 4  # (client.py)
 
 
 def upgrade_requested(conn: "ClientConnection", rest: bytes) -> None:

@@ -12,8 +12,9 @@ after it (pipelined, or retried) goes to its service's current target instead (`
 from typing import TYPE_CHECKING
 
 from agent.proxy.exchange import Exchange
-from agent.proxy.headers import ResponseHeadCache
-from agent.proxy.upstream import U_CLOSED, U_IDLE, U_TUNNEL, UpstreamConnection
+from agent.proxy.headcache import ResponseHeadCache
+from agent.proxy.states import U_CLOSED, U_IDLE, U_TUNNEL
+from agent.proxy.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
     from agent.proxy.server import ProxyServer

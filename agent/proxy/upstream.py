@@ -11,7 +11,7 @@ back to the pool.
 
 The response head is taken raw from the bytes read (a response always starts a read or
 follows a 1xx head on it, since requests are never pipelined to a backend) and rewritten
-through a memo (`headers.ResponseHeadCache`); the parser registers no per-header
+through a memo (`headcache.ResponseHeadCache`); the parser registers no per-header
 callback. When a read holds a head the parser accepted before plus exactly its
 Content-Length body, it is relayed in one write without parsing again. Whatever the
 client receives in a read's worth of parsing leaves in a single write.
@@ -33,22 +33,14 @@ from typing import TYPE_CHECKING
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
-from agent.proxy.errors import ProxyFailure, UpstreamTimeout, UpstreamUnavailable, upstream_failure
+from agent.proxy import upstream_lifecycle
 from agent.proxy.exchange import Exchange
-from agent.proxy.headers import BODY_CHUNKED, BODY_NONE
+from agent.proxy.headers import BODY_CHUNKED
 from agent.proxy.sides import NOT_CONNECTED, ClientSide, Sink
+from agent.proxy.states import U_ACTIVE, U_CLOSED, U_CONNECTING, U_IDLE, U_SWITCHING, U_TUNNEL
 
 if TYPE_CHECKING:
     from agent.proxy.pool import UpstreamPool
-
-IDEMPOTENT = (b"GET ", b"HEAD ", b"OPTIONS ")  # methods retried after a stale connection
-
-U_CONNECTING = 0
-U_IDLE = 1  # in the pool
-U_ACTIVE = 2  # an exchange is in flight
-U_TUNNEL = 3  # after 101: raw bytes both ways
-U_CLOSED = 4
-U_SWITCHING = 5  # 101 head parsed; the tunnel starts with the rest of this read
 
 MAX_RESPONSE_HEAD = 64 * 1024  # a backend's head beyond this is garbage: 502
 
@@ -139,25 +131,6 @@ class UpstreamConnection:
         if client.write_paused:
             self.pause_reading()
 
-    def connect_done(self, exc: BaseException | None) -> None:
-        """The connect attempt ended: connected (`connection_made` came first) or `exc`."""
-        self.cancel_connect = None
-        ex = self.ex
-        if exc is not None:
-            self.state = U_CLOSED
-            self.pool.conns.discard(self)
-            if ex is not None and not ex.discard:
-                ex.upstream = None
-                target = ex.target
-                failure = upstream_failure(exc, target.service if target else "?", self.port)
-                ex.client.upstream_failed(ex, failure)
-            return
-        if ex is None or ex.discard:  # the client left while we were connecting
-            self.ex = None
-            self.pool.release(self)
-            return
-        self.attach(ex)
-
     def _flush(self) -> None:
         out = self.pending_out
         client = self.client
@@ -209,15 +182,6 @@ class UpstreamConnection:
         else:
             self.close()
         client.response_done(ex)  # type: ignore[union-attr]
-
-    def client_gone(self, ex: Exchange) -> None:
-        """The client closed mid-exchange: this connection is in an unknown state."""
-        if self.ex is ex:
-            if self.state == U_CONNECTING:
-                return  # connect_done sees ex.discard and pools the connection
-            self.ex = None
-            self.client = None
-            self.close()
 
     # -- events from the socket ---------------------------------------------------------
 
@@ -286,56 +250,6 @@ class UpstreamConnection:
             self._broken(f"sent a response head over {MAX_RESPONSE_HEAD} bytes")
         elif self.state == U_SWITCHING:
             self._tunnel(b"")  # a 101 llhttp did not treat as an upgrade
-
-    def eof_received(self) -> bool | None:
-        if self.state == U_TUNNEL:
-            client = self.client
-            if client is not None and not client.closed:
-                client.out.write_eof()
-            return True
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        state = self.state
-        self.state = U_CLOSED
-        self.pool.forget(self)
-        ex = self.ex
-        if state == U_TUNNEL:
-            client = self.client
-            if client is not None:
-                client.close()
-            return
-        if ex is None:
-            return
-        client = ex.client
-        if ex.response_started:
-            if not self.delimited and not self.interim:
-                # a read-until-close body ends here: that is success
-                if ex.framing == BODY_CHUNKED:
-                    client.out.write(b"0\r\n\r\n")
-                self.ex = None
-                ex.upstream = None
-                ex.keep_alive = ex.keep_alive and ex.request_done
-                client.response_done(ex)
-            else:
-                ex.upstream = None
-                client.abort()  # truncated: the client must see it as incomplete
-            return
-        ex.upstream = None
-        self.ex = None
-        if (
-            self.reused
-            and not ex.retried
-            and ex.request_done
-            and not ex.body_seen
-            and ex.head.startswith(IDEMPOTENT)
-        ):
-            ex.retried = True  # a stale pooled connection: try once more on a fresh one,
-            self.pool.retry(ex)  # to the route's current target (nginx does the same)
-            return
-        target = ex.target
-        failure = upstream_failure(exc, target.service if target else "?", self.port)
-        client.upstream_failed(ex, failure)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -427,51 +341,18 @@ class UpstreamConnection:
 
     # -- tunnels, failures, timeouts -------------------------------------------------
 
-    def _tunnel(self, rest: bytes) -> None:
-        ex = self.ex
-        if ex is None or not ex.upgrade or ex.framing != BODY_NONE:
-            self._broken("switched protocols without being asked")
-            return
-        self.state = U_TUNNEL
-        self.deadline = 0.0
-        client = ex.client
-        if rest:
-            client.out.write(rest)
-        client.become_tunnel(self)
-
-    def _broken(self, why: str) -> None:
-        self._drop_exchange(UpstreamUnavailable, why)
-
-    def _drop_exchange(self, failure: type[ProxyFailure], why: str) -> None:
-        """Close this connection; its exchange gets an error page, or is cut off when the
-        response had already begun (a status line was sent: no error page is possible)."""
-        ex = self.ex
-        self.ex = None
-        self.close()
-        if ex is None:
-            return
-        ex.upstream = None
-        if ex.response_started:
-            ex.client.abort()
-        else:
-            service = ex.target.service if ex.target else "?"
-            ex.client.upstream_failed(
-                ex, failure(f"service {service!r} at 127.0.0.1:{self.port} {why}")
-            )
-
-    def on_timeout(self) -> None:
-        state = self.state
-        if state == U_CONNECTING:
-            if self.cancel_connect is not None:
-                self.cancel_connect()  # connect_done answers 504
-            return
-        if state == U_IDLE:
-            self.close()
-            return
-        self._drop_exchange(UpstreamTimeout, "timed out")
-
     def close(self) -> None:
         if self.state != U_CLOSED:
             self.state = U_CLOSED
             self.pool.forget(self)
             self.out.close()
+
+    # the rarer paths, in their own modules (see their docstrings)
+    connect_done = upstream_lifecycle.connect_done
+    client_gone = upstream_lifecycle.client_gone
+    eof_received = upstream_lifecycle.eof_received
+    connection_lost = upstream_lifecycle.connection_lost
+    _tunnel = upstream_lifecycle.tunnel
+    _broken = upstream_lifecycle.broken
+    _drop_exchange = upstream_lifecycle.drop_exchange
+    on_timeout = upstream_lifecycle.on_timeout

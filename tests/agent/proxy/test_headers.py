@@ -2,6 +2,7 @@
 
 import pytest
 
+from agent.proxy.headcache import ResponseHeadCache
 from agent.proxy.headers import (
     BODY_CHUNKED,
     BODY_LENGTH,
@@ -10,7 +11,6 @@ from agent.proxy.headers import (
     CHUNKED,
     NO_BODY,
     HeadError,
-    ResponseHeadCache,
     UnsupportedCoding,
     rewrite_request,
     rewrite_response,
