@@ -582,6 +582,8 @@ def _bench(args: argparse.Namespace, tmp: Path, procs: Procs) -> int:
         targets = [direct, *(Target(name, port, pids) for name, port, pids in proxies)]
         print(f"\n== {leg} leg ({title})", flush=True)
         _measure(args, targets)
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\nload average after the HTTP legs: {load}", flush=True)
     args.vary_script = args.realistic_script if args.legs[0] == "realistic" else fixed_script
     _websocket(args, ws, nginx_port, berth_port)
     if args.profile:
@@ -638,8 +640,17 @@ def _measure(args: argparse.Namespace, targets: list[Target]) -> None:
     off = med.get(METRICS_OFF)
     if off is not None:
         drop = 100 * (1 - b[0] / off[0])
+        print(f"  req/s Berth metrics off/nginx {off[0] / n[0]:5.2f}x")
         print(
             f"  req/s metrics on/off         {b[0] / off[0]:6.3f}x   >= 0.97x ({drop:+.1f}% drop)"
+        )
+        # CPU per request is steadier than req/s on a shared machine: the same cost, read
+        # from the processes' own user+system time
+        cpu = {t.name: statistics.median(u + s for u, s in t.cpu) for t in targets if t.pids}
+        on_cpu, off_cpu = cpu["berth proxy (1 process)"], cpu[METRICS_OFF]
+        print(
+            f"  CPU µs/req metrics on/off    {on_cpu:5.1f}/{off_cpu:4.1f}  "
+            f"({100 * (on_cpu / off_cpu - 1):+.1f}% CPU per request)"
         )
     workers = [name for name in med if name.startswith("berth proxy (") and "workers" in name]
     for name in workers:

@@ -17,25 +17,27 @@ if TYPE_CHECKING:
 
 
 class _Forwarding(asyncio.Protocol):
-    """The transport callbacks both protocols hand to their connection unchanged."""
+    """The transport callbacks both protocols hand to their connection unchanged: bound
+    to the connection's own methods, so a read costs no forwarding call (uvloop keeps
+    the protocol's `data_received` as it finds it when the transport is made)."""
 
-    __slots__ = ("conn",)
+    __slots__ = (
+        "conn",
+        "data_received",
+        "eof_received",
+        "connection_lost",
+        "pause_writing",
+        "resume_writing",
+    )
     conn: ClientConnection | UpstreamConnection
 
-    def data_received(self, data: bytes) -> None:
-        self.conn.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return self.conn.eof_received()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.conn.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self.conn.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.conn.resume_writing()
+    def _bind(self, conn: ClientConnection | UpstreamConnection) -> None:
+        self.conn = conn
+        self.data_received = conn.data_received  # type: ignore[method-assign]
+        self.eof_received = conn.eof_received  # type: ignore[method-assign]
+        self.connection_lost = conn.connection_lost  # type: ignore[method-assign]
+        self.pause_writing = conn.pause_writing  # type: ignore[method-assign]
+        self.resume_writing = conn.resume_writing  # type: ignore[method-assign]
 
 
 class ClientProtocol(_Forwarding):
@@ -43,7 +45,7 @@ class ClientProtocol(_Forwarding):
     conn: ClientConnection
 
     def __init__(self, server: "ProxyServer") -> None:
-        self.conn = ClientConnection(server)
+        self._bind(ClientConnection(server))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
@@ -56,7 +58,7 @@ class UpstreamProtocol(_Forwarding):
     conn: UpstreamConnection
 
     def __init__(self, conn: UpstreamConnection) -> None:
-        self.conn = conn
+        self._bind(conn)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.conn.connection_made(transport)  # type: ignore[arg-type]
