@@ -582,8 +582,6 @@ def _bench(args: argparse.Namespace, tmp: Path, procs: Procs) -> int:
         targets = [direct, *(Target(name, port, pids) for name, port, pids in proxies)]
         print(f"\n== {leg} leg ({title})", flush=True)
         _measure(args, targets)
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"\nload average after the HTTP legs: {load}", flush=True)
     args.vary_script = args.realistic_script if args.legs[0] == "realistic" else fixed_script
     _websocket(args, ws, nginx_port, berth_port)
     if args.profile:
@@ -656,6 +654,7 @@ def _measure(args: argparse.Namespace, targets: list[Target]) -> None:
     for name in workers:
         w = med[name]
         print(f"  req/s {name}/nginx {w[0] / n[0]:6.2f}x   (nginx has one worker)")
+    print("  load average after this leg: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     print(json.dumps({k: [round(x, 3) for x in v] for k, v in med.items()}), file=sys.stderr)
 
 
