@@ -26,6 +26,25 @@ from agent.proxy.config import ProxyConfig  # noqa: E402
 from agent.proxy.server import EXTERNAL, ProxyServer  # noqa: E402
 from agent.proxy.upstream import UpstreamConnection  # noqa: E402
 
+# The shapes of bench/proxy.py's legs: a browser's request with a new path, query, user
+# agent and cookie; nginx's response with a new request id and cookie (realistic), or
+# one repeated request and response (fixed).
+REALISTIC_REQUEST = (
+    b"GET /app/items/%d/detail?id=%d&sort=%d HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+    b"User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.%d\r\n"
+    b"Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n"
+    b"Accept-Language: en-GB,en;q=0.9\r\nAccept-Encoding: gzip, deflate, br\r\n"
+    b"Cookie: session=s%d; theme=dark; _ga=GA1.2.%d.1700000000\r\n\r\n"
+)
+RESPONSES = {
+    "realistic": b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Sun, 29 Nov 2026 17:00:00 GMT\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 12\r\nConnection: keep-alive\r\n"
+    b"X-Request-Id: %032d\r\nSet-Cookie: sid=x; Path=/; HttpOnly; SameSite=Lax\r\n"
+    b"Cache-Control: private, no-store\r\n\r\nhello world\n",
+    "fixed": b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\n"
+    b"hello world\n",
+}
+
 
 class Sink:
     def __init__(self, on_write=None) -> None:  # type: ignore[no-untyped-def]
@@ -61,11 +80,10 @@ def run(metrics: bool, shape: str, n: int) -> float:
         def answer(data: bytes) -> None:
             if data.endswith(b"\r\n\r\n"):
                 counter[0] += 1
-                extra = b"X-Id: %d\r\n" % counter[0] if shape == "realistic" else b""
-                answers.append((conn, (
-                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n" + extra
-                    + b"Content-Length: 12\r\n\r\nhello world\n"
-                )))  # fmt: skip
+                response = RESPONSES[shape]
+                if shape == "realistic":
+                    response %= counter[0]
+                answers.append((conn, response))
 
         conn.connection_made(Sink(answer))
         conn.connect_done(None)
@@ -74,10 +92,7 @@ def run(metrics: bool, shape: str, n: int) -> float:
     client = ClientConnection(server)
     client.connection_made(Sink(), "203.0.113.5")
     if shape == "realistic":
-        heads = [
-            b"GET /p/%d?q=%d HTTP/1.1\r\nHost: x\r\nCookie: s=%d\r\n\r\n" % (i, i, i)
-            for i in range(n)
-        ]
+        heads = [REALISTIC_REQUEST % (i % 997, i, i % 7, i, i * 7919, i) for i in range(n)]
     else:
         heads = [b"GET /p HTTP/1.1\r\nHost: x\r\nUser-Agent: bench\r\n\r\n"] * n
     start = time.perf_counter()

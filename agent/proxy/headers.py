@@ -276,12 +276,15 @@ def rewrite_response(
     return b"".join(out), framing, keep_alive
 
 
-# One C-level regex over the lower-cased raw head (llhttp refuses whitespace before a
-# colon, so `\r\n<name>:` is exact) costs less than a parser callback plus a lower()
-# per header line.
+# C-level searches over the raw head and its lower-cased copy (llhttp refuses whitespace
+# before a colon, so `\r\n<name>:` is exact) cost less than a parser callback plus a
+# lower() per header line: one substitution cuts the hop-by-hop lines.
 _HOP_NAMES = b"|".join(sorted(HOP_BY_HOP))
-_SPECIAL_RE = re.compile(rb"\r\n(" + _HOP_NAMES + rb"|content-length):")
-_HOP_LINE_RE = re.compile(rb"\r\n(?:" + _HOP_NAMES + rb"):[^\r\n]*")
+_HOP_LINE_ANYCASE_RE = re.compile(rb"\r\n(?:" + _HOP_NAMES + rb"):[^\r\n]*", re.IGNORECASE)
+# a Connection line (in the lower-cased head) naming more than close/keep-alive/upgrade
+_ODD_CONNECTION_RE = re.compile(
+    rb"\r\nconnection:(?![ \t]*(?:close|keep-alive|upgrade)?[ \t]*\r\n)"
+)
 # the one Transfer-Encoding line is exactly `chunked` (llhttp then frames by chunks)
 _TE_CHUNKED_RE = re.compile(rb"\r\ntransfer-encoding:[ \t]*chunked[ \t]*\r\n")
 
@@ -342,29 +345,15 @@ def rewrite_response_head(
     if status == 101 or not raw.startswith(b"HTTP/1.1 "):
         return _rewrite_parsed(raw, status, client_keep_alive, client_http11, no_body)
     low = raw.lower()
-    found = _SPECIAL_RE.findall(low)
-    has_length = b"content-length" in found
-    chunked = b"transfer-encoding" in found
-    if chunked and (found.count(b"transfer-encoding") > 1 or not _TE_CHUNKED_RE.search(low)):
+    has_length = low.find(b"\r\ncontent-length:") != -1
+    chunked = low.find(b"\r\ntransfer-encoding:") != -1
+    if chunked and (low.count(b"\r\ntransfer-encoding:") > 1 or not _TE_CHUNKED_RE.search(low)):
         # a coding other than chunked alone (gzip...): rare, the general path keeps it
         return _rewrite_parsed(raw, status, client_keep_alive, client_http11, no_body)
-    body = raw
-    if len(found) > has_length:
-        # cut the hop-by-hop lines; positions in `low` and `raw` are the same
-        pieces = []
-        last = 0
-        for m in _HOP_LINE_RE.finditer(low):
-            at, eol = m.span()
-            if (
-                low.startswith(b"\r\nconnection:", at)
-                and low[at + 14 : eol].strip() not in _CONNECTION_OPTIONS
-            ):
-                # it names more hop-by-hop headers: take the general path
-                return _rewrite_parsed(raw, status, client_keep_alive, client_http11, no_body)
-            pieces.append(raw[last:at])
-            last = eol
-        pieces.append(raw[last:])
-        body = b"".join(pieces)
+    if low.find(b"\r\nconnection:") != -1 and _ODD_CONNECTION_RE.search(low):
+        # a Connection header naming more hop-by-hop headers: the general path drops them
+        return _rewrite_parsed(raw, status, client_keep_alive, client_http11, no_body)
+    body = _HOP_LINE_ANYCASE_RE.sub(b"", raw)  # cut the hop-by-hop lines
     keep_alive = client_keep_alive
     if no_body:
         framing = BODY_NONE

@@ -295,6 +295,15 @@ def test_response_drops_headers_named_by_connection() -> None:
         b"HTTP/1.1 200 OK\r\nConnection: close\r\nSet-Cookie: a=b\r\nUpgrade: h2c\r\n",
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
         b"HTTP/1.1 200 OK\r\nX-Te: 1\r\nX-Connection: keep\r\nContent-Length: 1\r\n",
+        # hop-by-hop names in any case, values with optional whitespace, and Connection
+        # values that name headers (the general path) or nothing
+        b"HTTP/1.1 200 OK\r\nCONNECTION: Keep-Alive \r\nKEEP-ALIVE: timeout=5\r\nA: b\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection:\t close\t\r\nContent-Length: 0\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection:\r\nTE: trailers\r\nTrailer: X\r\nA: b\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nA: b\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: x-b\r\nX-B: 1\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Keep-Alive: 1\r\nProxy-Connection: keep-alive\r\n"
+        b"Upgrade-Insecure: 1\r\nContent-Length: 3\r\n",
     ],
 )
 @pytest.mark.parametrize("keep_alive", [True, False])
