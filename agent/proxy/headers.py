@@ -280,6 +280,7 @@ def rewrite_response(
 # before a colon, so `\r\n<name>:` is exact) cost less than a parser callback plus a
 # lower() per header line: one substitution cuts the hop-by-hop lines.
 _HOP_NAMES = b"|".join(sorted(HOP_BY_HOP))
+_SPECIAL_RE = re.compile(rb"\r\n(" + _HOP_NAMES + rb"|content-length):")
 _HOP_LINE_ANYCASE_RE = re.compile(rb"\r\n(?:" + _HOP_NAMES + rb"):[^\r\n]*", re.IGNORECASE)
 # a Connection line (in the lower-cased head) naming more than close/keep-alive/upgrade
 _ODD_CONNECTION_RE = re.compile(
@@ -345,15 +346,26 @@ def rewrite_response_head(
     if status == 101 or not raw.startswith(b"HTTP/1.1 "):
         return _rewrite_parsed(raw, status, client_keep_alive, client_http11, no_body)
     low = raw.lower()
-    has_length = low.find(b"\r\ncontent-length:") != -1
-    chunked = low.find(b"\r\ntransfer-encoding:") != -1
-    if chunked and (low.count(b"\r\ntransfer-encoding:") > 1 or not _TE_CHUNKED_RE.search(low)):
+    found = _SPECIAL_RE.findall(low)  # the special names present, in order
+    has_length = b"content-length" in found
+    chunked = b"transfer-encoding" in found
+    if chunked and (found.count(b"transfer-encoding") > 1 or not _TE_CHUNKED_RE.search(low)):
         # a coding other than chunked alone (gzip...): rare, the general path keeps it
         return _rewrite_parsed(raw, status, client_keep_alive, client_http11, no_body)
-    if low.find(b"\r\nconnection:") != -1 and _ODD_CONNECTION_RE.search(low):
-        # a Connection header naming more hop-by-hop headers: the general path drops them
-        return _rewrite_parsed(raw, status, client_keep_alive, client_http11, no_body)
-    body = _HOP_LINE_ANYCASE_RE.sub(b"", raw)  # cut the hop-by-hop lines
+    hops = len(found) - found.count(b"content-length")
+    body = raw
+    if hops == 1 and b"connection" in found:
+        # the common case (`Connection: keep-alive`): cut that one line
+        at = low.find(b"\r\nconnection:")
+        eol = low.find(b"\r\n", at + 2)
+        if low[at + 13 : eol].strip() not in _CONNECTION_OPTIONS:
+            # it names more hop-by-hop headers: take the general path
+            return _rewrite_parsed(raw, status, client_keep_alive, client_http11, no_body)
+        body = raw[:at] + raw[eol:]
+    elif hops:
+        if b"connection" in found and _ODD_CONNECTION_RE.search(low):
+            return _rewrite_parsed(raw, status, client_keep_alive, client_http11, no_body)
+        body = _HOP_LINE_ANYCASE_RE.sub(b"", raw)  # cut the hop-by-hop lines
     keep_alive = client_keep_alive
     if no_body:
         framing = BODY_NONE

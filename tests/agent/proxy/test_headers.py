@@ -299,6 +299,8 @@ def test_response_drops_headers_named_by_connection() -> None:
         # values that name headers (the general path) or nothing
         b"HTTP/1.1 200 OK\r\nCONNECTION: Keep-Alive \r\nKEEP-ALIVE: timeout=5\r\nA: b\r\n",
         b"HTTP/1.1 200 OK\r\nConnection:\t close\t\r\nContent-Length: 0\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection:close\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection:x-a\r\nX-A: 1\r\n",
         b"HTTP/1.1 200 OK\r\nConnection:\r\nTE: trailers\r\nTrailer: X\r\nA: b\r\n",
         b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nA: b\r\n",
         b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: x-b\r\nX-B: 1\r\n",
