@@ -12,6 +12,8 @@ from time import perf_counter
 from agent.metrics.routes import LATENCY_BUCKETS_S, RouteMetrics, RouteStats
 from agent.proxy.exchange import Exchange
 
+FIRST = LATENCY_BUCKETS_S[0]
+
 
 def count(metrics: RouteMetrics, ex: Exchange) -> None:
     """Record `ex`, whose response was just written (or failed)."""
@@ -33,8 +35,9 @@ def count(metrics: RouteMetrics, ex: Exchange) -> None:
     if head_at:  # a backend's response head came (-1: with the whole response)
         upstream = head_at - started if head_at > 0 else total
         hist = stats.upstream
-        hist.counts[bisect_left(LATENCY_BUCKETS_S, upstream)] += 1
+        # (most answers take less than the first bound: that bucket without a search)
+        hist.counts[0 if upstream <= FIRST else bisect_left(LATENCY_BUCKETS_S, upstream)] += 1
         hist.sum_s += upstream
     hist = stats.total
-    hist.counts[bisect_left(LATENCY_BUCKETS_S, total)] += 1
+    hist.counts[0 if total <= FIRST else bisect_left(LATENCY_BUCKETS_S, total)] += 1
     hist.sum_s += total
