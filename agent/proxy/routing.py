@@ -41,9 +41,11 @@ class BadPath(ValueError):
 def has_dot_segment(target: bytes) -> bool:
     """Whether the path of an origin-form target has a `.` or `..` segment (RFC 3986
     3.3), raw or percent-encoded; the query is not looked at."""
+    if b"/." not in target and b"/%" not in target:
+        return False  # every segment starts after a "/": no segment can start with a dot
     path = target.split(b"?", 1)[0]
     if b"/." not in path and b"/%" not in path:
-        return False  # every segment starts after a "/": no segment can start with a dot
+        return False  # (only the query has them)
     path = path.replace(b"%2e", b".").replace(b"%2E", b".")
     return any(seg == b"." or seg == b".." for seg in path.split(b"/"))
 
@@ -102,7 +104,7 @@ class PathRouter:
 def route_path(router: PathRouter, target: bytes) -> tuple[Target, bytes] | None:
     """Route an origin-form request-target: (target, request-target to forward), None
     when no route matches. Raises BadPath for targets with dot-segments."""
-    if has_dot_segment(target):
+    if (b"/." in target or b"/%" in target) and has_dot_segment(target):  # (quick test first)
         raise BadPath(f"dot-segment in path {target.decode('latin-1')!r}")
     return router.match(target)
 
