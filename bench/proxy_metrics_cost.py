@@ -3,9 +3,12 @@
 No sockets and no other processes (whose noise hides a sub-microsecond effect on a
 shared machine): the proxy's sans-IO connection classes are driven in memory, as in
 tests/agent/proxy/memory.py, by one keep-alive client and a backend stub that answers
-each request head at once. Two shapes, like bench/proxy.py's legs: `realistic` (a new
-path and a changing response header every request: no memo helps) and `fixed` (one
-repeated request and response: the memos answer). Runs alternate on/off; medians.
+each request head in the next read (as on a loop, so the backend connection is pooled).
+Two shapes, those of bench/proxy.py's legs: `realistic` (a browser's request with a new
+path, query, user agent and cookie; nginx's response with a new request id: no memo
+helps) and `fixed` (one repeated request and response: the memos answer). Runs
+alternate on/off; medians. On a loaded machine even this swings; counting instructions
+is steadier: `valgrind --tool=cachegrind --cache-sim=no` over two request counts.
 
     .venv/bin/python bench/proxy_metrics_cost.py [--requests 50000] [--runs 7]
 """
