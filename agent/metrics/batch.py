@@ -13,13 +13,16 @@ Point fields (JSON, docs/metrics.md): t (interval start, unix s), span (s), serv
 included), bytes_in, bytes_out, lat (latency histogram counts, total time, fixed
 buckets), lat_sum (s), cpu_s (CPU seconds used in the interval), mem (bytes: RSS for a
 service, used memory for the server); server points add mem_total, disk_used,
-disk_total, inodes_free, load1, net_rx, net_tx.
+disk_total, inodes_free, load1, net_rx, net_tx. A service point of an interval in
+which builds finished adds builds (how many), build_s (their wall time, summed) and
+build_rss (the largest peak resident memory of their process trees, bytes).
 """
 
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent.bus.metrics import ProxyMetrics
+from agent.metrics.builds import FinishedBuild
 from agent.metrics.procfs import ServerSample, ServiceSample
 from agent.metrics.routes import LATENCY_BUCKETS_S, RouteStats, delta
 
@@ -40,6 +43,7 @@ class BatchBuilder:
     cpu: dict[str, float] = field(default_factory=dict)  # service ("" server) -> CPU s
     net: tuple[int, int] | None = None
     last_t: float | None = None
+    held: list[FinishedBuild] = field(default_factory=list)  # builds before the baseline
 
     def build(
         self,
@@ -47,9 +51,13 @@ class BatchBuilder:
         proxies: list[ProxyMetrics],
         services: dict[str, ServiceSample],
         server: ServerSample | None,
+        builds: list[FinishedBuild] | None = None,
     ) -> list[dict[str, Any]]:
-        """The points for (last build, now]; the first call only sets the baselines."""
+        """The points for (last build, now]; the first call only sets the baselines (and
+        keeps `builds` for the next one)."""
         first = self.last_t is None
+        builds = self.held + list(builds or [])
+        self.held = builds if first else []
         t0 = self.last_t if self.last_t is not None else now
         self.last_t = now
         span = max(0.0, now - t0)
@@ -65,8 +73,9 @@ class BatchBuilder:
                 d = delta(stats, self.routes.get((snap.kind, service)))
                 self.routes[(snap.kind, service)] = stats
                 traffic[service] = _merge(traffic.get(service), d)
+        built = _builds_by_service(builds)
         points = []
-        for service in sorted(set(traffic) | set(services)):
+        for service in sorted(set(traffic) | set(services) | set(built)):
             p: dict[str, Any] = {"t": round(t0, 3), "span": round(span, 3), "service": service}
             seen = traffic.get(service)
             if seen is not None:
@@ -83,6 +92,7 @@ class BatchBuilder:
                 before = self.cpu.get(service)
                 self.cpu[service] = sample.cpu_seconds
                 p.update(cpu_s=round(_counter(sample.cpu_seconds, before), 3), mem=sample.rss_bytes)
+            p.update(built.get(service, {}))
             points.append(p)
         for gone in set(self.cpu) - set(services) - {""}:
             del self.cpu[gone]
@@ -109,6 +119,16 @@ class BatchBuilder:
                 }
             )
         return [] if first else points
+
+
+def _builds_by_service(builds: list[FinishedBuild]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for b in builds:
+        cur = out.setdefault(b.service, {"builds": 0, "build_s": 0.0, "build_rss": 0})
+        cur["builds"] += 1
+        cur["build_s"] = round(cur["build_s"] + b.duration_s, 3)
+        cur["build_rss"] = max(cur["build_rss"], b.peak_rss_bytes)
+    return out
 
 
 def _merge(a: RouteStats | None, b: RouteStats) -> RouteStats:

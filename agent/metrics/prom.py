@@ -14,6 +14,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from agent.bus.metrics import ProxyMetrics
+from agent.metrics.builds import BuildLog
 from agent.metrics.procfs import ServerSample, ServiceSample
 from agent.metrics.routes import LATENCY_BUCKETS_S, STATUS_CLASSES, Histogram
 
@@ -35,8 +36,10 @@ class AgentCollector(Collector):
         proxies: list[ProxyMetrics],
         services: dict[str, ServiceSample],
         server: ServerSample | None,
+        builds: BuildLog | None = None,
     ) -> None:
         self.proxies, self.services, self.server = proxies, services, server
+        self.builds = builds
 
     def collect(self) -> Iterator[Metric]:
         labels = ["proxy", "service"]
@@ -86,6 +89,8 @@ class AgentCollector(Collector):
             svc["procs"].add_metric([name], s.processes)
             svc["uptime"].add_metric([name], s.uptime_s)
         yield from svc.values()
+        if self.builds is not None:
+            yield from _build_metrics(self.builds)
 
         srv = self.server
         if srv is None:
@@ -114,6 +119,25 @@ class AgentCollector(Collector):
             c = CounterMetricFamily(f"berth_server_{name}", doc)
             c.add_metric([], value)
             yield c
+
+
+def _build_metrics(builds: BuildLog) -> Iterator[Metric]:
+    """Each service's latest build, and how many ended each way since the start."""
+    took = GaugeMetricFamily("berth_service_last_build_seconds", "Wall time of the latest build.", labels=["service"])  # fmt: skip
+    peak = GaugeMetricFamily(
+        "berth_service_last_build_peak_memory_bytes",
+        "Peak resident memory of the latest build's process tree.",
+        labels=["service"],
+    )
+    for name, b in sorted(builds.latest.items()):
+        took.add_metric([name], b.duration_s)
+        peak.add_metric([name], b.peak_rss_bytes)
+    count = CounterMetricFamily(
+        "berth_service_builds", "Builds run to the end.", labels=["service", "result"]
+    )
+    for (name, ok), n in sorted(builds.counts.items()):
+        count.add_metric([name, "ok" if ok else "failed"], n)
+    yield from (took, peak, count)
 
 
 def exposition(collector: AgentCollector) -> bytes:

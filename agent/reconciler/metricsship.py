@@ -19,6 +19,7 @@ from pathlib import Path
 from agent.bus.endpoints import BusEndpoints
 from agent.bus.metrics import MetricsCollector
 from agent.metrics.batch import BatchBuilder
+from agent.metrics.builds import BuildLog
 from agent.metrics.procfs import ServerSample, ServiceSample, sample_server, sample_services
 from agent.metrics.prom import CONTENT_TYPE as PROM_TYPE
 from agent.metrics.prom import AgentCollector, exposition
@@ -38,9 +39,12 @@ async def ship_metrics(
     client_ready: Callable[[], Awaitable[ControlPlaneClient]] | None,
     interval_s: float = METRICS_SHIP_INTERVAL_S,
     serve_on: str | None = None,
+    builds: BuildLog | None = None,
 ) -> None:
-    """Collect the proxies' snapshots; ship batches when `client_ready` is given, serve
-    `/metrics` on `serve_on` (a loopback HOST:PORT) when that is."""
+    """Collect the proxies' snapshots; ship batches (with the builds finished meanwhile)
+    when `client_ready` is given, serve `/metrics` on `serve_on` (a loopback HOST:PORT)
+    when that is."""
+    builds = builds if builds is not None else BuildLog()
     collector = MetricsCollector(endpoints)
     try:
         collector.bind()
@@ -50,12 +54,12 @@ async def ship_metrics(
     tasks = [asyncio.create_task(collector.run(), name="metrics-collector")]
     try:
         if serve_on is not None:
-            server = await serve_metrics(serve_on, collector, store, state_dir)
+            server = await serve_metrics(serve_on, collector, store, state_dir, builds)
             tasks.append(asyncio.create_task(server.serve_forever(), name="metrics-http"))
         if client_ready is None:
             await asyncio.gather(*tasks)
             return
-        await _ship(collector, store, state_dir, client_ready, interval_s)
+        await _ship(collector, store, state_dir, client_ready, interval_s, builds)
     finally:
         for task in tasks:
             task.cancel()
@@ -69,6 +73,7 @@ async def _ship(
     state_dir: Path,
     client_ready: Callable[[], Awaitable[ControlPlaneClient]],
     interval_s: float,
+    builds: BuildLog,
 ) -> None:
     builder = BatchBuilder()
     client = await client_ready()
@@ -80,7 +85,9 @@ async def _ship(
             log.warning("metrics: cannot read /proc: %s", exc)
             await asyncio.sleep(interval_s)
             continue
-        points = builder.build(time.time(), list(collector.latest.values()), services, server)
+        points = builder.build(
+            time.time(), list(collector.latest.values()), services, server, builds.drain()
+        )
         if points:
             try:
                 await asyncio.to_thread(client.send_metrics, points)
@@ -97,7 +104,11 @@ async def _ship(
 
 
 async def serve_metrics(
-    bind: str, collector: MetricsCollector, store: Store, state_dir: Path
+    bind: str,
+    collector: MetricsCollector,
+    store: Store,
+    state_dir: Path,
+    builds: BuildLog | None = None,
 ) -> asyncio.Server:
     """A minimal HTTP/1.0 responder: `GET /metrics` gets the agent's figures (sampled
     per scrape), anything else 404. Loopback only (checked by the settings)."""
@@ -112,7 +123,9 @@ async def serve_metrics(
             if len(parts) >= 2 and parts[0] == b"GET" and parts[1].split(b"?")[0] == b"/metrics":
                 leaders = {rec.service: rec.pid for rec in store.processes()}
                 services, server = await asyncio.to_thread(_sample, leaders, state_dir)
-                body = exposition(AgentCollector(list(collector.latest.values()), services, server))
+                body = exposition(
+                    AgentCollector(list(collector.latest.values()), services, server, builds)
+                )
                 head = f"HTTP/1.0 200 OK\r\nContent-Type: {PROM_TYPE}\r\n"
             else:
                 body, head = (

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.identities import SERVICES_USER, IdentityError, check_services_user, ensure_user
+from agent.reconciler import buildusage
 
 
 @dataclass(frozen=True)
@@ -133,25 +134,46 @@ async def stop_group(
         await asyncio.to_thread(popen.wait)
 
 
+@dataclass(frozen=True)
+class BuildResult:
+    """How a build ended and what it cost: wall time and the peak resident memory of its
+    process tree (`buildusage.py` says how that is measured)."""
+
+    ok: bool
+    reason: str
+    duration_s: float
+    peak_rss_bytes: int
+
+
 async def run_build(
     command: str, cwd: Path, env: dict[str, str], log_path: Path, run_as: RunAs, timeout_s: float
-) -> tuple[bool, str]:
-    """Run a build command in its own process group with a timeout. (ok, reason)."""
+) -> BuildResult:
+    """Run a build command in its own process group with a timeout, measuring it."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         log.write(f"$ {command}\n".encode())
+    started = time.monotonic()
     proc = spawn(["/bin/sh", "-c", command], cwd, env, log_path, run_as)
     ticks = start_ticks(proc.pid) or 0
+    group = buildusage.GroupPeak(proc.pid)
+    sampler = asyncio.create_task(group.run(), name=f"build-rss-{proc.pid}")
+    timed_out, code, maxrss = False, None, 0
     try:
-        code = await asyncio.wait_for(asyncio.to_thread(proc.wait), timeout_s)
+        code, maxrss = await asyncio.wait_for(asyncio.to_thread(buildusage.wait, proc), timeout_s)
     except TimeoutError:
+        timed_out = True
         await stop_group(proc.pid, ticks, grace_s=5, popen=proc)
-        return False, f"build timed out after {timeout_s:g} s"
     finally:
         signal_group(proc.pid, signal.SIGKILL)  # leftovers of the build's group
+        sampler.cancel()
+        await asyncio.gather(sampler, return_exceptions=True)
+    peak = max(maxrss, group.peak)
+    took = time.monotonic() - started
+    if timed_out:
+        return BuildResult(False, f"build timed out after {timeout_s:g} s", took, peak)
     if code != 0:
-        return False, f"build exited with {describe_exit(code)}"
-    return True, "ok"
+        return BuildResult(False, f"build exited with {describe_exit(code)}", took, peak)
+    return BuildResult(True, "ok", took, peak)
 
 
 def describe_exit(code: int | None) -> str:

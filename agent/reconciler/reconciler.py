@@ -22,6 +22,7 @@ from typing import Any
 from agent.bus.messages import ROUTES_TOPIC
 from agent.bus.publisher import Publisher
 from agent.bus.reports import ReportReceiver
+from agent.metrics.builds import BuildLog
 from agent.notify import Notifier
 from agent.reconciler import health, process, upgraderequest
 from agent.reconciler.acks import ProxyRegistry, drain_decision
@@ -87,6 +88,7 @@ class Reconciler:
         )
         self.backoff = Backoff()
         self.keep_releases = settings.keep_releases
+        self.builds = BuildLog()  # finished builds, for the metrics (issue 19)
         self.publisher = Publisher(settings.bus)
         self.notifier = Notifier()
         self.desired: DesiredState | None = None
@@ -224,6 +226,7 @@ class Reconciler:
                         self.settings.state_dir,
                         self._client_ready if self.settings.control_plane else None,
                         serve_on=self.settings.metrics_bind,
+                        builds=self.builds,
                     ),
                     name="metrics",
                 )

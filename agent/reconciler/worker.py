@@ -35,6 +35,7 @@ from subprocess import Popen
 from typing import Any, Protocol
 
 from agent.bus.messages import Route
+from agent.metrics.builds import BuildLog, FinishedBuild
 from agent.reconciler import gitsync, health, ownership, planner, process
 from agent.reconciler.planner import ServiceView
 from agent.reconciler.policy import Backoff, ServiceStatus, service_env
@@ -97,6 +98,7 @@ class WorkerContext(Protocol):
     timeouts: Timeouts
     backoff: Backoff
     keep_releases: int
+    builds: BuildLog
 
     def event(self, type_: str, message: str, service: str | None = None, **extra: Any) -> None: ...
     def routes_changed(self) -> None: ...
@@ -417,18 +419,23 @@ class ServiceWorker:
         env = service_env(self.ctx.base_env, t.urls, t.svc, 0)
         env.pop("PORT")
         env.update(self._release_env(release))
-        started = time.monotonic()
         build_log = self._build_log(t)
         self.last_build_log = build_log
-        ok, reason = await process.run_build(
+        done = await process.run_build(
             t.svc.spec.build, release, env, build_log, self.ctx.run_as, self.ctx.timeouts.build_s
         )
-        if ok:
+        self.ctx.builds.record(
+            FinishedBuild(self.name, done.duration_s, done.peak_rss_bytes, done.ok)
+        )
+        if done.ok:
             ownership.mark_built(self.ctx.state_dir, self.name, t.svc.commit, t.build_key)
             self.ctx.event(
-                "build", f"build succeeded in {time.monotonic() - started:.1f} s", self.name
+                "build",
+                f"build succeeded in {done.duration_s:.1f} s, "
+                f"peak memory {done.peak_rss_bytes / (1 << 20):.0f} MiB",
+                self.name,
             )
-        return ok, reason
+        return done.ok, done.reason
 
     def _mark_running(self, t: DesiredConfig) -> None:
         self.state = "running"

@@ -49,3 +49,23 @@ def test_points_are_differences_and_survive_restarts() -> None:
     fresh.record("web", 200, 1, 1, 0.01, 0.01, None)
     web, _ = b.build(160.0, [snap("external", 2, fresh)], {"web": service(0.25)}, server(4, 600))
     assert web["requests"] == 1 and web["cpu_s"] == 0.25
+
+
+def test_builds_ride_with_their_service_point() -> None:
+    from agent.metrics.builds import BuildLog, FinishedBuild
+
+    log = BuildLog()
+    log.record(FinishedBuild("api", 12.5, 300_000_000, ok=True))  # before the baseline
+    b = BatchBuilder()
+    assert b.build(100.0, [], {"web": service(1.0)}, None, log.drain()) == []
+    log.record(FinishedBuild("web", 2.0, 50_000_000, ok=False))
+    log.record(FinishedBuild("web", 3.25, 80_000_000, ok=True))
+    api, web = b.build(130.0, [], {"web": service(1.5)}, None, log.drain())
+    assert api == {"t": 100.0, "span": 30.0, "service": "api", "builds": 1, "build_s": 12.5,
+                   "build_rss": 300_000_000}  # fmt: skip
+    assert (web["builds"], web["build_s"], web["build_rss"]) == (2, 5.25, 80_000_000)
+    assert web["cpu_s"] == 0.5
+    (web,) = b.build(160.0, [], {"web": service(2.0)}, None, log.drain())
+    assert "builds" not in web  # counted once
+    assert log.latest["web"].duration_s == 3.25 and log.counts == {("api", True): 1,
+                                                                  ("web", False): 1, ("web", True): 1}  # fmt: skip
