@@ -30,6 +30,7 @@ from controlplane.metrics.prom import (
     FleetCollector,
     OwnMetrics,
     exposition,
+    fleet_builds,
     fleet_points,
 )
 from controlplane.metrics.query import parse_query
@@ -103,12 +104,13 @@ def scrape_blueprint(ctx: AppContext) -> Blueprint:
         scrape_token = os.environ.get(SCRAPE_TOKEN_ENV, "")
         if not (scrape_token and offered and hmac.compare_digest(offered, scrape_token)):
             await audit.authenticate_admin(ctx.db)
-        points = await fleet_points(ctx.db, time.time())
+        now = time.time()
         collector = FleetCollector(
-            points,
+            await fleet_points(ctx.db, now),
             own,
             ctx.watcher.waiting,
             (ctx.heartbeats.batches, ctx.heartbeats.rows_written),
+            await fleet_builds(ctx.db, now),
         )
         return Response(exposition(collector), content_type=CONTENT_TYPE)
 

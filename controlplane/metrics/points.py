@@ -3,9 +3,11 @@ coarser resolutions, and shaping stored rows into chart series.
 
 A point (one row of `metric_points`) carries counters over `span` seconds (requests,
 errors, bytes, a latency histogram with the agent's fixed buckets, CPU seconds) and
-gauges (memory; server figures in `host`). Rolling up sums counters and keeps the
-largest gauge of the window; a series sums instances (a stack's servers), so memory
-is the stack's total and rates are per second of covered time.
+gauges (memory; server figures in `host`), and for the builds that finished in it:
+how many, their wall time summed and the largest peak memory. Rolling up sums counters
+and keeps the largest gauge (and build peak) of the window; a series sums instances (a
+stack's servers), so memory is the stack's total and rates are per second of covered
+time, while a build's figures are per build: mean wall time, largest peak.
 """
 
 import math
@@ -39,6 +41,9 @@ class Point:
     cpu_s: float | None = None
     mem: int | None = None
     host: dict[str, Any] | None = None
+    builds: int = 0
+    build_s: float = 0.0
+    build_rss: int | None = None
 
 
 def _number(p: dict[str, Any], name: str, where: str, integer: bool) -> Any:
@@ -91,6 +96,9 @@ def parse_batch(body: dict[str, Any]) -> list[Point]:
         cpu = _number(p, "cpu_s", where, integer=False)
         point.cpu_s = float(cpu) if cpu is not None else None
         point.mem = _number(p, "mem", where, integer=True)
+        point.builds = _number(p, "builds", where, integer=True) or 0
+        point.build_s = float(_number(p, "build_s", where, integer=False) or 0.0)
+        point.build_rss = _number(p, "build_rss", where, integer=True)
         if service == "":
             point.host = {
                 name: v for name in HOST_FIELDS
@@ -126,6 +134,9 @@ def merge_into(acc: Point, p: Point) -> None:
     if p.cpu_s is not None:
         acc.cpu_s = (acc.cpu_s or 0.0) + p.cpu_s
     acc.mem = _max(acc.mem, p.mem)
+    acc.builds += p.builds
+    acc.build_s += p.build_s
+    acc.build_rss = _max(acc.build_rss, p.build_rss)
     if p.host is not None:
         host = dict(acc.host or {})
         for k, v in p.host.items():  # network bytes are counters, the rest gauges
@@ -183,7 +194,10 @@ def series(points: list[tuple[str, Point]], step: int, service: str) -> list[dic
         cpu: float | None = None  # None: no instance reported it (not a zero)
         mem: int | None = None
         host: dict[str, float] = {}
+        builds, build_s, build_rss = 0, 0.0, None
         for p in per.values():
+            builds, build_s = builds + p.builds, build_s + p.build_s
+            build_rss = _max(build_rss, p.build_rss)
             for name in COUNTERS:
                 setattr(total, name, getattr(total, name) + getattr(p, name))
             total.lat = _add_hist(total.lat, p.lat)
@@ -206,6 +220,9 @@ def series(points: list[tuple[str, Point]], step: int, service: str) -> list[dic
             "bytes_out": total.bytes_out,
             "cpu": round(cpu / covered, 4) if cpu is not None else None,  # cores busy
             "mem": mem,
+            "builds": builds,
+            "build_s": round(build_s / builds, 3) if builds else None,  # per build
+            "build_rss": build_rss,
         }
         if service == "":
             cpus = host.get("cpus") or 0

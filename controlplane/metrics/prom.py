@@ -34,11 +34,12 @@ from sqlalchemy import event, select
 
 from controlplane.db import Database
 from controlplane.metrics.points import Point, quantile
-from controlplane.metrics.store import point_of
+from controlplane.metrics.store import point_of, read_builds
 from controlplane.models import MetricPoint, Stack
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 FRESH_S = 120  # points older than this are not exposed (the agent went quiet)
+BUILDS_SINCE_S = 24 * 3600  # a service's latest build is exposed for a day
 REQUEST_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -81,14 +82,17 @@ class FleetCollector(Collector):
         own: OwnMetrics,
         waiters: int,
         heartbeats: tuple[int, int],  # (batches, rows) written by this process
+        builds: list[tuple[str, str, str, Point]] | None = None,  # latest build's point
     ) -> None:
         self.points = points
+        self.builds = builds or []
         self.own = own
         self.waiters = waiters
         self.heartbeats = heartbeats
 
     def collect(self) -> Iterator[Metric]:
         yield from self._services()
+        yield from self._builds()
         yield from self._servers()
         yield from self._own()
 
@@ -125,6 +129,25 @@ class FleetCollector(Collector):
             if p.mem is not None:
                 fam["memory_bytes"].add_metric(values, p.mem)
         yield from fam.values()
+
+    def _builds(self) -> Iterator[Metric]:
+        labels = ["stack", "instance", "service", "route"]
+        took = GaugeMetricFamily(
+            "berth_service_last_build_seconds",
+            "Wall time of the latest build (of the last day; the mean if several ended in one minute).",
+            labels=labels,
+        )  # fmt: skip
+        peak = GaugeMetricFamily(
+            "berth_service_last_build_peak_memory_bytes",
+            "Peak resident memory of the latest build's process tree.",
+            labels=labels,
+        )
+        for stack, instance, route, p in self.builds:
+            values = [stack, instance, p.service, route]
+            took.add_metric(values, p.build_s / p.builds)
+            if p.build_rss is not None:
+                peak.add_metric(values, p.build_rss)
+        yield from (took, peak)
 
     def _servers(self) -> Iterator[Metric]:
         labels = ["stack", "instance"]
@@ -224,6 +247,29 @@ async def fleet_points(db: Database, now: float) -> list[tuple[str, str, str, Po
             name, document = stacks[stack_id]
             out.append((name, instance_id, _route(document, service), point_of(row)))
     return out
+
+
+async def fleet_builds(db: Database, now: float) -> list[tuple[str, str, str, Point]]:
+    """The newest point with builds of every (stack, instance, service) of the last day."""
+    newest: dict[tuple[str, str, str], Point] = {}
+    for stack_id, instance_id, p in await read_builds(db, int(now) - BUILDS_SINCE_S, now):
+        newest[(stack_id, instance_id, p.service)] = p  # oldest first: the last one wins
+    stacks = await _stacks(db, {k[0] for k in newest})
+    return [
+        (stacks[sid][0], instance_id, _route(stacks[sid][1], service), p)
+        for (sid, instance_id, service), p in sorted(newest.items())
+        if sid in stacks
+    ]
+
+
+async def _stacks(db: Database, ids: set[str]) -> dict[str, tuple[str, Any]]:
+    if not ids:
+        return {}
+    async with db.read() as session:
+        rows = await session.execute(
+            select(Stack.id, Stack.name, Stack.document).where(Stack.id.in_(ids))
+        )
+        return {sid: (name, doc) for sid, name, doc in rows.all()}
 
 
 def _route(document: Any, service: str) -> str:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import and_, delete, select, tuple_
+from sqlalchemy import and_, delete, or_, select, tuple_
 
 from controlplane.db import Database
 from controlplane.metrics.points import HOUR, MINUTE, RAW, Point, rollup
@@ -35,14 +35,16 @@ def _row(stack_id: str, instance_id: str, res: int, p: Point) -> dict[str, Any]:
         "stack_id": stack_id, "instance_id": instance_id, "service": p.service, "res": res,
         "t": p.t, "span": p.span, "requests": p.requests, "errors": p.errors,
         "bytes_in": p.bytes_in, "bytes_out": p.bytes_out, "lat": p.lat, "lat_sum": p.lat_sum,
-        "cpu_s": p.cpu_s, "mem": p.mem, "host": p.host,
+        "cpu_s": p.cpu_s, "mem": p.mem, "host": p.host, "builds": p.builds,
+        "build_s": p.build_s, "build_rss": p.build_rss,
     }  # fmt: skip
 
 
 def point_of(row: MetricPoint) -> Point:
     return Point(
         row.service, row.t, row.span, row.requests, row.errors, row.bytes_in, row.bytes_out,
-        row.lat, row.lat_sum, row.cpu_s, row.mem, row.host,
+        row.lat, row.lat_sum, row.cpu_s, row.mem, row.host, row.builds or 0,
+        row.build_s or 0.0, row.build_rss,
     )  # fmt: skip
 
 
@@ -85,6 +87,35 @@ async def read_points(
     async with db.read() as session:
         rows = (await session.execute(select(MetricPoint).where(and_(*conds)))).scalars()
         return [(r.instance_id, point_of(r)) for r in rows]
+
+
+async def read_builds(
+    db: Database,
+    since: int,
+    now: float,
+    stack_id: str | None = None,
+    service: str | None = None,
+    instance_id: str | None = None,
+) -> list[tuple[str, str, Point]]:
+    """(stack, instance, point) of every point with builds since `since`, oldest first:
+    raw points while they are kept, one-minute rollups before (each build once)."""
+    cut = (int(now) - RAW_KEEP_S) // MINUTE * MINUTE + MINUTE  # raw points from here on
+    conds = [MetricPoint.builds > 0, MetricPoint.t >= since]
+    if stack_id is not None:
+        conds.append(MetricPoint.stack_id == stack_id)
+    if service is not None:
+        conds.append(MetricPoint.service == service)
+    if instance_id is not None:
+        conds.append(MetricPoint.instance_id == instance_id)
+    fine = or_(
+        and_(MetricPoint.res == RAW, MetricPoint.t >= cut),
+        and_(MetricPoint.res == MINUTE, MetricPoint.t < cut),
+    )
+    async with db.read() as session:
+        rows = (
+            await session.execute(select(MetricPoint).where(*conds, fine).order_by(MetricPoint.t))
+        ).scalars()
+        return [(r.stack_id, r.instance_id, point_of(r)) for r in rows]
 
 
 async def roll_window(db: Database, source: int, res: int, start: int, end: int) -> int:

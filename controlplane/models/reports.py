@@ -13,6 +13,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -85,7 +86,16 @@ class MetricPoint(Base):
     3600 for rollups; `t` is the interval's start (unix seconds, a multiple of `res`)."""
 
     __tablename__ = "metric_points"
-    __table_args__ = (Index("ix_metric_points_res_t", "res", "t"),)
+    __table_args__ = (
+        Index("ix_metric_points_res_t", "res", "t"),
+        # the few points with builds (the service page's list, /metrics' latest build)
+        Index(
+            "ix_metric_points_built",
+            "t",
+            sqlite_where=text("builds > 0"),
+            postgresql_where=text("builds > 0"),
+        ),
+    )
 
     stack_id: Mapped[str] = mapped_column(
         ForeignKey("stacks.id", ondelete="CASCADE"), primary_key=True
@@ -106,3 +116,7 @@ class MetricPoint(Base):
     cpu_s: Mapped[float | None] = mapped_column(Float)
     mem: Mapped[int | None] = mapped_column(BigInteger)
     host: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # server points: disk, load...
+    builds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # finished
+    build_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")  # summed
+    build_rss: Mapped[int | None] = mapped_column(BigInteger)  # largest peak of those builds
+    restarts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -11,7 +11,7 @@ import requests
 from controlplane.db import Database
 from controlplane.dburl import parse_db_url
 from controlplane.metrics.points import HOUR, MINUTE, RAW
-from controlplane.metrics.store import Rollups, read_points
+from controlplane.metrics.store import Rollups, read_builds, read_points
 from tests.controlplane.harness import Api
 from tests.controlplane.test_agent_api import install_token, new_stack, register
 
@@ -181,3 +181,55 @@ def test_batch_limit_per_instance() -> None:
     assert limit.admit("b") == 0  # per instance
     now[0] += 60.0
     assert limit.admit("a") == 0
+
+
+def test_builds_are_stored_rolled_up_and_scraped(
+    api: Api, server_url: str, repo: Path, unique: str, db_url: str, admin_token: str
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    stack_id, instance, agent = enroll(api, server_url, repo, f"metrics-build-{unique}")
+    now = int(time.time())
+    t0 = now // 60 * 60 - 120
+    points = [{**web(t0, 10), "builds": 1, "build_s": 40.0, "build_rss": 300_000_000},
+              {**web(t0 + 30, 10), "builds": 2, "build_s": 20.0, "build_rss": 500_000_000},
+              web(t0 + 60, 10)]  # fmt: skip
+    assert agent.post("/agent/metrics", json={"points": points}).status_code == 200
+    bad = agent.post("/agent/metrics", json={"points": [{**web(t0, 1), "build_rss": -5}]})
+    assert bad.status_code == 422 and bad.json()["field"] == "points[0].build_rss"
+    got = api.get(f"/stacks/{stack_id}/metrics", params={"service": "web", "from": t0, "step": 60})
+    first, second = got.json()["points"]
+    # three builds in the minute: 60 s in all, 20 s each on average, the largest peak
+    assert (first["builds"], first["build_s"], first["build_rss"]) == (3, 20.0, 500_000_000)
+    assert (second["builds"], second["build_s"], second["build_rss"]) == (0, None, None)
+
+    resp = requests.get(
+        f"{server_url}/metrics", headers={"Authorization": f"Bearer {admin_token}"}, timeout=10
+    )
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(resp.text)
+        for s in fam.samples
+    }
+    labels = (("instance", instance), ("route", "/"), ("service", "web"),
+              ("stack", f"metrics-build-{unique}"))  # fmt: skip
+    assert samples[("berth_service_last_build_seconds", labels)] == 10.0  # the newest point's
+    assert samples[("berth_service_last_build_peak_memory_bytes", labels)] == 500_000_000
+
+    async def roll_and_read() -> tuple[list[Any], list[Any], list[Any]]:
+        db = Database(parse_db_url(db_url))
+        try:
+            await Rollups(db, clock=lambda: now).run_once()
+            minute = await read_points(db, stack_id, "web", MINUTE, t0, t0 + 60)
+            # while raw points are kept they are read; then the minute rollups, never both
+            fresh = await read_builds(db, t0 - 60, now, stack_id=stack_id)
+            later = await read_builds(db, t0 - 60, t0 + 3600 + 90, stack_id=stack_id)
+            return minute, fresh, later
+        finally:
+            await db.close()
+
+    minute, fresh, later = asyncio.run(roll_and_read())
+    ((_, rolled),) = minute
+    assert (rolled.builds, rolled.build_s, rolled.build_rss) == (3, 60.0, 500_000_000)
+    assert [(p.t, p.builds) for _, _, p in fresh] == [(t0, 1), (t0 + 30, 2)]
+    assert [(p.t, p.builds) for _, _, p in later] == [(t0, 3)]
