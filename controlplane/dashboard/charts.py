@@ -82,6 +82,8 @@ def fmt(value: float | None, unit: str) -> str:
         return f"{value:.1f} %"
     if unit == "ms":
         return f"{value:.1f} ms"
+    if unit == "s":
+        return f"{value:.1f} s"
     return f"{value:.3g}" if value < 100 else f"{value:,.0f}"
 
 
@@ -123,7 +125,7 @@ def line_chart(
     head = "".join(f'<th scope="col">{escape(ln.label)}</th>' for ln in lines)
     rows = "".join(
         f'<tr data-t="{p["t"]}" data-requests="{p.get("requests", "")}">'
-        f'<th scope="row">{_clock(p["t"])}</th>'
+        f'<th scope="row">{clock(p["t"])}</th>'
         + "".join(
             f'<td data-key="{escape(ln.key)}" data-value="{p.get(ln.key) if p.get(ln.key) is not None else ""}">'
             f"{escape(fmt(p.get(ln.key), unit))}</td>"
@@ -139,7 +141,7 @@ def line_chart(
         f'<div class="chart-box"><span class="chart-max">{escape(fmt(top, unit))}</span>'
         f'<svg viewBox="0 0 {W:g} {H:g}" preserveAspectRatio="none" role="img" '
         f'aria-label="{escape(title)}" focusable="false">{grid}{paths}</svg></div>'
-        f'<div class="chart-axis muted"><span>{_clock(t_from)}</span><span>{_clock(t_to)}</span></div>'
+        f'<div class="chart-axis muted"><span>{clock(t_from)}</span><span>{clock(t_to)}</span></div>'
         f"{empty}"
         f'<table class="visually-hidden"><caption>{escape(title)}</caption>'
         f'<thead><tr><th scope="col">time (UTC)</th>{head}</tr></thead><tbody>{rows}</tbody></table>'
@@ -163,5 +165,5 @@ def sparkline(
     )
 
 
-def _clock(t: int) -> str:
+def clock(t: int) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%d %b %H:%M")

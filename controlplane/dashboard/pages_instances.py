@@ -10,6 +10,7 @@ from agent import version as versions
 from controlplane import agentupgrades, audit, enrollment, status
 from controlplane.dashboard import logstore
 from controlplane.dashboard.common import Dashboard, load_stack, render
+from controlplane.dashboard.pages_metrics import service_metrics
 from controlplane.dashboard.views import cell, instance_view
 from controlplane.enrollment import MAX_TTL_S, MIN_TTL_S, install_command
 from controlplane.models import Instance, utcnow
@@ -121,6 +122,7 @@ async def service_detail(
         events=recent["events"],
         build=build,
         run=run,
+        metrics=await service_metrics(dash, stack_id, instance_id, service),
         partials={"live": "dashboard/_service_live.html"},
         live_stack=stack.id,
         live_logs=f"{instance_id}/{service}",

@@ -1,6 +1,8 @@
 """The Metrics tab: charts of one service (req/s, error rate, p50/p95 latency, CPU,
-memory) or of the servers (CPU, memory, disk, load), over the stack's servers or one,
-for the last hour, day or week; and the per-service sparklines of the overview.
+memory, build time and peak memory) or of the servers (CPU, memory, disk, load), over
+the stack's servers or one, for the last hour, day or week; the per-service sparklines
+of the overview; and the service page's charts of one server's service (the last hour)
+with its recent builds.
 
 The charts are server-side SVG (`charts.py`) inside the page's live region, so the
 existing server-sent events refresh them: an agent's metrics batch is a change of its
@@ -14,10 +16,11 @@ from markupsafe import Markup
 from quart import Blueprint, request
 from sqlalchemy import select
 
-from controlplane.dashboard.charts import Line, line_chart, sparkline
+from controlplane.dashboard.charts import Line, clock, fmt, line_chart, sparkline
 from controlplane.dashboard.common import Dashboard, load_stack, render
 from controlplane.errors import ApiError
 from controlplane.metrics.api import stack_series
+from controlplane.metrics.store import read_builds
 from controlplane.models import Instance
 
 RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
@@ -28,6 +31,11 @@ SERVICE_CHARTS = (
     ("cpu", "CPU (cores)", "", [Line("cpu", "cores", "a")]),
     ("memory", "Memory", "bytes", [Line("mem", "RSS", "a")]),
 )
+BUILD_CHARTS = (
+    ("build-time", "Build time", "s", [Line("build_s", "per build", "a")]),
+    ("build-memory", "Build peak memory", "bytes", [Line("build_rss", "peak", "b")]),
+)
+BUILDS_SHOWN = 10
 SERVER_CHARTS = (
     ("cpu", "CPU", "%", [Line("cpu_pct", "busy", "a")]),
     ("memory", "Memory", "bytes", [Line("mem", "used", "a"), Line("mem_total", "total", "b")]),
@@ -42,7 +50,7 @@ def _charts(body: dict[str, Any], server: bool) -> list[Markup]:
     for p in points:
         p["error_pct"] = round(100 * p.get("error_rate", 0.0), 3)
     out = []
-    for key, title, unit, lines in SERVER_CHARTS if server else SERVICE_CHARTS:
+    for key, title, unit, lines in SERVER_CHARTS if server else SERVICE_CHARTS + BUILD_CHARTS:
         out.append(
             line_chart(f"chart-{key}", title, unit, lines, points, body["from"], body["to"],
                        body["step"])
@@ -58,6 +66,23 @@ async def sparklines(dash: Dashboard, stack_id: str, services: list[str]) -> dic
         out[name] = sparkline(f"{name} req/s", body["points"], "rps", body["from"], body["to"],
                               body["step"])  # fmt: skip
     return out
+
+
+async def service_metrics(
+    dash: Dashboard, stack_id: str, instance_id: str, service: str
+) -> dict[str, Any]:
+    """The service page's charts (this server, the last hour) and its latest builds."""
+    now = int(time.time())
+    args = {"service": service, "instance": instance_id, "from": str(now - 3600),
+            "to": str(now)}  # fmt: skip
+    body = await stack_series(dash.ctx, stack_id, args)
+    found = await read_builds(dash.ctx.db, now - RANGES["7d"], now, stack_id, service, instance_id)
+    builds = [
+        {"t": p.t, "at": clock(p.t), "count": p.builds, "seconds": fmt(p.build_s / p.builds, "s"),
+         "peak": fmt(p.build_rss, "bytes")}
+        for _, _, p in reversed(found[-BUILDS_SHOWN:])
+    ]  # fmt: skip
+    return {"charts": _charts(body, server=False)[: len(SERVICE_CHARTS)], "builds": builds}
 
 
 def register(bp: Blueprint, dash: Dashboard) -> None:

@@ -30,7 +30,7 @@ KEEP = {RAW: RAW_KEEP_S, MINUTE: MINUTE_KEEP_S, HOUR: HOUR_KEEP_S}
 ROLLUP_EVERY_S = 60.0
 
 
-def _row(stack_id: str, instance_id: str, res: int, p: Point) -> dict[str, Any]:
+def row_of(stack_id: str, instance_id: str, res: int, p: Point) -> dict[str, Any]:
     return {
         "stack_id": stack_id, "instance_id": instance_id, "service": p.service, "res": res,
         "t": p.t, "span": p.span, "requests": p.requests, "errors": p.errors,
@@ -64,7 +64,7 @@ async def insert_batch(db: Database, stack_id: str, instance_id: str, points: li
         )
         await session.execute(
             MetricPoint.__table__.insert(),  # type: ignore[attr-defined]
-            [_row(stack_id, instance_id, RAW, p) for p in unique.values()],
+            [row_of(stack_id, instance_id, RAW, p) for p in unique.values()],
         )
     return len(unique)
 
@@ -97,9 +97,11 @@ async def read_builds(
     service: str | None = None,
     instance_id: str | None = None,
 ) -> list[tuple[str, str, Point]]:
-    """(stack, instance, point) of every point with builds since `since`, oldest first:
-    raw points while they are kept, one-minute rollups before (each build once)."""
-    cut = (int(now) - RAW_KEEP_S) // MINUTE * MINUTE + MINUTE  # raw points from here on
+    """(stack, instance, point) of every point with builds since `since`, oldest first,
+    each build once: raw points while they are kept, then one-minute rollups, then hourly
+    (each finer resolution from the first whole window its retention still covers)."""
+    raw_cut = (int(now) - RAW_KEEP_S) // MINUTE * MINUTE + MINUTE
+    minute_cut = (int(now) - MINUTE_KEEP_S) // HOUR * HOUR + HOUR
     conds = [MetricPoint.builds > 0, MetricPoint.t >= since]
     if stack_id is not None:
         conds.append(MetricPoint.stack_id == stack_id)
@@ -108,8 +110,9 @@ async def read_builds(
     if instance_id is not None:
         conds.append(MetricPoint.instance_id == instance_id)
     fine = or_(
-        and_(MetricPoint.res == RAW, MetricPoint.t >= cut),
-        and_(MetricPoint.res == MINUTE, MetricPoint.t < cut),
+        and_(MetricPoint.res == RAW, MetricPoint.t >= raw_cut),
+        and_(MetricPoint.res == MINUTE, MetricPoint.t >= minute_cut, MetricPoint.t < raw_cut),
+        and_(MetricPoint.res == HOUR, MetricPoint.t < minute_cut),
     )
     async with db.read() as session:
         rows = (
@@ -137,7 +140,7 @@ async def roll_window(db: Database, source: int, res: int, start: int, end: int)
             )
         )
         out = [
-            _row(stack_id, instance, res, p)
+            row_of(stack_id, instance, res, p)
             for stack_id, points in by_stack.items()
             for instance, p in rollup(points, res)
         ]
