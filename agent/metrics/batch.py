@@ -12,10 +12,11 @@ Point fields (JSON, docs/metrics.md): t (interval start, unix s), span (s), serv
 ("" for the server), requests, errors (5xx answers, the proxy's own failures
 included), bytes_in, bytes_out, lat (latency histogram counts, total time, fixed
 buckets), lat_sum (s), cpu_s (CPU seconds used in the interval), mem (bytes: RSS for a
-service, used memory for the server); server points add mem_total, disk_used,
-disk_total, inodes_free, load1, net_rx, net_tx. A service point of an interval in
+service, used memory for the server); server points add mem_total, swap_used,
+swap_total, disk_used, disk_total, inodes_free, load1, net_rx, net_tx. A service point of an interval in
 which builds finished adds builds (how many), build_s (their wall time, summed) and
-build_rss (the largest peak resident memory of their process trees, bytes).
+build_rss (the largest peak resident memory of their process trees, bytes); one in
+which it was restarted (after a crash or failed health checks) adds restarts.
 """
 
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ class BatchBuilder:
     net: tuple[int, int] | None = None
     last_t: float | None = None
     held: list[FinishedBuild] = field(default_factory=list)  # builds before the baseline
+    restarts: dict[str, int] = field(default_factory=dict)  # service -> restarts so far
 
     def build(
         self,
@@ -52,6 +54,7 @@ class BatchBuilder:
         services: dict[str, ServiceSample],
         server: ServerSample | None,
         builds: list[FinishedBuild] | None = None,
+        restarts: dict[str, int] | None = None,
     ) -> list[dict[str, Any]]:
         """The points for (last build, now]; the first call only sets the baselines (and
         keeps `builds` for the next one)."""
@@ -73,9 +76,14 @@ class BatchBuilder:
                 d = delta(stats, self.routes.get((snap.kind, service)))
                 self.routes[(snap.kind, service)] = stats
                 traffic[service] = _merge(traffic.get(service), d)
-        built = _builds_by_service(builds)
+        extra = _builds_by_service(builds)
+        for service, n in (restarts or {}).items():
+            again = int(_counter(n, self.restarts.get(service, 0)))
+            self.restarts[service] = n
+            if again:
+                extra.setdefault(service, {})["restarts"] = again
         points = []
-        for service in sorted(set(traffic) | set(services) | set(built)):
+        for service in sorted(set(traffic) | set(services) | set(extra)):
             p: dict[str, Any] = {"t": round(t0, 3), "span": round(span, 3), "service": service}
             seen = traffic.get(service)
             if seen is not None:
@@ -92,7 +100,7 @@ class BatchBuilder:
                 before = self.cpu.get(service)
                 self.cpu[service] = sample.cpu_seconds
                 p.update(cpu_s=round(_counter(sample.cpu_seconds, before), 3), mem=sample.rss_bytes)
-            p.update(built.get(service, {}))
+            p.update(extra.get(service, {}))
             points.append(p)
         for gone in set(self.cpu) - set(services) - {""}:
             del self.cpu[gone]
@@ -110,6 +118,8 @@ class BatchBuilder:
                     "cpus": server.cpus,
                     "mem": server.mem_total - server.mem_available,
                     "mem_total": server.mem_total,
+                    "swap_used": server.swap_total - server.swap_free,
+                    "swap_total": server.swap_total,
                     "disk_used": server.disk_total - server.disk_free,
                     "disk_total": server.disk_total,
                     "inodes_free": server.inodes_free,

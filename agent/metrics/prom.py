@@ -37,9 +37,10 @@ class AgentCollector(Collector):
         services: dict[str, ServiceSample],
         server: ServerSample | None,
         builds: BuildLog | None = None,
+        restarts: dict[str, int] | None = None,
     ) -> None:
         self.proxies, self.services, self.server = proxies, services, server
-        self.builds = builds
+        self.builds, self.restarts = builds, restarts or {}
 
     def collect(self) -> Iterator[Metric]:
         labels = ["proxy", "service"]
@@ -89,6 +90,12 @@ class AgentCollector(Collector):
             svc["procs"].add_metric([name], s.processes)
             svc["uptime"].add_metric([name], s.uptime_s)
         yield from svc.values()
+        restarts = CounterMetricFamily(
+            "berth_service_restarts", "Restarts after a crash or failed health check, since the reconciler started.", labels=["service"]
+        )  # fmt: skip
+        for name, n in sorted(self.restarts.items()):
+            restarts.add_metric([name], n)
+        yield restarts
         if self.builds is not None:
             yield from _build_metrics(self.builds)
 

@@ -40,10 +40,11 @@ async def ship_metrics(
     interval_s: float = METRICS_SHIP_INTERVAL_S,
     serve_on: str | None = None,
     builds: BuildLog | None = None,
+    restarts: Callable[[], dict[str, int]] = dict,
 ) -> None:
-    """Collect the proxies' snapshots; ship batches (with the builds finished meanwhile)
-    when `client_ready` is given, serve `/metrics` on `serve_on` (a loopback HOST:PORT)
-    when that is."""
+    """Collect the proxies' snapshots; ship batches (with the builds finished meanwhile
+    and the services' restart counts) when `client_ready` is given, serve `/metrics` on
+    `serve_on` (a loopback HOST:PORT) when that is."""
     builds = builds if builds is not None else BuildLog()
     collector = MetricsCollector(endpoints)
     try:
@@ -54,12 +55,12 @@ async def ship_metrics(
     tasks = [asyncio.create_task(collector.run(), name="metrics-collector")]
     try:
         if serve_on is not None:
-            server = await serve_metrics(serve_on, collector, store, state_dir, builds)
+            server = await serve_metrics(serve_on, collector, store, state_dir, builds, restarts)
             tasks.append(asyncio.create_task(server.serve_forever(), name="metrics-http"))
         if client_ready is None:
             await asyncio.gather(*tasks)
             return
-        await _ship(collector, store, state_dir, client_ready, interval_s, builds)
+        await _ship(collector, store, state_dir, client_ready, interval_s, builds, restarts)
     finally:
         for task in tasks:
             task.cancel()
@@ -74,6 +75,7 @@ async def _ship(
     client_ready: Callable[[], Awaitable[ControlPlaneClient]],
     interval_s: float,
     builds: BuildLog,
+    restarts: Callable[[], dict[str, int]],
 ) -> None:
     builder = BatchBuilder()
     client = await client_ready()
@@ -86,8 +88,9 @@ async def _ship(
             await asyncio.sleep(interval_s)
             continue
         points = builder.build(
-            time.time(), list(collector.latest.values()), services, server, builds.drain()
-        )
+            time.time(), list(collector.latest.values()), services, server, builds.drain(),
+            restarts(),
+        )  # fmt: skip
         if points:
             try:
                 await asyncio.to_thread(client.send_metrics, points)
@@ -109,6 +112,7 @@ async def serve_metrics(
     store: Store,
     state_dir: Path,
     builds: BuildLog | None = None,
+    restarts: Callable[[], dict[str, int]] = dict,
 ) -> asyncio.Server:
     """A minimal HTTP/1.0 responder: `GET /metrics` gets the agent's figures (sampled
     per scrape), anything else 404. Loopback only (checked by the settings)."""
@@ -124,7 +128,9 @@ async def serve_metrics(
                 leaders = {rec.service: rec.pid for rec in store.processes()}
                 services, server = await asyncio.to_thread(_sample, leaders, state_dir)
                 body = exposition(
-                    AgentCollector(list(collector.latest.values()), services, server, builds)
+                    AgentCollector(
+                        list(collector.latest.values()), services, server, builds, restarts()
+                    )
                 )
                 head = f"HTTP/1.0 200 OK\r\nContent-Type: {PROM_TYPE}\r\n"
             else:

@@ -227,6 +227,7 @@ class Reconciler:
                         self._client_ready if self.settings.control_plane else None,
                         serve_on=self.settings.metrics_bind,
                         builds=self.builds,
+                        restarts=lambda: {n: w.restarts for n, w in self.workers.items()},
                     ),
                     name="metrics",
                 )

@@ -32,6 +32,7 @@ from controlplane.metrics.prom import (
     exposition,
     fleet_builds,
     fleet_points,
+    fleet_restarts,
 )
 from controlplane.metrics.query import parse_query
 from controlplane.metrics.store import Rollups, insert_batch, read_points
@@ -111,6 +112,7 @@ def scrape_blueprint(ctx: AppContext) -> Blueprint:
             ctx.watcher.waiting,
             (ctx.heartbeats.batches, ctx.heartbeats.rows_written),
             await fleet_builds(ctx.db, now),
+            await fleet_restarts(ctx.db),
         )
         return Response(exposition(collector), content_type=CONTENT_TYPE)
 

@@ -22,8 +22,8 @@ BUCKETS = len(LATENCY_BUCKETS_S) + 1
 MAX_POINTS = 500  # per batch: 10 services x a few intervals, with room
 RAW, MINUTE, HOUR = 0, 60, 3600
 COUNTERS = ("requests", "errors", "bytes_in", "bytes_out")
-HOST_FIELDS = ("cpus", "mem_total", "disk_used", "disk_total", "inodes_free", "load1",
-               "net_rx", "net_tx")  # fmt: skip
+HOST_FIELDS = ("cpus", "mem_total", "swap_used", "swap_total", "disk_used", "disk_total",
+               "inodes_free", "load1", "net_rx", "net_tx")  # fmt: skip
 MAX_SPAN_S = 3600.0
 
 
@@ -44,6 +44,7 @@ class Point:
     builds: int = 0
     build_s: float = 0.0
     build_rss: int | None = None
+    restarts: int = 0
 
 
 def _number(p: dict[str, Any], name: str, where: str, integer: bool) -> Any:
@@ -99,6 +100,7 @@ def parse_batch(body: dict[str, Any]) -> list[Point]:
         point.builds = _number(p, "builds", where, integer=True) or 0
         point.build_s = float(_number(p, "build_s", where, integer=False) or 0.0)
         point.build_rss = _number(p, "build_rss", where, integer=True)
+        point.restarts = _number(p, "restarts", where, integer=True) or 0
         if service == "":
             point.host = {
                 name: v for name in HOST_FIELDS
@@ -137,6 +139,7 @@ def merge_into(acc: Point, p: Point) -> None:
     acc.builds += p.builds
     acc.build_s += p.build_s
     acc.build_rss = _max(acc.build_rss, p.build_rss)
+    acc.restarts += p.restarts
     if p.host is not None:
         host = dict(acc.host or {})
         for k, v in p.host.items():  # network bytes are counters, the rest gauges
@@ -194,8 +197,9 @@ def series(points: list[tuple[str, Point]], step: int, service: str) -> list[dic
         cpu: float | None = None  # None: no instance reported it (not a zero)
         mem: int | None = None
         host: dict[str, float] = {}
-        builds, build_s, build_rss = 0, 0.0, None
+        builds, build_s, build_rss, restarts = 0, 0.0, None, 0
         for p in per.values():
+            restarts += p.restarts
             builds, build_s = builds + p.builds, build_s + p.build_s
             build_rss = _max(build_rss, p.build_rss)
             for name in COUNTERS:
@@ -223,12 +227,15 @@ def series(points: list[tuple[str, Point]], step: int, service: str) -> list[dic
             "builds": builds,
             "build_s": round(build_s / builds, 3) if builds else None,  # per build
             "build_rss": build_rss,
+            "restarts": restarts,
         }
         if service == "":
             cpus = host.get("cpus") or 0
             point.update(
                 cpu_pct=round(100 * cpu / covered / cpus, 2) if cpus and cpu is not None else None,
                 mem_total=host.get("mem_total"),
+                swap_used=host.get("swap_used"),
+                swap_total=host.get("swap_total"),
                 disk_used=host.get("disk_used"),
                 disk_total=host.get("disk_total"),
                 load1=host.get("load1"),

@@ -35,7 +35,7 @@ from sqlalchemy import event, select
 from controlplane.db import Database
 from controlplane.metrics.points import Point, quantile
 from controlplane.metrics.store import point_of, read_builds
-from controlplane.models import MetricPoint, Stack
+from controlplane.models import Instance, MetricPoint, Stack
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 FRESH_S = 120  # points older than this are not exposed (the agent went quiet)
@@ -83,9 +83,11 @@ class FleetCollector(Collector):
         waiters: int,
         heartbeats: tuple[int, int],  # (batches, rows) written by this process
         builds: list[tuple[str, str, str, Point]] | None = None,  # latest build's point
+        restarts: list[tuple[str, str, str, str, int]] | None = None,  # (.., service, n)
     ) -> None:
         self.points = points
         self.builds = builds or []
+        self.restarts = restarts or []
         self.own = own
         self.waiters = waiters
         self.heartbeats = heartbeats
@@ -148,6 +150,14 @@ class FleetCollector(Collector):
             if p.build_rss is not None:
                 peak.add_metric(values, p.build_rss)
         yield from (took, peak)
+        restarts = CounterMetricFamily(
+            "berth_service_restarts",
+            "Restarts after a crash or failed health checks, since the agent's reconciler started (its latest heartbeat).",
+            labels=labels,
+        )  # fmt: skip
+        for stack, instance, route, service, n in self.restarts:
+            restarts.add_metric([stack, instance, service, route], n)
+        yield restarts
 
     def _servers(self) -> Iterator[Metric]:
         labels = ["stack", "instance"]
@@ -158,6 +168,10 @@ class FleetCollector(Collector):
                 ("cpus", "CPUs of the server."),
                 ("memory_used_bytes", "Memory in use (total minus available)."),
                 ("memory_total_bytes", "Memory installed."),
+                ("swap_used_bytes", "Swap in use."),
+                ("swap_total_bytes", "Swap size."),
+                ("network_received_bytes_per_second", "Bytes received (all but loopback)."),
+                ("network_sent_bytes_per_second", "Bytes sent (all but loopback)."),
                 ("disk_used_bytes", "Used space of the state directory's filesystem."),
                 ("disk_total_bytes", "Size of the state directory's filesystem."),
                 ("inodes_free", "Free inodes of the state directory's filesystem."),
@@ -165,7 +179,8 @@ class FleetCollector(Collector):
             )
         }
         keys = {
-            "cpus": "cpus", "memory_total_bytes": "mem_total", "disk_used_bytes": "disk_used",
+            "cpus": "cpus", "memory_total_bytes": "mem_total", "swap_used_bytes": "swap_used",
+            "swap_total_bytes": "swap_total", "disk_used_bytes": "disk_used",
             "disk_total_bytes": "disk_total", "inodes_free": "inodes_free", "load1": "load1",
         }  # fmt: skip
         for stack, instance, _, p in self.points:
@@ -180,6 +195,11 @@ class FleetCollector(Collector):
                 value = (p.host or {}).get(key)
                 if value is not None:
                     fam[name].add_metric(values, value)
+            for name, key in (("network_received_bytes_per_second", "net_rx"),
+                              ("network_sent_bytes_per_second", "net_tx")):  # fmt: skip
+                value = (p.host or {}).get(key)
+                if value is not None:
+                    fam[name].add_metric(values, value / (p.span or 1.0))
         yield from fam.values()
 
     def _own(self) -> Iterator[Metric]:
@@ -260,6 +280,30 @@ async def fleet_builds(db: Database, now: float) -> list[tuple[str, str, str, Po
         for (sid, instance_id, service), p in sorted(newest.items())
         if sid in stacks
     ]
+
+
+async def fleet_restarts(db: Database) -> list[tuple[str, str, str, str, int]]:
+    """(stack name, instance, route, service, restarts) from every live instance's latest
+    heartbeat: a real counter (it restarts from zero with the agent's reconciler)."""
+    async with db.read() as session:
+        rows = (
+            await session.execute(
+                select(Instance.stack_id, Instance.id, Instance.services).where(
+                    Instance.revoked_at.is_(None)
+                )
+            )
+        ).all()
+    stacks = await _stacks(db, {r[0] for r in rows})
+    out = []
+    for stack_id, instance_id, services in sorted(rows, key=lambda r: (r[0], r[1])):
+        if stack_id not in stacks or not isinstance(services, list):
+            continue
+        name, document = stacks[stack_id]
+        for s in services:
+            n = s.get("restarts") if isinstance(s, dict) else None
+            if isinstance(n, int) and not isinstance(n, bool) and isinstance(s.get("name"), str):
+                out.append((name, instance_id, _route(document, s["name"]), s["name"], n))
+    return out
 
 
 async def _stacks(db: Database, ids: set[str]) -> dict[str, tuple[str, Any]]:

@@ -36,7 +36,7 @@ def row_of(stack_id: str, instance_id: str, res: int, p: Point) -> dict[str, Any
         "t": p.t, "span": p.span, "requests": p.requests, "errors": p.errors,
         "bytes_in": p.bytes_in, "bytes_out": p.bytes_out, "lat": p.lat, "lat_sum": p.lat_sum,
         "cpu_s": p.cpu_s, "mem": p.mem, "host": p.host, "builds": p.builds,
-        "build_s": p.build_s, "build_rss": p.build_rss,
+        "build_s": p.build_s, "build_rss": p.build_rss, "restarts": p.restarts,
     }  # fmt: skip
 
 
@@ -44,7 +44,7 @@ def point_of(row: MetricPoint) -> Point:
     return Point(
         row.service, row.t, row.span, row.requests, row.errors, row.bytes_in, row.bytes_out,
         row.lat, row.lat_sum, row.cpu_s, row.mem, row.host, row.builds or 0,
-        row.build_s or 0.0, row.build_rss,
+        row.build_s or 0.0, row.build_rss, row.restarts or 0,
     )  # fmt: skip
 
 

@@ -36,8 +36,8 @@ def web(t: float, requests: int, errors: int = 0) -> dict[str, Any]:
 
 def host(t: float) -> dict[str, Any]:
     return {"t": t, "span": 30, "service": "", "cpu_s": 15.0, "cpus": 2, "mem": 1000,
-            "mem_total": 4000, "disk_used": 10, "disk_total": 100, "inodes_free": 5,
-            "load1": 0.5, "net_rx": 10, "net_tx": 20}  # fmt: skip
+            "mem_total": 4000, "swap_used": 7, "swap_total": 70, "disk_used": 10,
+            "disk_total": 100, "inodes_free": 5, "load1": 0.5, "net_rx": 300, "net_tx": 600}  # fmt: skip
 
 
 def test_points_in_series_out(api: Api, server_url: str, repo: Path, unique: str) -> None:
@@ -62,6 +62,7 @@ def test_points_in_series_out(api: Api, server_url: str, repo: Path, unique: str
     server = api.get(f"/stacks/{stack_id}/metrics", params={"from": t0, "step": 30}).json()
     (h,) = server["points"]
     assert h["cpu_pct"] == 25.0 and h["disk_total"] == 100 and h["load1"] == 0.5
+    assert (h["swap_used"], h["swap_total"], h["net_rx"]) == (7, 70, 300)
     # a batch sent again replaces its points instead of doubling them
     assert agent.post("/agent/metrics", json={"points": [web(t0, 300, 3)]}).status_code == 200
     again = api.get(
@@ -156,6 +157,22 @@ def test_prometheus_scrape(
     server = (("instance", instance), ("stack", name))
     assert samples[("berth_server_cpu_cores", server)] == 0.5
     assert samples[("berth_server_disk_total_bytes", server)] == 100
+    assert samples[("berth_server_swap_used_bytes", server)] == 7
+    assert samples[("berth_server_network_sent_bytes_per_second", server)] == 20.0
+    # restarts: a counter from the agent's latest heartbeat
+    from tests.controlplane.test_agent_api import HEARTBEAT
+
+    assert agent.post("/agent/heartbeat", json=HEARTBEAT).status_code == 200
+    again = requests.get(
+        f"{server_url}/metrics", headers={"Authorization": f"Bearer {admin_token}"}, timeout=10
+    )
+    restarts = [
+        s for fam in text_string_to_metric_families(again.text) for s in fam.samples
+        if s.name == "berth_service_restarts_total" and s.labels["instance"] == instance
+    ]  # fmt: skip
+    assert [(s.labels["service"], s.labels["stack"], s.value) for s in restarts] == [
+        ("web", name, 2)
+    ]
     own = {n for n, _ in samples if n.startswith("berth_controlplane_")}
     assert {"berth_controlplane_requests_total", "berth_controlplane_request_seconds_bucket",
             "berth_controlplane_longpoll_waiters", "berth_controlplane_heartbeat_rows_total",
@@ -191,7 +208,7 @@ def test_builds_are_stored_rolled_up_and_scraped(
     stack_id, instance, agent = enroll(api, server_url, repo, f"metrics-build-{unique}")
     now = int(time.time())
     t0 = now // 60 * 60 - 120
-    points = [{**web(t0, 10), "builds": 1, "build_s": 40.0, "build_rss": 300_000_000},
+    points = [{**web(t0, 10), "builds": 1, "build_s": 40.0, "build_rss": 300_000_000, "restarts": 1},
               {**web(t0 + 30, 10), "builds": 2, "build_s": 20.0, "build_rss": 500_000_000},
               web(t0 + 60, 10)]  # fmt: skip
     assert agent.post("/agent/metrics", json={"points": points}).status_code == 200
@@ -201,6 +218,7 @@ def test_builds_are_stored_rolled_up_and_scraped(
     first, second = got.json()["points"]
     # three builds in the minute: 60 s in all, 20 s each on average, the largest peak
     assert (first["builds"], first["build_s"], first["build_rss"]) == (3, 20.0, 500_000_000)
+    assert (first["restarts"], second["restarts"]) == (1, 0)
     assert (second["builds"], second["build_s"], second["build_rss"]) == (0, None, None)
 
     resp = requests.get(

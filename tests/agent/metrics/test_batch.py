@@ -44,6 +44,7 @@ def test_points_are_differences_and_survive_restarts() -> None:
     assert web["cpu_s"] == 1.5 and web["mem"] == 2000
     assert host["service"] == "" and host["cpu_s"] == 2 and host["net_rx"] == 500
     assert host["mem"] == 2000 and host["disk_used"] == 600
+    assert (host["swap_used"], host["swap_total"]) == (0, 0)
     # the external proxy restarted (new `started`), the service too (less CPU): from zero
     fresh = RouteMetrics()
     fresh.record("web", 200, 1, 1, 0.01, 0.01, None)
@@ -69,3 +70,15 @@ def test_builds_ride_with_their_service_point() -> None:
     assert "builds" not in web  # counted once
     assert log.latest["web"].duration_s == 3.25 and log.counts == {("api", True): 1,
                                                                   ("web", False): 1, ("web", True): 1}  # fmt: skip
+
+
+def test_restarts_are_shipped_as_differences() -> None:
+    b = BatchBuilder()
+    assert b.build(100.0, [], {"web": service(1.0)}, None, [], {"web": 1}) == []
+    (web,) = b.build(130.0, [], {"web": service(1.0)}, None, [], {"web": 3})
+    assert web["restarts"] == 2
+    (web,) = b.build(160.0, [], {"web": service(1.0)}, None, [], {"web": 3})
+    assert "restarts" not in web
+    # the reconciler restarted (its counts start again): from zero, never negative
+    (web,) = b.build(190.0, [], {"web": service(1.0)}, None, [], {"web": 1})
+    assert web["restarts"] == 1

@@ -3,6 +3,8 @@ loopback, its builds appear there with their wall time and peak memory, and a
 non-loopback address is refused at start. Parsed with prometheus_client's parser."""
 
 import asyncio
+import os
+import signal
 import subprocess
 import time
 from dataclasses import replace
@@ -49,6 +51,9 @@ def test_builds_show_on_the_agents_own_metrics(workspace: Path) -> None:
             await asyncio.sleep(0.1)
             r.accept_document(document(repo, c1, 1, build=f"{HOG} && sleep 0.3"))
             await until(lambda: r.stack_status()[0] == "applied")
+            w = r.workers["app"]
+            os.killpg(w.current.rec.pid, signal.SIGKILL)  # a crash: restarted
+            await until(lambda: w.restarts == 1 and w.state == "running")
             ok = await asyncio.to_thread(scrape, url)
             r.accept_document(document(repo, c2, 2, build=f"{HOG}; exit 4"))
             await until(lambda: r.stack_status()[0] == "degraded")
@@ -64,6 +69,7 @@ def test_builds_show_on_the_agents_own_metrics(workspace: Path) -> None:
     assert ok[("berth_service_last_build_seconds", app)] >= 0.3
     assert ok[("berth_service_last_build_peak_memory_bytes", app)] >= 90 * MB
     assert ok[("berth_service_memory_bytes", app)] > 0  # the running service, from /proc
+    assert ok[("berth_service_restarts_total", app)] == 1
     assert ok[("berth_server_memory_total_bytes", ())] > 0
     assert failed[("berth_service_builds_total", (("result", "failed"), ("service", "app")))] == 1
     assert failed[("berth_service_builds_total", (("result", "ok"), ("service", "app")))] == 1
