@@ -64,18 +64,7 @@ class BatchBuilder:
         t0 = self.last_t if self.last_t is not None else now
         self.last_t = now
         span = max(0.0, now - t0)
-        traffic: dict[str, RouteStats] = {}
-        for snap in proxies:
-            if self.started.get(snap.kind) != snap.started:
-                self.started[snap.kind] = snap.started
-                for key in [k for k in self.routes if k[0] == snap.kind]:
-                    del self.routes[key]
-            for service, stats in snap.routes.items():
-                if not service:
-                    continue  # unrouted requests belong to no service
-                d = delta(stats, self.routes.get((snap.kind, service)))
-                self.routes[(snap.kind, service)] = stats
-                traffic[service] = _merge(traffic.get(service), d)
+        traffic = self._traffic(proxies)
         extra = _builds_by_service(builds)
         for service, n in (restarts or {}).items():
             again = int(_counter(n, self.restarts.get(service, 0)))
@@ -105,30 +94,47 @@ class BatchBuilder:
         for gone in set(self.cpu) - set(services) - {""}:
             del self.cpu[gone]
         if server is not None:
-            busy = sum(v for k, v in server.cpu_seconds.items() if k not in ("idle", "iowait"))
-            before = self.cpu.get("")
-            self.cpu[""] = busy
-            net_before, self.net = self.net, (server.net_rx_bytes, server.net_tx_bytes)
-            points.append(
-                {
-                    "t": round(t0, 3),
-                    "span": round(span, 3),
-                    "service": "",
-                    "cpu_s": round(_counter(busy, before), 3),
-                    "cpus": server.cpus,
-                    "mem": server.mem_total - server.mem_available,
-                    "mem_total": server.mem_total,
-                    "swap_used": server.swap_total - server.swap_free,
-                    "swap_total": server.swap_total,
-                    "disk_used": server.disk_total - server.disk_free,
-                    "disk_total": server.disk_total,
-                    "inodes_free": server.inodes_free,
-                    "load1": server.load1,
-                    "net_rx": int(_counter(server.net_rx_bytes, net_before and net_before[0])),
-                    "net_tx": int(_counter(server.net_tx_bytes, net_before and net_before[1])),
-                }
-            )
+            points.append(self._server_point(t0, span, server))
         return [] if first else points
+
+    def _traffic(self, proxies: list[ProxyMetrics]) -> dict[str, RouteStats]:
+        """Each service's traffic since the last batch, both proxies summed."""
+        traffic: dict[str, RouteStats] = {}
+        for snap in proxies:
+            if self.started.get(snap.kind) != snap.started:
+                self.started[snap.kind] = snap.started
+                for key in [k for k in self.routes if k[0] == snap.kind]:
+                    del self.routes[key]
+            for service, stats in snap.routes.items():
+                if not service:
+                    continue  # unrouted requests belong to no service
+                d = delta(stats, self.routes.get((snap.kind, service)))
+                self.routes[(snap.kind, service)] = stats
+                traffic[service] = _merge(traffic.get(service), d)
+        return traffic
+
+    def _server_point(self, t0: float, span: float, server: ServerSample) -> dict[str, Any]:
+        busy = sum(v for k, v in server.cpu_seconds.items() if k not in ("idle", "iowait"))
+        before = self.cpu.get("")
+        self.cpu[""] = busy
+        net_before, self.net = self.net, (server.net_rx_bytes, server.net_tx_bytes)
+        return {
+            "t": round(t0, 3),
+            "span": round(span, 3),
+            "service": "",
+            "cpu_s": round(_counter(busy, before), 3),
+            "cpus": server.cpus,
+            "mem": server.mem_total - server.mem_available,
+            "mem_total": server.mem_total,
+            "swap_used": server.swap_total - server.swap_free,
+            "swap_total": server.swap_total,
+            "disk_used": server.disk_total - server.disk_free,
+            "disk_total": server.disk_total,
+            "inodes_free": server.inodes_free,
+            "load1": server.load1,
+            "net_rx": int(_counter(server.net_rx_bytes, net_before and net_before[0])),
+            "net_tx": int(_counter(server.net_tx_bytes, net_before and net_before[1])),
+        }
 
 
 def _builds_by_service(builds: list[FinishedBuild]) -> dict[str, dict[str, Any]]:

@@ -72,7 +72,10 @@ class AgentCollector(Collector):
                 upstream.add_metric(values, _buckets(stats.upstream), stats.upstream.sum_s)
                 total.add_metric(values, _buckets(stats.total), stats.total.sum_s)
         yield from (requests, errors, rx, tx, in_flight, upstream, total)
+        yield from self._services()
+        yield from self._server()
 
+    def _services(self) -> Iterator[Metric]:
         svc: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
             "cpu": CounterMetricFamily("berth_service_cpu_seconds", "CPU time of the service's processes.", labels=["service"]),
             "rss": GaugeMetricFamily("berth_service_memory_bytes", "Resident memory.", labels=["service"]),
@@ -99,6 +102,7 @@ class AgentCollector(Collector):
         if self.builds is not None:
             yield from _build_metrics(self.builds)
 
+    def _server(self) -> Iterator[Metric]:
         srv = self.server
         if srv is None:
             return

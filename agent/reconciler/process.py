@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.identities import SERVICES_USER, IdentityError, check_services_user, ensure_user
+from agent.metrics.builds import FinishedBuild
 from agent.reconciler import buildusage
 
 
@@ -143,6 +144,14 @@ class BuildResult:
     reason: str
     duration_s: float
     peak_rss_bytes: int
+
+    def finished(self, service: str) -> FinishedBuild:
+        """What the metrics keep of it."""
+        return FinishedBuild(service, self.duration_s, self.peak_rss_bytes, self.ok)
+
+    @property
+    def cost(self) -> str:
+        return f"{self.duration_s:.1f} s, peak memory {self.peak_rss_bytes / (1 << 20):.0f} MiB"
 
 
 async def run_build(

@@ -35,7 +35,7 @@ from subprocess import Popen
 from typing import Any, Protocol
 
 from agent.bus.messages import Route
-from agent.metrics.builds import BuildLog, FinishedBuild
+from agent.metrics.builds import BuildLog
 from agent.reconciler import gitsync, health, ownership, planner, process
 from agent.reconciler.planner import ServiceView
 from agent.reconciler.policy import Backoff, ServiceStatus, service_env
@@ -424,17 +424,10 @@ class ServiceWorker:
         done = await process.run_build(
             t.svc.spec.build, release, env, build_log, self.ctx.run_as, self.ctx.timeouts.build_s
         )
-        self.ctx.builds.record(
-            FinishedBuild(self.name, done.duration_s, done.peak_rss_bytes, done.ok)
-        )
+        self.ctx.builds.record(done.finished(self.name))
         if done.ok:
             ownership.mark_built(self.ctx.state_dir, self.name, t.svc.commit, t.build_key)
-            self.ctx.event(
-                "build",
-                f"build succeeded in {done.duration_s:.1f} s, "
-                f"peak memory {done.peak_rss_bytes / (1 << 20):.0f} MiB",
-                self.name,
-            )
+            self.ctx.event("build", f"build succeeded in {done.cost}", self.name)
         return done.ok, done.reason
 
     def _mark_running(self, t: DesiredConfig) -> None:
