@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, tuple_
+from sqlalchemy import and_, delete, literal_column, select, tuple_
 
 from controlplane.db import Database
 from controlplane.metrics.points import HOUR, MINUTE, RAW, Point, rollup
@@ -102,23 +102,25 @@ async def read_builds(
     (each finer resolution from the first whole window its retention still covers)."""
     raw_cut = (int(now) - RAW_KEEP_S) // MINUTE * MINUTE + MINUTE
     minute_cut = (int(now) - MINUTE_KEEP_S) // HOUR * HOUR + HOUR
-    conds = [MetricPoint.builds > 0, MetricPoint.t >= since]
+    conds = [MetricPoint.builds > literal_column("0"), MetricPoint.t >= since]  # as the index
     if stack_id is not None:
         conds.append(MetricPoint.stack_id == stack_id)
     if service is not None:
         conds.append(MetricPoint.service == service)
     if instance_id is not None:
         conds.append(MetricPoint.instance_id == instance_id)
-    fine = or_(
-        and_(MetricPoint.res == RAW, MetricPoint.t >= raw_cut),
-        and_(MetricPoint.res == MINUTE, MetricPoint.t >= minute_cut, MetricPoint.t < raw_cut),
-        and_(MetricPoint.res == HOUR, MetricPoint.t < minute_cut),
-    )
+
+    def finest(res: int, t: int) -> bool:
+        if res == RAW:
+            return t >= raw_cut
+        return minute_cut <= t < raw_cut if res == MINUTE else t < minute_cut
+
+    # (no condition on `res` in SQL: the partial index over points with builds serves it)
     async with db.read() as session:
         rows = (
-            await session.execute(select(MetricPoint).where(*conds, fine).order_by(MetricPoint.t))
+            await session.execute(select(MetricPoint).where(*conds).order_by(MetricPoint.t))
         ).scalars()
-        return [(r.stack_id, r.instance_id, point_of(r)) for r in rows]
+        return [(r.stack_id, r.instance_id, point_of(r)) for r in rows if finest(r.res, r.t)]
 
 
 async def roll_window(db: Database, source: int, res: int, start: int, end: int) -> int:
