@@ -5,7 +5,7 @@
   for (a reaped child's maximum is folded into its parent's). It catches a spike no
   sampler sees, but it is a maximum over processes, not a sum: four compilers running
   side by side count as the largest one.
-* Sampling the build's process group from /proc (`sample_group_peak`): the sum of every
+* Sampling the build's process group from /proc (`GroupPeak`): the sum of every
   live process of the group at that moment, so parallel jobs add up and a helper that
   outlives its parent still counts; but a spike shorter than `SAMPLE_EVERY_S` is missed.
 
