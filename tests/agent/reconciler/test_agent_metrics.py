@@ -7,22 +7,52 @@ import os
 import signal
 import subprocess
 import time
-from dataclasses import replace
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.agent.reconciler.test_reconciler_processes import document, make, until, workspace
+from agent.reconciler.reconciler import Reconciler
+from agent.reconciler.shutdown import stop_recorded_services
+from agent.reconciler.worker import Timeouts
+from agent.schema import parse_stack
+from agent.schema.document import DesiredState, build_document
+from agent.settings import AgentSettings
 from tests.support.berth import BERTH
 from tests.support.dirs import world_dir
 from tests.support.gitrepo import APP, commit_files, init_repo
 from tests.support.ports import free_port
 
-__all__ = ["workspace"]  # the fixture, shared
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 MB = 1_000_000
 HOG = "python3 -c \"b = b'x' * 90_000_000\""  # 90 MB resident for a moment
+
+
+@pytest.fixture
+def workspace() -> Iterator[Path]:
+    with world_dir() as d:
+        try:
+            yield d
+        finally:  # a failing test must not leave services behind
+            if (d / "state" / "agent.sqlite3").exists():
+                stop_recorded_services(AgentSettings(state_dir=d / "state", run_dir=d / "run"))
+
+
+def document(repo: Path, commit: str, version: int, build: str) -> DesiredState:
+    service = {"name": "app", "repo": f"file://{repo}", "ref": "main", "build": build,
+               "run": "python3 app.py", "path": "/",
+               "health": {"path": "/healthz", "interval_s": 0.2, "timeout_s": 1, "retries": 2}}  # fmt: skip
+    spec = parse_stack({"name": "t", "services": [service]})
+    return build_document("stack", version, spec, {"app": commit})
+
+
+async def until(cond: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
 
 
 def scrape(url: str) -> Samples:
@@ -42,20 +72,23 @@ def test_builds_show_on_the_agents_own_metrics(workspace: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}/metrics"
 
     async def life() -> tuple[Samples, Samples]:
-        r = make(workspace)
-        r.settings = replace(
-            r.settings, metrics_bind=url.removeprefix("http://")[: -len("/metrics")]
-        )
+        settings = AgentSettings(
+            state_dir=workspace / "state", run_dir=workspace / "run",
+            file_repo_roots=(str(workspace),),
+            metrics_bind=url.removeprefix("http://").removesuffix("/metrics"),
+        )  # fmt: skip
+        timeouts = Timeouts(deploy_s=8, build_s=20, drain_s=2, stop_grace_s=3)
+        r = Reconciler(settings, timeouts=timeouts)
         task = asyncio.create_task(r.run())
         try:
             await asyncio.sleep(0.1)
-            r.accept_document(document(repo, c1, 1, build=f"{HOG} && sleep 0.3"))
+            r.accept_document(document(repo, c1, 1, f"{HOG} && sleep 0.3"))
             await until(lambda: r.stack_status()[0] == "applied")
             w = r.workers["app"]
             os.killpg(w.current.rec.pid, signal.SIGKILL)  # a crash: restarted
             await until(lambda: w.restarts == 1 and w.state == "running")
             ok = await asyncio.to_thread(scrape, url)
-            r.accept_document(document(repo, c2, 2, build=f"{HOG}; exit 4"))
+            r.accept_document(document(repo, c2, 2, f"{HOG}; exit 4"))
             await until(lambda: r.stack_status()[0] == "degraded")
             return ok, await asyncio.to_thread(scrape, url)
         finally:
