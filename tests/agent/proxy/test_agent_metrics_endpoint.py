@@ -1,6 +1,6 @@
-"""The agent's own /metrics on loopback (`--metrics-bind`): a real proxy's counters
-through the bus to the reconciler's metrics loop, scraped and parsed with
-prometheus_client's parser."""
+"""The agent's own /metrics on loopback (`--metrics-bind`): real proxies' counters (the
+external and the internal one, each under its own label) through the bus to the
+reconciler's metrics loop, scraped and parsed with prometheus_client's parser."""
 
 import asyncio
 import os
@@ -101,3 +101,36 @@ def test_metrics_bind_must_be_loopback() -> None:
     for bad in ("0.0.0.0:9101", "10.0.0.5:9101", "example.com:9101"):
         with pytest.raises(ValueError, match="--metrics-bind must be a loopback address"):
             check_loopback(bad, "--metrics-bind")
+
+
+def test_the_internal_proxys_traffic_is_counted_as_its_own(
+    endpoint: str, state_dir: Path, bus: BusPublisher, backend_a: Backend, backend_b: Backend
+) -> None:
+    internal = ProxyProcess(state_dir, "internal-proxy", config=FAST)
+    try:
+        bus.publish([Route("a", backend_a.port, "/a"), Route("b", backend_b.port, "/b")])
+        url = f"http://127.0.0.1:{internal.port}/x"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # probes go to "a": "b" counts only what follows
+            if requests.get(url, headers={"Host": "a.svc.internal"}, timeout=2).ok:
+                break
+            time.sleep(0.05)
+        with requests.Session() as s:
+            for _ in range(40):
+                r = s.get(url, headers={"Host": "b.svc.internal"}, timeout=5)
+                assert r.headers["X-Backend"] == "b"
+        key = (
+            "berth_proxy_requests_total",
+            (("code", "2xx"), ("proxy", "internal"), ("service", "b")),
+        )
+        deadline = time.monotonic() + 15
+        got = samples(endpoint)
+        while got.get(key) != 40 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            got = samples(endpoint)
+        assert got.get(key) == 40
+        external_b = ("berth_proxy_requests_total",
+                      (("code", "2xx"), ("proxy", "external"), ("service", "b")))  # fmt: skip
+        assert got.get(external_b) in (None, 60)  # the external proxy's own, if it ran before
+    finally:
+        internal.stop()
