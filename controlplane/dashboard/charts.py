@@ -161,6 +161,8 @@ def sparkline(
         f'<svg class="sparkline" viewBox="0 0 {W:g} {H:g}" preserveAspectRatio="none" '
         f'role="img" aria-label="{escape(text)}" data-latest="{latest if latest is not None else ""}">'
         f'<path class="chart-line chart-a" d="{d}" fill="none" vector-effect="non-scaling-stroke"/>'
+        f'<path class="chart-dot chart-a" d="{_latest_dot(points, key, t_from, t_to, step, top)}" '
+        'vector-effect="non-scaling-stroke"/>'
         "</svg>"
     )
 

@@ -35,3 +35,11 @@ def test_a_lone_point_gets_a_visible_marker_at_its_value() -> None:
 def test_no_marker_without_data() -> None:
     chart = str(line_chart("c", "CPU", "", [Line("cpu", "cores", "a")], [], 0, 3600, 30))
     assert 'class="chart-dot chart-a" d=""' in chart and "No data in this range yet." in chart
+
+
+def test_a_sparkline_marks_its_newest_point() -> None:
+    from controlplane.dashboard.charts import sparkline
+
+    line = str(sparkline("web req/s", [{"t": 3570, "rps": 4.0}], "rps", 0, 3600, 30))
+    assert re.search(r'class="chart-dot chart-a" d="M[\d.]+,[\d.]+ l0,0"', line), line
+    assert 'data-latest="4.0"' in line and 'aria-label="web req/s: 4 now"' in line

@@ -195,6 +195,13 @@ def test_charts_show_the_traffic_sent_and_update_live(
     spark = page.locator('[data-spark="web"] svg')
     expect(spark).to_be_visible()
     assert float(spark.get_attribute("data-latest") or 0) > 0
+    # drawn in a colour: its stroke comes from a variable that must reach the overview
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        for part in ("chart-line", "chart-dot"):
+            stroke = spark.locator(f"path.{part}").evaluate("p => getComputedStyle(p).stroke")
+            assert stroke not in ("none", "", "rgba(0, 0, 0, 0)"), (scheme, part, stroke)
+    page.emulate_media(color_scheme="light")
     snap(page, "overview-sparklines")
 
 
