@@ -5,6 +5,7 @@ non-loopback address is refused at start. Parsed with prometheus_client's parser
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -55,6 +56,17 @@ async def until(cond: Callable[[], bool], timeout: float = 20.0) -> None:
         await asyncio.sleep(0.05)
 
 
+def listening(url: str) -> bool:
+    """Its port accepts connections (the kernel completes them: no need for the loop
+    this is called from to answer)."""
+    host, port = url.removeprefix("http://").split("/")[0].split(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 def scrape(url: str) -> Samples:
     resp = requests.get(url, timeout=5)
     assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/plain")
@@ -81,7 +93,7 @@ def test_builds_show_on_the_agents_own_metrics(workspace: Path) -> None:
         r = Reconciler(settings, timeouts=timeouts)
         task = asyncio.create_task(r.run())
         try:
-            await asyncio.sleep(0.1)
+            await until(lambda: listening(url))  # the reconciler is up, its /metrics too
             r.accept_document(document(repo, c1, 1, f"{HOG} && sleep 0.3"))
             await until(lambda: r.stack_status()[0] == "applied")
             w = r.workers["app"]
