@@ -94,13 +94,13 @@ def test_the_control_planes_own_figures_follow_its_work(
     held: dict[str, Any] = {}
     poll = threading.Thread(
         target=lambda: held.update(
-            r=agent.get("/agent/desired-state", params={"wait": "4"},
+            r=agent.get("/agent/desired-state", params={"wait": "8"},
                         headers={"If-None-Match": etag})
         ),
         daemon=True,
     )  # fmt: skip
     poll.start()
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 6  # (the poll is held 8 s)
     after = parse(scrape(scraped.url, SCRAPE_TOKEN))
     while own(after, "longpoll_waiters") < 1 and time.monotonic() < deadline:
         after = parse(scrape(scraped.url, SCRAPE_TOKEN))
