@@ -28,7 +28,7 @@ from sqlalchemy import Connection, Table, bindparam, text, update
 
 from controlplane.db import Database
 from controlplane.models import Instance, utcnow
-from controlplane.status import Heartbeat
+from controlplane.status import Heartbeat, stored_heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,7 @@ class HeartbeatWriter:
         self._pending[instance_id] = {
             "id": instance_id,
             "last_seen": utcnow(),
-            "agent_version": hb.agent_version,
-            "applied_version": hb.applied_version,
-            "state": hb.state,
-            "services": hb.services,
-            "security": hb.security,
-            "extra": hb.extra,
+            **stored_heartbeat(hb),
         }
         loop = asyncio.get_running_loop()
         if self._oldest is None:

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from agent.schema import ValidationError, report
 from agent.version import is_behind
 from controlplane.db import Database
 from controlplane.errors import BadRequest, NotFound, Unprocessable
@@ -30,28 +31,14 @@ OFFLINE_AFTER_BEATS = 8
 MAX_EVENTS_PER_BATCH = 1000
 MAX_EVENTS_PAGE = 1000
 DEFAULT_EVENTS_PAGE = 100
-_EVENT_KEYS = ("id", "type", "service", "message", "at")
-_HEARTBEAT_KEYS = ("agent_version", "applied_version", "state", "services", "security")
+MAX_EVENT_MESSAGE_CHARS = 10_000
 
 
-@dataclass(frozen=True)
-class Heartbeat:
-    agent_version: str | None
-    applied_version: int | None
-    state: str | None
-    services: list[dict[str, Any]]
-    security: dict[str, Any]
-    extra: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class IncomingEvent:
-    id: str
-    type: str
-    service: str | None
-    message: str
-    at: datetime
-    extra: dict[str, Any]
+# the types of the return path (the agent builds them, this side parses each body once)
+Heartbeat = report.Heartbeat
+IncomingEvent = report.Event
+# keys of a heartbeat with a column of their own; the rest is stored in `extra`
+_HEARTBEAT_COLUMNS = ("agent_version", "applied_version", "state", "services", "security")
 
 
 def instance_status(last_seen: datetime | None, now: datetime, heartbeat_interval_s: float) -> str:
@@ -71,79 +58,41 @@ def heartbeat_answer(doc_hash: str | None, heartbeat_interval_s: float) -> dict[
     return {"ok": True, "desired_hash": doc_hash, "heartbeat_interval_s": heartbeat_interval_s}
 
 
-def _opt_str(body: dict[str, Any], key: str, where: str, max_len: int = 255) -> str | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > max_len:
-        raise Unprocessable(f"must be a string of at most {max_len} characters", field=where)
-    return value
-
-
 def parse_heartbeat(body: Any) -> Heartbeat:
     if not isinstance(body, dict):
         raise BadRequest("heartbeat body must be a JSON object", field="body")
-    applied = body.get("applied_version")
-    if applied is not None and (isinstance(applied, bool) or not isinstance(applied, int)):
-        raise Unprocessable("must be an integer version or null", field="applied_version")
-    services = body.get("services", [])
-    if not isinstance(services, list) or not all(isinstance(s, dict) for s in services):
-        raise Unprocessable("must be a list of service objects", field="services")
-    security = body.get("security", {})
-    if not isinstance(security, dict):
-        raise Unprocessable("must be an object", field="security")
-    return Heartbeat(
-        agent_version=_opt_str(body, "agent_version", "agent_version", 64),
-        applied_version=applied,
-        state=_opt_str(body, "state", "state", 64),
-        services=services,
-        security=security,
-        extra={k: v for k, v in body.items() if k not in _HEARTBEAT_KEYS},
-    )
+    try:
+        return report.parse_heartbeat(body)
+    except ValidationError as exc:
+        raise Unprocessable(exc.detail, field=exc.field) from None
+
+
+def stored_heartbeat(hb: Heartbeat) -> dict[str, Any]:
+    """The instance's columns from a heartbeat: the snapshot as the agent sent it."""
+    wire = hb.wire if hb.wire is not None else hb.to_json()
+    return {
+        "agent_version": hb.agent_version,
+        "applied_version": hb.applied_version,
+        "state": hb.state,
+        "services": wire.get("services", []),
+        "security": dict(hb.security),
+        "extra": {k: v for k, v in wire.items() if k not in _HEARTBEAT_COLUMNS},
+    }
 
 
 def parse_time(value: Any, where: str) -> datetime:
-    if not isinstance(value, str):
-        raise Unprocessable(
-            "must be an ISO 8601 timestamp such as 2024-05-01T12:00:00Z", field=where
-        )
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise Unprocessable(
-            f"{value!r} is not an ISO 8601 timestamp such as 2024-05-01T12:00:00Z", field=where
-        ) from None
-    if parsed.tzinfo is None:
-        raise Unprocessable("must include a timezone (Z or +00:00)", field=where)
-    return parsed
+        return report.parse_timestamp(value, where)
+    except ValidationError as exc:
+        raise Unprocessable(exc.detail, field=exc.field) from None
 
 
 def parse_events(body: Any) -> list[IncomingEvent]:
-    events = []
-    for where, ev in batch_items(body, "events", MAX_EVENTS_PER_BATCH):
-        ev_id = ev.get("id")
-        if not isinstance(ev_id, str) or not 1 <= len(ev_id) <= 64:
-            raise Unprocessable("must be a string of 1-64 characters (a UUID)", field=f"{where}.id")
-        ev_type = ev.get("type")
-        if not isinstance(ev_type, str) or not 1 <= len(ev_type) <= 64:
-            raise Unprocessable(
-                "must be a string of 1-64 characters (e.g. build, crash, health)",
-                field=f"{where}.type",
-            )
-        message = ev.get("message", "")
-        if not isinstance(message, str):
-            raise Unprocessable("must be a string", field=f"{where}.message")
-        events.append(
-            IncomingEvent(
-                id=ev_id,
-                type=ev_type,
-                service=_opt_str(ev, "service", f"{where}.service", 63),
-                message=message[:10_000],
-                at=parse_time(ev.get("at"), f"{where}.at"),
-                extra={k: v for k, v in ev.items() if k not in _EVENT_KEYS},
-            )
-        )
-    return events
+    try:
+        return [report.parse_event(ev, where) for where, ev in
+                batch_items(body, "events", MAX_EVENTS_PER_BATCH)]  # fmt: skip
+    except ValidationError as exc:
+        raise Unprocessable(exc.detail, field=exc.field) from None
 
 
 async def record_events(
@@ -160,10 +109,10 @@ async def record_events(
             "stack_id": stack_id,
             "type": e.type,
             "service": e.service,
-            "message": e.message,
+            "message": e.message[:MAX_EVENT_MESSAGE_CHARS],
             "at": e.at,
             "received_at": now,
-            "extra": e.extra,
+            "extra": dict(e.extra),
         }
         for e in events
     ]

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
+from agent.schema import ValidationError, report
 from controlplane.db import Database
 from controlplane.errors import Unprocessable
 from controlplane.httpjson import batch_items
@@ -19,43 +20,20 @@ from controlplane.models import LogChunk, utcnow
 
 TAIL_BYTES = 256 * 1024
 MAX_CHUNKS_PER_BATCH = 500
-MAX_CHUNK_CHARS = 64 * 1024
-STREAMS = ("run", "build")
+MAX_CHUNK_CHARS = report.MAX_LOG_CHUNK_CHARS
+STREAMS = report.LOG_STREAMS
 
 
-@dataclass(frozen=True)
-class IncomingChunk:
-    service: str
-    stream: str
-    commit: str | None
-    data: str
+IncomingChunk = report.LogChunk  # the return path's type (agent/schema/report.py)
 
 
 def parse_chunks(body: Any) -> list[IncomingChunk]:
-    out = []
-    for where, ch in batch_items(body, "chunks", MAX_CHUNKS_PER_BATCH):
-        service = ch.get("service")
-        if not isinstance(service, str) or not 1 <= len(service) <= 63:
-            raise Unprocessable(
-                "must be the service name (1-63 characters)", field=f"{where}.service"
-            )
-        stream = ch.get("stream")
-        if stream not in STREAMS:
-            raise Unprocessable('must be "run" or "build"', field=f"{where}.stream")
-        commit = ch.get("commit")
-        if commit is not None and (not isinstance(commit, str) or len(commit) > 64):
-            raise Unprocessable("must be a commit SHA or null", field=f"{where}.commit")
-        data = ch.get("data")
-        if not isinstance(data, str):
-            raise Unprocessable("must be a string (the output, UTF-8)", field=f"{where}.data")
-        if len(data) > MAX_CHUNK_CHARS:
-            raise Unprocessable(
-                f"must be at most {MAX_CHUNK_CHARS} characters; split it into several chunks",
-                field=f"{where}.data",
-            )
-        if data:
-            out.append(IncomingChunk(service, stream, commit, data))
-    return out
+    try:
+        chunks = [report.parse_log_chunk(ch, where) for where, ch in
+                  batch_items(body, "chunks", MAX_CHUNKS_PER_BATCH)]  # fmt: skip
+    except ValidationError as exc:
+        raise Unprocessable(exc.detail, field=exc.field) from None
+    return [c for c in chunks if c.data]
 
 
 async def record_chunks(

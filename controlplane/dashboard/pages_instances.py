@@ -11,7 +11,7 @@ from controlplane import agentupgrades, audit, enrollment, status
 from controlplane.dashboard import logstore
 from controlplane.dashboard.common import Dashboard, load_stack, render
 from controlplane.dashboard.pages_metrics import service_metrics
-from controlplane.dashboard.views import cell, instance_view
+from controlplane.dashboard.views import cell, instance_view, stored_services
 from controlplane.enrollment import MAX_TTL_S, MIN_TTL_S, install_command
 from controlplane.models import Instance, utcnow
 from controlplane.routes import Routes
@@ -91,17 +91,14 @@ async def service_detail(
     row = await load_instance(dash, stack_id, instance_id)
     doc = stack.document
     spec = next((s for s in doc["services"] if s["name"] == service), None)
-    raw = next(
-        (s for s in row.services or [] if isinstance(s, dict) and s.get("name") == service),
-        None,
-    )
-    if spec is None and raw is None:
+    snap = next((s for s in stored_services(row.services) if s.name == service), None)
+    if spec is None and snap is None:
         abort(404)
     inst = instance_view(
         row, {s["name"]: s["commit"] for s in doc["services"]},
         dash.ctx.settings.heartbeat_interval_s, utcnow(),
     )  # fmt: skip
-    svc = cell(raw, spec["commit"] if spec else None) if raw else None
+    svc = cell(snap, spec["commit"] if spec else None) if snap else None
     health = await status.list_events(
         dash.ctx.db, stack_id,
         status.EventQuery(instance=instance_id, service=service, type="health", limit=20),

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from agent.schema import ValidationError, report
+from agent.schema.report import ServiceSnapshot
 from controlplane.models import Instance
 from controlplane.status import instance_status
 
@@ -42,7 +44,7 @@ class Cell:
     desired_commit: str | None
     pid: int | None
     port: int | None
-    last_exit: Any
+    last_exit: str | None
     last_error: str | None
 
     @property
@@ -123,22 +125,30 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def cell(raw: dict[str, Any], desired_commit: str | None) -> Cell:
-    health = raw.get("health")
-    if isinstance(health, dict):
-        health = health.get("status")
-    restarts = raw.get("restarts")
+def stored_services(services: Any) -> list[ServiceSnapshot]:
+    """An instance's stored service snapshots as types (each was validated on arrival;
+    one that no longer parses, e.g. stored by an older control plane, is left out)."""
+    out = []
+    for i, raw in enumerate(services if isinstance(services, list) else []):
+        try:
+            out.append(report.parse_service(raw, f"services[{i}]"))
+        except ValidationError:
+            continue
+    return out
+
+
+def cell(snap: ServiceSnapshot, desired_commit: str | None) -> Cell:
     return Cell(
-        service=str(raw.get("name", "?")),
-        state=str(raw.get("state") or "unknown"),
-        health=str(health or "none"),
-        restarts=restarts if isinstance(restarts, int) else 0,
-        commit=_text(raw.get("commit")),
+        service=snap.name,
+        state=snap.state or "unknown",
+        health=snap.health or "none",
+        restarts=snap.restarts,
+        commit=snap.commit,
         desired_commit=desired_commit,
-        pid=raw.get("pid") if isinstance(raw.get("pid"), int) else None,
-        port=raw.get("port") if isinstance(raw.get("port"), int) else None,
-        last_exit=raw.get("last_exit"),
-        last_error=_text(raw.get("last_error")),
+        pid=snap.pid,
+        port=snap.port,
+        last_exit=snap.last_exit,
+        last_error=snap.last_error,
     )
 
 
@@ -153,10 +163,8 @@ def instance_view(
     reasons = extra.get("reasons") or []
     security = row.security or {}
     cells = {}
-    for raw in row.services or []:
-        if isinstance(raw, dict) and raw.get("name"):
-            c = cell(raw, desired.get(str(raw["name"])))
-            cells[c.service] = c
+    for snap in stored_services(row.services):
+        cells[snap.name] = cell(snap, desired.get(snap.name))
     return InstanceView(
         id=row.id,
         hostname=row.hostname,
