@@ -12,6 +12,7 @@ from typing import Any
 
 import requests
 
+from agent.schema.report import Heartbeat, LogChunk
 from agent.version import installed as installed_version
 
 AGENT_VERSION = installed_version()  # of the package this process imports
@@ -119,10 +120,10 @@ class ControlPlaneClient:
             return Fetched(False, None, etag)
         return Fetched(True, resp.json(), (resp.headers.get("ETag") or "").strip('"') or None)
 
-    def heartbeat(self, snapshot: dict[str, Any]) -> dict[str, Any]:
+    def heartbeat(self, snapshot: Heartbeat) -> dict[str, Any]:
         """Send a snapshot; the answer says e.g. the heartbeat interval to keep, or (`upgrade`)
         that it is this server's turn in a rolling agent upgrade."""
-        resp = self._call("POST", "/api/v1/agent/heartbeat", json=snapshot)
+        resp = self._call("POST", "/api/v1/agent/heartbeat", json=snapshot.to_json())
         try:
             body = resp.json()
         except ValueError:
@@ -133,8 +134,8 @@ class ControlPlaneClient:
         """One batch of metric points (agent/metrics/batch.py)."""
         self._call("POST", "/api/v1/agent/metrics", json={"points": points})
 
-    def send_logs(self, chunks: list[dict[str, Any]]) -> None:
-        self._call("POST", "/api/v1/agent/logs", json={"chunks": chunks})
+    def send_logs(self, chunks: list[LogChunk]) -> None:
+        self._call("POST", "/api/v1/agent/logs", json={"chunks": [c.to_json() for c in chunks]})
 
     def send_events(self, events: list[dict[str, Any]]) -> list[str]:
         resp = self._call("POST", "/api/v1/agent/events", json={"events": events})

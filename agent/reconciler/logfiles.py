@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.reconciler.redact import Redactor
+from agent.schema.report import LogChunk
 
 MAX_LOG_BYTES = 10 * 1024 * 1024
 KEEP_ROTATED = 3
@@ -69,3 +70,27 @@ class LogCursor:
 
     def advance(self, path: Path, offset: int) -> None:
         self.offsets[path] = offset
+
+
+@dataclass(frozen=True)
+class LogSource:
+    """One log file to ship: a service's run output or its last build's."""
+
+    service: str
+    stream: str  # run | build
+    commit: str | None
+    path: Path
+
+
+def collect_chunks(
+    cursor: LogCursor, sources: list[LogSource], redactor: Redactor | None
+) -> tuple[list[LogChunk], list[tuple[Path, int]]]:
+    """What is new in each source, and the offsets to advance to once it was delivered."""
+    chunks: list[LogChunk] = []
+    advances: list[tuple[Path, int]] = []
+    for src in sources:
+        new = cursor.read_new(src.path, redactor)
+        if new is not None:
+            chunks.append(LogChunk(src.service, src.stream, src.commit, new[0]))
+            advances.append((src.path, new[1]))
+    return chunks, advances

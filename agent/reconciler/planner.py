@@ -4,12 +4,14 @@ The worker (`worker.py`) is the driver: it builds a `ServiceView` of what it kno
 target, the current process and whether it is alive, failures, timers) and executes the
 action `next_action` returns. Deploys are a sequence of `Step`s chosen by `deploy_plan`;
 when a new release never becomes ready, `recovery_plan` says how to get back to serving.
-Probe results go through `after_probe`. Nothing here sleeps, reads a clock or touches a
-process, so every scenario is a plain "given this view, expect this action" test.
+Probe results go through `judge_probe` (keep, or restart after a backoff) and a restart
+takes the target `restart_target` picks. The worker's state moves only along
+`TRANSITIONS`. Nothing here sleeps, reads a clock or touches a process, so every scenario
+is a plain "given this view, expect this action" test.
 """
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 
 from agent.reconciler.policy import Backoff, failures_after_exit
 
@@ -30,6 +32,42 @@ class ServiceView:
     running: bool = False  # the worker's state is "running"
     has_health: bool = False
     probe_at: float = 0.0
+
+
+# --- the worker's state ------------------------------------------------------------------
+class WorkerState(StrEnum):
+    PENDING = "pending"  # nothing deployed yet
+    BUILDING = "building"  # first deploy: sync and build
+    STARTING = "starting"  # first deploy: the new process is starting
+    DEPLOYING = "deploying"  # a new release is on its way while the old one serves
+    RUNNING = "running"
+    BACKOFF = "backoff"  # exited or unhealthy: restarting after a delay
+    FAILED = "failed"  # the deploy failed and nothing serves
+    STOPPED = "stopped"  # removed from the stack
+
+
+_S = WorkerState
+# every move a worker makes (besides staying put); anything else is a bug and raises
+TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
+    _S.PENDING: frozenset({_S.BUILDING, _S.RUNNING, _S.STOPPED}),  # running: adopted
+    _S.BUILDING: frozenset({_S.STARTING, _S.PENDING, _S.RUNNING, _S.FAILED, _S.STOPPED}),
+    _S.STARTING: frozenset({_S.RUNNING, _S.FAILED, _S.STOPPED}),
+    _S.DEPLOYING: frozenset({_S.RUNNING, _S.FAILED, _S.STOPPED}),
+    _S.RUNNING: frozenset({_S.BUILDING, _S.DEPLOYING, _S.BACKOFF, _S.STOPPED}),
+    _S.BACKOFF: frozenset({_S.RUNNING, _S.BUILDING, _S.DEPLOYING, _S.STOPPED}),
+    _S.FAILED: frozenset({_S.BUILDING, _S.STOPPED}),
+    _S.STOPPED: frozenset(),
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A worker tried a state change `TRANSITIONS` does not allow."""
+
+
+def transition(current: WorkerState, new: WorkerState) -> WorkerState:
+    if new != current and new not in TRANSITIONS[current]:
+        raise IllegalTransition(f"worker state {current} cannot become {new}")
+    return new
 
 
 # --- actions --------------------------------------------------------------------------
@@ -178,3 +216,40 @@ def after_probe(
         return HealthOutcome(Health(h.status, fails), None, False)
     event = f"unhealthy after {fails} failed checks: {why}" if h.status != "unhealthy" else None
     return HealthOutcome(Health("unhealthy", fails), event, True)
+
+
+@dataclass(frozen=True)
+class ProbeVerdict:
+    health: Health
+    event: str | None  # a transition worth an event
+    failures: int  # in a row, counting this one if it means a restart
+    restart_in_s: float | None  # stop it now and restart after this long; None: keep it
+
+
+def judge_probe(
+    h: Health, ok: bool, retries: int, why: str, *, starting: bool, failures: int,
+    backoff: Backoff,
+) -> ProbeVerdict:  # fmt: skip
+    """A probe's result: the new health, and whether (and when) to restart the process."""
+    outcome = after_probe(h, ok, retries, why, starting=starting)
+    if not outcome.restart:
+        return ProbeVerdict(outcome.health, outcome.event, failures, None)
+    return ProbeVerdict(outcome.health, outcome.event, failures + 1, backoff.delay(failures + 1))
+
+
+# --- restarts ---------------------------------------------------------------------------
+def restart_with_own_target(own_hash: str | None, running_hash: str) -> bool:
+    """Restart a process with the target it was started for, if it knows it and still
+    runs that config; otherwise (adopted after a reconciler restart: it ran the current
+    target) with the current target."""
+    return own_hash is not None and own_hash == running_hash
+
+
+@dataclass(frozen=True)
+class RestartTimers:
+    probe_at: float  # the first health check
+    grace_until: float  # failed checks before this do not count (`after_probe`, starting)
+
+
+def restart_timers(now: float, start_period_s: float, deploy_s: float) -> RestartTimers:
+    return RestartTimers(now + start_period_s, now + max(start_period_s, deploy_s))

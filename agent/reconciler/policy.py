@@ -182,3 +182,19 @@ def heartbeat_wait(now: float, last_sent: float, interval_s: float, changed: boo
     if changed:
         return max(0.0, last_sent + HEARTBEAT_MIN_GAP_S - now)
     return max(0.0, last_sent + interval_s - now)
+
+
+@dataclass
+class Retry:
+    """Consecutive failures of one kind of call, and how long to wait before the next try."""
+
+    backoff: Backoff = CONTROL_PLANE_RETRY
+    failures: int = 0
+
+    def failed(self) -> float:
+        """Count a failure; the delay before trying again (doubling, with jitter)."""
+        self.failures += 1
+        return self.backoff.delay(self.failures)
+
+    def succeeded(self) -> None:
+        self.failures = 0

@@ -12,6 +12,7 @@ import contextlib
 import os
 import pwd
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -205,3 +206,10 @@ def tail(path: Path, max_bytes: int = 2000) -> str:
             return f.read().decode(errors="replace")
     except FileNotFoundError:
         return ""
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (for a service without a fixed port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -11,13 +11,14 @@ byte: it holds the credential and the desired state with its secret values.
 
 import json
 import sqlite3
-import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from agent.privatefiles import private_sqlite
+from agent.schema.report import Event
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -86,18 +87,10 @@ class Store:
 
     # --- event outbox ----------------------------------------------------------------
     def add_event(self, type_: str, message: str, service: str | None = None, **extra: Any) -> str:
-        event_id = str(uuid.uuid4())
-        body = {
-            "id": event_id,
-            "type": type_,
-            "service": service,
-            "message": message,
-            "at": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-            + f".{int(time.time() * 1000) % 1000:03d}Z",
-            **extra,
-        }
-        self._db.execute("INSERT INTO outbox(id, body) VALUES(?, ?)", (event_id, json.dumps(body)))
-        return event_id
+        event = Event(str(uuid.uuid4()), type_, message, datetime.now(UTC), service, extra)
+        body = json.dumps(event.to_json())
+        self._db.execute("INSERT INTO outbox(id, body) VALUES(?, ?)", (event.id, body))
+        return event.id
 
     def pending_events(self, limit: int = 200) -> list[dict[str, Any]]:
         rows = self._db.execute("SELECT body FROM outbox ORDER BY seq LIMIT ?", (limit,)).fetchall()

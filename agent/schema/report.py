@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.schema.errors import ValidationError
-from agent.schema.stack import _Fields
+from agent.schema.fields import Fields
 
 LOG_STREAMS = ("run", "build")
 MAX_LOG_CHUNK_CHARS = 64 * 1024
@@ -133,12 +133,12 @@ class LogChunk:
 
 
 # --- parsing -----------------------------------------------------------------------------
-def _reader(value: Any, where: str) -> _Fields:
+def _reader(value: Any, where: str) -> Fields:
     """The schema's field reader, tolerating unknown keys (they go to `extra`)."""
-    return _Fields(value, where, set(value) if isinstance(value, dict) else set())
+    return Fields(value, where, set(value) if isinstance(value, dict) else set())
 
 
-def _opt_str(f: _Fields, key: str, max_len: int, raw: Any = None) -> str | None:
+def _opt_str(f: Fields, key: str, max_len: int, raw: Any = None) -> str | None:
     """The string at `key` (or `raw`, read from there), None if absent."""
     raw = f.value.get(key) if raw is None else raw
     if raw is not None and (not isinstance(raw, str) or len(raw) > max_len):
@@ -146,14 +146,14 @@ def _opt_str(f: _Fields, key: str, max_len: int, raw: Any = None) -> str | None:
     return raw
 
 
-def _opt_int(f: _Fields, key: str, what: str) -> int | None:
+def _opt_int(f: Fields, key: str, what: str) -> int | None:
     raw = f.value.get(key)
     if raw is not None and (isinstance(raw, bool) or not isinstance(raw, int)):
         raise ValidationError(f.path(key), f"must be {what} or null")
     return raw
 
 
-def _opt_object(f: _Fields, key: str) -> dict[str, Any] | None:
+def _opt_object(f: Fields, key: str) -> dict[str, Any] | None:
     raw = f.value.get(key)
     if raw is not None and not isinstance(raw, dict):
         raise ValidationError(f.path(key), "must be an object")

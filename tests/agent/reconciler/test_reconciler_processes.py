@@ -129,8 +129,8 @@ def test_deploy_cutover_failed_build_crash_and_adoption(workspace):
         await until(lambda: w.restarts == 1 and w.state == "running" and w.current.rec.pid != pid2)
         await until(lambda: get(w.current.rec.port).startswith("v2"), timeout=10)
         heartbeat = r.heartbeat()
-        assert heartbeat["services"][0]["restarts"] == 1
-        assert heartbeat["services"][0]["commit"] == c2
+        assert heartbeat.services[0].restarts == 1
+        assert heartbeat.services[0].commit == c2
         snapshot = (w.current.rec.pid, w.current.rec.port)
         task.cancel()  # the reconciler dies; the service must not
         await asyncio.gather(task, return_exceptions=True)

@@ -14,6 +14,7 @@ import pytest
 
 from agent.reconciler.cpclient import ControlPlaneClient, Throttled, retry_after_s
 from agent.reconciler.reconciler import Reconciler
+from agent.schema.report import LogChunk
 from agent.settings import AgentSettings
 
 
@@ -65,7 +66,7 @@ def cp() -> Iterator[FakeControlPlane]:
 def test_client_raises_throttled_with_the_wait(cp: FakeControlPlane) -> None:
     client = ControlPlaneClient(cp.url, "berth_agt_x")
     with pytest.raises(Throttled) as err:
-        client.send_logs([{"service": "a", "stream": "run", "commit": None, "data": "x"}])
+        client.send_logs([LogChunk("a", "run", None, "x")])
     assert err.value.retry_after_s == 7
     assert retry_after_s(None) == 60 and retry_after_s("junk") == 60
     assert retry_after_s("0") == 1 and retry_after_s("99999") == 600
@@ -74,20 +75,20 @@ def test_client_raises_throttled_with_the_wait(cp: FakeControlPlane) -> None:
 def test_outbox_is_kept_and_not_resent_before_retry_after(
     cp: FakeControlPlane, tmp_path: Path
 ) -> None:
-    rec = Reconciler(AgentSettings(state_dir=tmp_path, run_dir=tmp_path / "run"))
+    rec = Reconciler(AgentSettings(state_dir=tmp_path, run_dir=tmp_path / "run")).uplink
     client = ControlPlaneClient(cp.url, "berth_agt_x")
     ids = [rec.store.add_event("run", f"event {i}") for i in range(3)]
 
     async def scenario() -> None:
         before = time.monotonic()
-        await rec._flush_events(client)
+        await rec.flush_events(client)
         assert [e["id"] for e in rec.store.pending_events()] == ids  # kept
-        assert 7 <= rec._events_resume_at - before <= 8
-        await rec._flush_events(client)  # within the wait: nothing is sent
+        assert 7 <= rec.events_resume_at - before <= 8
+        await rec.flush_events(client)  # within the wait: nothing is sent
         assert cp.posts == ["/api/v1/agent/events"]
         cp.throttled = False
-        rec._events_resume_at = time.monotonic()  # the wait is over
-        await rec._flush_events(client)
+        rec.events_resume_at = time.monotonic()  # the wait is over
+        await rec.flush_events(client)
         assert rec.store.pending_events() == []
 
     asyncio.run(scenario())
