@@ -241,6 +241,8 @@ def test_heartbeat_becomes_instance_status(api: Api, enrolled: dict[str, Any]) -
         ({"services": [1]}, "services"),
         ({"security": []}, "security"),
         ({"state": 5}, "state"),
+        ({"services": [{"name": "web", "pid": "12"}]}, "services[0].pid"),
+        ({"services": [{"commit": "a" * 40}]}, "services[0].name"),
         ([1], "body"),
     ],
 )

@@ -5,6 +5,7 @@ from agent.reconciler.policy import (
     DEFAULT_HEARTBEAT_INTERVAL_S,
     HEARTBEAT_MIN_GAP_S,
     Backoff,
+    Retry,
     ServiceStatus,
     external_bind,
     failures_after_exit,
@@ -99,3 +100,12 @@ def test_a_changed_state_is_reported_at_once_but_debounced() -> None:
     assert heartbeat_wait(100.0, 90.0, 60.0, changed=True) == 0.0
     assert heartbeat_wait(100.0, 100.0, 60.0, changed=True) == HEARTBEAT_MIN_GAP_S
     assert heartbeat_wait(100.0, -float("inf"), 15.0, changed=True) == 0.0  # the first one
+
+
+def test_retry_doubles_per_failure_and_starts_over_after_a_success():
+    retry = Retry(Backoff(base_s=1.0, cap_s=8.0, jitter=0))
+    assert [retry.failed() for _ in range(5)] == [1.0, 2.0, 4.0, 8.0, 8.0]
+    retry.succeeded()
+    assert retry.failed() == 1.0
+    spread = Retry()  # the control plane's: ±50% so a fleet does not come back in a wave
+    assert 0.5 <= spread.failed() <= 1.5 and spread.backoff is CONTROL_PLANE_RETRY
