@@ -31,7 +31,7 @@ _HEARTBEAT_KEYS = ("agent_version", "applied_version", "desired_version", "state
 _EVENT_KEYS = ("id", "type", "service", "message", "at")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServiceSnapshot:
     """One service on one server, as its worker sees it."""
 
@@ -66,7 +66,7 @@ class ServiceSnapshot:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Heartbeat:
     """A full snapshot of one server: sent on every change and every heartbeat interval."""
 
@@ -95,7 +95,7 @@ class Heartbeat:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Event:
     """Something that happened (a build, a crash, a health change), sent once, by id."""
 
@@ -118,7 +118,7 @@ class Event:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LogChunk:
     """New output of one service's run or build log."""
 
@@ -164,30 +164,46 @@ def _extra(value: dict[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
     return {k: v for k, v in value.items() if k not in known}
 
 
+# a service snapshot's optional fields: a string of at most N characters, or an integer
+# (a table, checked in one pass: heartbeats are the control plane's busiest request)
+_SERVICE_FIELDS: dict[str, int | str] = {
+    "commit": 64,
+    "desired_commit": 64,
+    "release": 255,
+    "pid": "a process id",
+    "port": "a port number",
+    "state": 64,
+    "health": 64,
+    "restarts": "a count",
+    "last_exit": MAX_TEXT_CHARS,
+    "last_error": MAX_TEXT_CHARS,
+}
+
+
 def parse_service(value: Any, where: str) -> ServiceSnapshot:
     f = _reader(value, where)
     name = f.value.get("name")
     if not isinstance(name, str) or not 1 <= len(name) <= 63:
         raise ValidationError(f.path("name"), "must be the service name (1-63 characters)")
-    restarts = _opt_int(f, "restarts", "a count")
-    health = f.value.get("health")
-    if isinstance(health, dict):  # {"status": ...}: read as the status it names
-        health = health.get("status")
-    return ServiceSnapshot(
-        name=name,
-        commit=_opt_str(f, "commit", 64),
-        desired_commit=_opt_str(f, "desired_commit", 64),
-        release=_opt_str(f, "release", 255),
-        pid=_opt_int(f, "pid", "a process id"),
-        port=_opt_int(f, "port", "a port number"),
-        state=_opt_str(f, "state", 64),
-        health=_opt_str(f, "health", 64, health),
-        restarts=restarts or 0,
-        last_exit=_opt_str(f, "last_exit", MAX_TEXT_CHARS),
-        last_error=_opt_str(f, "last_error", MAX_TEXT_CHARS),
-        extra=_extra(f.value, _SERVICE_KEYS),
-        wire=f.value,
-    )
+    fields: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, raw in f.value.items():
+        rule = _SERVICE_FIELDS.get(key)
+        if rule is None:
+            if key != "name":
+                extra[key] = raw
+            continue
+        if key == "health" and isinstance(raw, dict):  # {"status": ...}: the status it names
+            raw = raw.get("status")
+        if raw is None:
+            continue
+        if isinstance(rule, int):
+            if type(raw) is not str or len(raw) > rule:
+                raise ValidationError(f.path(key), f"must be a string of at most {rule} characters")
+        elif type(raw) is not int:  # (not a bool either)
+            raise ValidationError(f.path(key), f"must be {rule} or null")
+        fields[key] = raw
+    return ServiceSnapshot(name=name, **fields, extra=extra, wire=f.value)
 
 
 def parse_heartbeat(value: Any) -> Heartbeat:
