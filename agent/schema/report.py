@@ -206,6 +206,18 @@ def parse_service(value: Any, where: str) -> ServiceSnapshot:
     return ServiceSnapshot(name=name, **fields, extra=extra, wire=f.value)
 
 
+def stored_services(services: Any) -> list[ServiceSnapshot]:
+    """Service snapshots read back from storage (each was validated on arrival; one that
+    no longer parses, e.g. stored by an older control plane, is left out)."""
+    out = []
+    for i, raw in enumerate(services if isinstance(services, list) else []):
+        try:
+            out.append(parse_service(raw, f"services[{i}]"))
+        except ValidationError:
+            continue
+    return out
+
+
 def parse_heartbeat(value: Any) -> Heartbeat:
     f = _reader(value, "")  # the body's fields are named without a prefix: `services[0].pid`
     services = f.value.get("services", [])

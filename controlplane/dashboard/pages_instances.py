@@ -7,11 +7,12 @@ from quart import Blueprint, Response, abort, redirect, request
 from sqlalchemy import select
 
 from agent import version as versions
+from agent.schema.report import stored_services
 from controlplane import agentupgrades, audit, enrollment, status
 from controlplane.dashboard import logstore
 from controlplane.dashboard.common import Dashboard, load_stack, render
 from controlplane.dashboard.pages_metrics import service_metrics
-from controlplane.dashboard.views import cell, instance_view, stored_services
+from controlplane.dashboard.views import cell, instance_view
 from controlplane.enrollment import MAX_TTL_S, MIN_TTL_S, install_command
 from controlplane.models import Instance, utcnow
 from controlplane.routes import Routes

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from agent.schema import ValidationError, report
-from agent.schema.report import ServiceSnapshot
+from agent.schema.report import ServiceSnapshot, stored_services
 from controlplane.models import Instance
 from controlplane.status import instance_status
 
@@ -123,18 +122,6 @@ class StackPicture:
 
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
-
-
-def stored_services(services: Any) -> list[ServiceSnapshot]:
-    """An instance's stored service snapshots as types (each was validated on arrival;
-    one that no longer parses, e.g. stored by an older control plane, is left out)."""
-    out = []
-    for i, raw in enumerate(services if isinstance(services, list) else []):
-        try:
-            out.append(report.parse_service(raw, f"services[{i}]"))
-        except ValidationError:
-            continue
-    return out
 
 
 def cell(snap: ServiceSnapshot, desired_commit: str | None) -> Cell:

@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select
 
+from agent.schema.report import stored_services
 from controlplane.db import Database
 from controlplane.models import (
     AuditRecord,
@@ -318,12 +319,9 @@ class Notifier:
 def _old_release_serving(services: list[Any], service: str | None, details: dict[str, Any]) -> bool:
     """Whether the server still runs another commit of `service` (a failed deploy kept the
     old release: the automatic revert)."""
-    for s in services:
-        if isinstance(s, dict) and s.get("name") == service:
-            return s.get("state") == "running" and s.get("commit") not in (
-                None,
-                details.get("commit"),
-            )
+    for s in stored_services(services):
+        if s.name == service:
+            return s.state == "running" and s.commit not in (None, details.get("commit"))
     return False
 
 

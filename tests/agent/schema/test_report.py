@@ -16,6 +16,7 @@ from agent.schema.report import (
     parse_heartbeat,
     parse_log_chunk,
     parse_service,
+    stored_services,
 )
 
 # a heartbeat as the previous version's reconciler built it, as a plain dict
@@ -139,3 +140,9 @@ def test_log_chunk_wire_format_and_errors() -> None:
         with pytest.raises(ValidationError) as err:
             parse_log_chunk({**chunk.to_json(), **change}, "chunks[1]")
         assert err.value.field == f"chunks[1].{field}"
+
+
+def test_stored_services_leave_out_what_no_longer_parses() -> None:
+    stored = [{"name": "web", "state": "running"}, {"name": 5}, "junk", {"name": "api"}]
+    assert [s.name for s in stored_services(stored)] == ["web", "api"]
+    assert stored_services(None) == [] and stored_services({"web": 1}) == []
