@@ -1,5 +1,7 @@
-"""The reconciler: pull desired state, hand each service to its worker, publish routes,
-report.
+"""The reconciler: hand each service of the desired state to its worker, keep the stack's
+state, and say it in a heartbeat. Its parts: `uplink` (the control plane: poll, report,
+logs), `routes` (the route table and cutover by the proxies' acknowledgement), `worker`
+(one per service), `adopt` (processes a previous reconciler left running).
 
 Order of one reconcile (spec §10): validate the document (hash and schema; a bad one is
 refused with a `config` event and the previous state keeps running), then each service's
