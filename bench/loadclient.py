@@ -5,7 +5,7 @@ random phase, sends `GET /api/v1/agent/desired-state` with its ETag in If-None-M
 (304 expected, or 200 with a new document) and then `POST /api/v1/agent/heartbeat` with a
 one-service snapshot, over `connections` shared HTTP/1.1 keep-alive connections. With
 `long_poll`, each agent also holds `GET /api/v1/agent/desired-state?wait=25` open on a
-connection of its own, as the reconciler does (agent/reconciler/reconciler.py,
+connection of its own, as the reconciler does (agent/reconciler/uplink.py,
 LONG_POLL_S), which is how a new version reaches it in well under a poll interval.
 
 The load is open loop: a round is due at its time and the poll's latency counts from
