@@ -325,6 +325,41 @@ def reference(n: int, args: argparse.Namespace, workdir: Path) -> None:
         terminate(nginx)
 
 
+def reference_change(n: int, args: argparse.Namespace) -> None:
+    """The client with long polls against bench/trivialserver.py: how fast this machine and
+    this client get a change to `n` agents when the server does no work at all."""
+    import requests
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(REPO / "bench" / "trivialserver.py"), str(port)],
+                              stdout=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == b"ready"
+        client = Client(Plan("127.0.0.1", port, [f"ref{i}" for i in range(n)], "v1", PERIOD_S,
+                             args.connections, long_poll=True))  # fmt: skip
+        probe = CpuProbe(server.pid, client.proc.pid or 0)
+        time.sleep(PERIOD_S)  # every agent holds its long poll
+        cpu0 = probe.read()
+        t_change = time.monotonic()
+        requests.put(f"http://127.0.0.1:{port}/change", timeout=30)
+        sleep_until(t_change + args.change_window)
+        cpu1 = probe.read()
+        report = client.stop()
+        res = phase("change", report, t_change, t_change + args.change_window, cpu0, cpu1)
+        res.note = reached(report, n, "v2", t_change, args.change_window)
+        print(f"{'reference: trivial':<24} {n:6d} {res.row()}", flush=True)
+    finally:
+        terminate(server)
+
+
+def reached(report: Report, n: int, new_hash: str, t_change: float, window: float) -> str:
+    """When every agent held `new_hash`, counted from the change."""
+    holders = {agent: t for t, agent, etag in report.etags if etag == new_hash}
+    if len(holders) == n:
+        return f"all {n} agents hold the new version {max(holders.values()) - t_change:.2f} s after the PUT"
+    return f"only {len(holders)}/{n} agents hold the new version after {window:g} s"
+
+
 def run_fleet(label: str, n: int, cp: subprocess.Popen[bytes], restart: Any, seeded: Seeded, port: int,
               args: argparse.Namespace, pg: "Postgres | None", version: int, log: Path) -> subprocess.Popen[bytes]:  # fmt: skip
     """One client run against the control plane `cp`: warm interval, restart, cold, steady,
@@ -354,20 +389,13 @@ def run_fleet(label: str, n: int, cp: subprocess.Popen[bytes], restart: Any, see
     down = sum(1 for due, _k, ms, _w in report.requests if t_down <= due < t_up and ms < 0)
     down += sum(1 for t, _w in report.long_poll_failures if t_down <= t < t_up)
     early = sum(1 for due, _k, ms, _w in report.requests if due < t_down and ms < 0)
-    holders = {agent: t for t, agent, etag in report.etags if etag == new_hash}
-    if len(holders) == n:
-        reached = f"all {n} agents hold the new version {max(holders.values()) - t_change:.2f} s after the PUT"
-    else:
-        reached = (
-            f"only {len(holders)}/{n} agents hold the new version after {args.change_window:g} s"
-        )
     phases = [
         phase("cold", report, t_up, t_up + PERIOD_S, cpu[0], cpu[1]),
         phase("steady", report, t_up + PERIOD_S, steady_end, cpu[1], cpu[2]),
         phase("change", report, t_change, change_end, cpu[2], cpu[3]),
     ]
     phases[0].note = f"down {t_up - t_down:.1f} s ({down} requests refused meanwhile, retried)"
-    phases[2].note = reached
+    phases[2].note = reached(report, n, new_hash, t_change, args.change_window)
     for p in phases:
         print(f"{label:<24} {n:6d} {p.row()}", flush=True)
     if early:
@@ -421,6 +449,8 @@ def main() -> int:
     try:
         if shutil.which("nginx") and not args.no_reference:
             reference(max(counts), args, workdir)
+        if not args.no_reference:
+            reference_change(max(counts), args)
         for kind in args.db.split(","):
             for nworkers in [int(x) for x in args.workers.split(",")]:
                 label = f"berth cp, {kind}" + (f" x{nworkers}" if nworkers > 1 else "")
