@@ -3,7 +3,7 @@ a control-plane restart, steady load and a stack change.
 
     .venv/bin/python bench/controlplane.py [--n 1000,5000,10000] [--db sqlite,postgresql]
         [--steady-intervals 3] [--connections 256] [--workers 1] [--no-long-poll]
-        [--no-reference]
+        [--no-metrics] [--no-reference] [--trace-stalls MS]
 
 The fleet runs in a separate process (bench/loadclient.py): N agents, each every 10 s at a
 random phase sending a conditional poll (`If-None-Match`, 304 expected) and a heartbeat
@@ -365,7 +365,8 @@ def run_fleet(label: str, n: int, cp: subprocess.Popen[bytes], restart: Any, see
     """One client run against the control plane `cp`: warm interval, restart, cold, steady,
     change. Returns the restarted control plane."""
     client = Client(Plan("127.0.0.1", port, seeded.credentials[:n], seeded.etag, PERIOD_S,
-                         args.connections, long_poll=not args.no_long_poll))  # fmt: skip
+                         args.connections, long_poll=not args.no_long_poll,
+                         metrics=not args.no_metrics))  # fmt: skip
     assert client.proc.pid is not None
     time.sleep(PERIOD_S)  # one interval against the running control plane: long polls held
     t_down = time.monotonic()
@@ -431,7 +432,9 @@ def main() -> int:
     ap.add_argument("--workers", default="1", help="control-plane worker counts to try, e.g. 1,2")
     ap.add_argument("--no-long-poll", action="store_true",
                     help="agents do not hold long polls (the issue's client exactly)")  # fmt: skip
-    ap.add_argument("--no-reference", action="store_true", help="skip the nginx reference")
+    ap.add_argument("--no-metrics", action="store_true",
+                    help="agents send no metric batches (by default each sends one every 30 s)")  # fmt: skip
+    ap.add_argument("--no-reference", action="store_true", help="skip the reference servers")
     ap.add_argument("--trace-stalls", type=float, default=0, metavar="MS",
                     help="run the control plane with BERTH_STALL_TRACE_MS=MS and print its "
                          "stall trace (event-loop stalls, GC pauses) per 10 s")  # fmt: skip
@@ -442,8 +445,10 @@ def main() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by the control plane
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}; "
-          f"long polls {'off' if args.no_long_poll else 'on'}; {TARGETS}")  # fmt: skip
-    print("latencies in ms; server/db/client: CPU ms per measured request (poll or heartbeat)")
+          f"long polls {'off' if args.no_long_poll else 'on'}; metrics {'off' if args.no_metrics else 'on'}; {TARGETS}")  # fmt: skip
+    print(
+        "latencies in ms; server/db/client: CPU ms per measured request (poll, heartbeat or metrics)"
+    )
     print(HEADER, flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="berth-bench-cp-"))
     try:

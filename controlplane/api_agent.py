@@ -1,109 +1,173 @@
-"""The agent API under /api/v1/agent: register, desired state (ETag, long poll), heartbeat,
-events.
+"""The agent API under /api/v1/agent, all of it: register, desired state (ETag, long poll),
+heartbeat, events, logs (and metrics: `metrics/intake.py`, registered with the metrics
+blueprint).
+
+The agents' hottest calls have a second door: `fastpath.py`, an ASGI layer in front of
+Quart, answers `GET desired-state` (304, 200, long polls) and `POST heartbeat` and
+`POST metrics` with plain Content-Length bodies before Quart sees them, for a fraction
+of the CPU. It calls the same functions as the routes here (`heartbeat_answer`,
+`longpoll.hold`, `metrics.intake.intake`, the directory's `authenticate` and
+`document`), so the two doors cannot answer differently
+(tests/controlplane/test_fastpath.py asks both). Anything else an agent sends, and every
+request the fast path declines (chunked bodies, odd query strings), is answered here.
 
 Every route but `register` authenticates the agent's credential; an agent can read only
 its own stack's document and write only its own instance's status, because the instance
-and stack come from the credential, never from the request. Events are bounded per
-instance per minute and kept only for the stack's own services (`ingest`).
+and stack come from the credential, never from the request. Events and log bytes are
+bounded per instance per minute and kept only for the stack's own services (`ingest`).
+Log chunks are stored in arrival order with a bounded tail per (instance, service,
+stream) (`dashboard/logstore.py`), and open service pages receive them live.
 """
 
-from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any
 
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response, current_app, request
 
 from controlplane import audit, enrollment, ingest, longpoll, status, tokens
 from controlplane.context import AppContext
+from controlplane.dashboard import logstore
 from controlplane.directory import AgentIdentity
 from controlplane.errors import BadRequest, Unprocessable
 from controlplane.httpjson import etag_matches, json_object, parse_wait, read_json
 
+_STATE = "berth.agent_api"
+
+
+@dataclass(frozen=True)
+class _Intake:
+    """Per app: the per-minute ingest budget and the retention of events and logs."""
+
+    ctx: AppContext
+    meter: ingest.IngestMeter
+    retention: ingest.Retention
+
 
 def blueprint(ctx: AppContext) -> Blueprint:
     bp = Blueprint("api_agent", __name__)
-    db = ctx.db
-    meter = ingest.IngestMeter(db, ctx.settings.limits)
-    retention = ingest.Retention(db, ctx.settings.limits)
-
-    async def identify() -> AgentIdentity:
-        return await ctx.directory.authenticate(tokens.bearer(request.headers.get("Authorization")))
-
-    @bp.post("/register")
-    async def register() -> tuple[dict[str, Any], int]:
-        body = json_object(await read_json())
-        token, hostname = body.get("token"), body.get("hostname")
-        if not isinstance(token, str) or not token:
-            raise BadRequest("must be the install token (a string)", field="token")
-        if not isinstance(hostname, str) or not 1 <= len(hostname) <= 255:
-            raise Unprocessable(
-                "must be the server's hostname (1-255 characters)", field="hostname"
-            )
-        reg = await enrollment.register(db, token, hostname)
-        await audit.record_request(
-            db, "install_token.use", audit.Actor("agent", hostname),
-            stack_id=reg.stack_id, target=reg.instance_id,
-        )  # fmt: skip
-        return {
-            "instance_id": reg.instance_id,
-            "credential": reg.credential,
-            "stack_id": reg.stack_id,
-        }, 201
-
-    @bp.get("/desired-state")
-    async def desired_state() -> Response:
-        ident = await identify()
-        wait_s = parse_wait(request.args.get("wait"), ctx.settings.max_wait_s)
-        if_none_match = request.headers.get("If-None-Match")
-        current = ident.doc_hash
-        if wait_s:  # re-identifying also notices a revocation
-            current = await longpoll.hold(ctx.watcher, ident.stack_id, if_none_match, current,
-                                          wait_s, lambda: _hash_of(identify()))  # fmt: skip
-        if etag_matches(if_none_match, current):
-            return _not_modified(current)
-        found = await ctx.directory.document(ident.stack_id)
-        if found is None:  # deleted meanwhile: the next call is refused
-            return _not_modified(current)
-        doc_hash, body = found
-        return Response(
-            body, status=200, content_type="application/json", headers={"ETag": f'"{doc_hash}"'}
-        )
-
-    @bp.post("/heartbeat")
-    async def heartbeat() -> dict[str, Any]:
-        ident = await identify()
-        hb = status.parse_heartbeat(await read_json())
-        await ctx.heartbeats.record(ident.instance_id, hb)
-        reply = status.heartbeat_answer(ident.doc_hash, ctx.settings.heartbeat_interval_s)
-        upgrade = await ctx.rollouts.signal(ident.stack_id, ident.instance_id)
-        if upgrade is not None:  # this server's turn in its stack's rolling agent upgrade
-            reply["upgrade"] = upgrade
-        return reply
-
-    @bp.post("/events")
-    async def events() -> dict[str, Any]:
-        ident = await identify()
-        batch = status.parse_events(await read_json())
-        await meter.charge(ident.instance_id, events=len(batch))
-        known = await ingest.known_services(ctx.directory, ident.stack_id)
-        refused = [
-            {"id": e.id, "field": f"events[{i}].service", "detail": "not a service of this stack"}
-            for i, e in enumerate(batch)
-            if ingest.unknown_service(e.service, known)
-        ]
-        kept = [e for e in batch if not ingest.unknown_service(e.service, known)]
-        await status.record_events(db, ident.instance_id, ident.stack_id, kept)
-        await retention.prune()
-        # every id may be forgotten by the agent: stored, or refused for good
-        answer: dict[str, Any] = {"accepted": list(dict.fromkeys(e.id for e in batch))}
-        if refused:
-            answer["refused"] = refused
-        return answer
-
+    state = _Intake(
+        ctx,
+        ingest.IngestMeter(ctx.db, ctx.settings.limits),
+        ingest.Retention(ctx.db, ctx.settings.limits),
+    )
+    bp.record_once(lambda setup: setup.app.extensions.__setitem__(_STATE, state))
+    bp.add_url_rule("/register", view_func=register, methods=["POST"])
+    bp.add_url_rule("/desired-state", view_func=desired_state, methods=["GET"])
+    bp.add_url_rule("/heartbeat", view_func=heartbeat, methods=["POST"])
+    bp.add_url_rule("/events", view_func=events, methods=["POST"])
+    bp.add_url_rule("/logs", view_func=agent_logs, methods=["POST"])
     return bp
 
 
-async def _hash_of(identity: Awaitable[AgentIdentity]) -> str:
-    return (await identity).doc_hash
+def _intake() -> _Intake:
+    state: _Intake = current_app.extensions[_STATE]
+    return state
+
+
+async def _identify() -> AgentIdentity:
+    directory = _intake().ctx.directory
+    return await directory.authenticate(tokens.bearer(request.headers.get("Authorization")))
+
+
+async def register() -> tuple[dict[str, Any], int]:
+    db = _intake().ctx.db
+    body = json_object(await read_json())
+    token, hostname = body.get("token"), body.get("hostname")
+    if not isinstance(token, str) or not token:
+        raise BadRequest("must be the install token (a string)", field="token")
+    if not isinstance(hostname, str) or not 1 <= len(hostname) <= 255:
+        raise Unprocessable("must be the server's hostname (1-255 characters)", field="hostname")
+    reg = await enrollment.register(db, token, hostname)
+    await audit.record_request(
+        db, "install_token.use", audit.Actor("agent", hostname),
+        stack_id=reg.stack_id, target=reg.instance_id,
+    )  # fmt: skip
+    return {
+        "instance_id": reg.instance_id,
+        "credential": reg.credential,
+        "stack_id": reg.stack_id,
+    }, 201
+
+
+async def desired_state() -> Response:
+    ctx = _intake().ctx
+    ident = await _identify()
+    wait_s = parse_wait(request.args.get("wait"), ctx.settings.max_wait_s)
+    if_none_match = request.headers.get("If-None-Match")
+    current = ident.doc_hash
+    if wait_s:  # re-identifying also notices a revocation
+        current = await longpoll.hold(
+            ctx.watcher, ident.stack_id, if_none_match, current, wait_s, _current_hash
+        )
+    if etag_matches(if_none_match, current):
+        return _not_modified(current)
+    found = await ctx.directory.document(ident.stack_id)
+    if found is None:  # deleted meanwhile: the next call is refused
+        return _not_modified(current)
+    doc_hash, body = found
+    return Response(
+        body, status=200, content_type="application/json", headers={"ETag": f'"{doc_hash}"'}
+    )
+
+
+async def heartbeat_answer(ctx: AppContext, ident: AgentIdentity, body: Any) -> dict[str, Any]:
+    """Store a heartbeat (group commit) and answer it; also called by the fast path."""
+    hb = status.parse_heartbeat(body)
+    await ctx.heartbeats.record(ident.instance_id, hb)
+    reply = status.heartbeat_answer(ident.doc_hash, ctx.settings.heartbeat_interval_s)
+    upgrade = await ctx.rollouts.signal(ident.stack_id, ident.instance_id)
+    if upgrade is not None:  # this server's turn in its stack's rolling agent upgrade
+        reply["upgrade"] = upgrade
+    return reply
+
+
+async def heartbeat() -> dict[str, Any]:
+    ident = await _identify()
+    return await heartbeat_answer(_intake().ctx, ident, await read_json())
+
+
+async def events() -> dict[str, Any]:
+    state = _intake()
+    ident = await _identify()
+    batch = status.parse_events(await read_json())
+    await state.meter.charge(ident.instance_id, events=len(batch))
+    known = await ingest.known_services(state.ctx.directory, ident.stack_id)
+    refused = [
+        {"id": e.id, "field": f"events[{i}].service", "detail": "not a service of this stack"}
+        for i, e in enumerate(batch)
+        if ingest.unknown_service(e.service, known)
+    ]
+    kept = [e for e in batch if not ingest.unknown_service(e.service, known)]
+    await status.record_events(state.ctx.db, ident.instance_id, ident.stack_id, kept)
+    await state.retention.prune()
+    # every id may be forgotten by the agent: stored, or refused for good
+    answer: dict[str, Any] = {"accepted": list(dict.fromkeys(e.id for e in batch))}
+    if refused:
+        answer["refused"] = refused
+    return answer
+
+
+async def agent_logs() -> dict[str, Any]:
+    """`{"chunks": [{"service", "stream": "run"|"build", "commit", "data"}]}` → `{"accepted":
+    N}` (plus `refused`: chunks of services the stack does not have, dropped)."""
+    state = _intake()
+    ident = await _identify()
+    chunks = logstore.parse_chunks(await read_json())
+    await state.meter.charge(ident.instance_id, log_bytes=sum(len(c.data.encode()) for c in chunks))
+    known = await ingest.known_services(state.ctx.directory, ident.stack_id)
+    kept = [c for c in chunks if c.service in known]
+    db = state.ctx.db
+    accepted = await logstore.record_chunks(db, ident.instance_id, ident.stack_id, kept)
+    await state.retention.prune()
+    answer: dict[str, Any] = {"accepted": accepted}
+    if len(kept) < len(chunks):
+        refused = sorted({c.service for c in chunks if c.service not in known})
+        answer["refused"] = {"services": refused, "detail": "not services of this stack"}
+    return answer
+
+
+async def _current_hash() -> str:
+    return (await _identify()).doc_hash
 
 
 def _not_modified(etag: str) -> Response:

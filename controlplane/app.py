@@ -6,7 +6,6 @@ Hypercorn and under Quart's test client.
 """
 
 import logging
-import math
 
 from quart import Quart, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -24,7 +23,7 @@ from controlplane import (
 from controlplane.context import AppContext
 from controlplane.db import Database
 from controlplane.dburl import parse_db_url
-from controlplane.errors import ApiError, TooManyRequests
+from controlplane.errors import ApiError, crash_body, rendered
 from controlplane.metrics import api as metrics_api
 from controlplane.settings import MAX_BODY_BYTES, ServerSettings
 
@@ -60,11 +59,9 @@ def create_app(settings: ServerSettings) -> Quart:
         await db.close()
 
     @app.errorhandler(ApiError)
-    async def _api_error(exc: ApiError) -> tuple[Response, int]:
-        resp = jsonify(exc.as_dict())
-        if isinstance(exc, TooManyRequests):
-            resp.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
-        return resp, exc.status
+    async def _api_error(exc: ApiError) -> Response:
+        status, body, headers = rendered(exc)
+        return Response(body, status=status, headers=dict(headers))
 
     @app.errorhandler(HTTPException)
     async def _http_error(exc: HTTPException) -> Response | tuple[Response, int]:
@@ -83,11 +80,6 @@ def create_app(settings: ServerSettings) -> Quart:
     @app.errorhandler(Exception)
     async def _crash(exc: Exception) -> tuple[Response, int]:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return jsonify(
-            {
-                "error": "internal_error",
-                "detail": f"{type(exc).__name__}: see the control plane's log",
-            }
-        ), 500
+        return jsonify(crash_body(exc)), 500
 
     return app

@@ -12,6 +12,7 @@ from controlplane.db import Database
 from controlplane.directory import AgentDirectory
 from controlplane.heartbeats import HeartbeatWriter
 from controlplane.longpoll import StackWatcher
+from controlplane.metrics.intake import MetricWriter
 from controlplane.notify.notifier import Notifier
 from controlplane.secrets import Keyring, default_key_file
 from controlplane.settings import ServerSettings
@@ -31,6 +32,7 @@ class AppContext:
     audit_sweeper: Sweeper
     notifier: Notifier
     rollouts: Rollouts  # the wheelhouse's version and each stack's rolling agent upgrade
+    metric_writes: MetricWriter  # agents' metric batches, group-committed
     # set by `serve` (the process is ours alone): tune the collector after the preload
     tune_gc: bool = False
     _gc_task: "asyncio.Task[None] | None" = None
@@ -48,6 +50,7 @@ class AppContext:
             Notifier(db, settings.notify_interval_s, settings.notify_lease_s,
                      settings.notify_backoff_s, keyring=keyring),
             Rollouts(db, Wheelhouse(settings.wheelhouse), settings.heartbeat_interval_s),
+            MetricWriter(db),
         )  # fmt: skip
 
     def stack_changed(self, stack_id: str, doc_hash: str | None) -> None:
@@ -64,6 +67,7 @@ class AppContext:
             self._gc_task = asyncio.create_task(_collect_rarely(), name="berth-gc")
         self.watcher.start()
         self.heartbeats.start()
+        self.metric_writes.start()
         self.audit_sweeper.start()
         self.notifier.start()
 
@@ -72,6 +76,7 @@ class AppContext:
             self._gc_task.cancel()
         await self.watcher.stop()
         await self.heartbeats.stop()
+        await self.metric_writes.stop()
         await self.audit_sweeper.stop()
         await self.notifier.stop()
 

@@ -1,9 +1,13 @@
-"""API errors: one hierarchy, mapped to HTTP in one place (`app._api_error`).
+"""API errors: one hierarchy, rendered to HTTP in one place (`rendered`, used by the Quart
+app's error handlers and by the agents' fast path alike, so both answer byte for byte
+the same).
 
 Every 4xx answer is JSON ``{error, detail}`` (plus ``field`` for validation) where `error`
 is a stable machine-readable code and `detail` tells a person what to do.
 """
 
+import json
+import math
 from typing import Any
 
 from agent.schema import ValidationError
@@ -63,3 +67,24 @@ class TooManyRequests(ApiError):
 
 def from_validation(exc: ValidationError) -> Unprocessable:
     return Unprocessable(exc.detail, field=exc.field, code="invalid_field")
+
+
+def dumps(body: dict[str, Any]) -> bytes:
+    """What the Quart app's JSON provider renders: compact, keys in order, newline."""
+    return (json.dumps(body, separators=(",", ":")) + "\n").encode()
+
+
+def rendered(exc: ApiError) -> tuple[int, bytes, list[tuple[str, str]]]:
+    """(status, JSON body, headers) of the answer to `exc`."""
+    headers = [("Content-Type", "application/json")]
+    if isinstance(exc, TooManyRequests):
+        headers.append(("Retry-After", str(max(1, math.ceil(exc.retry_after_s)))))
+    return exc.status, dumps(exc.as_dict()), headers
+
+
+def crash_body(exc: BaseException) -> dict[str, Any]:
+    """The 500 answer's body for an unexpected exception (the log has the traceback)."""
+    return {
+        "error": "internal_error",
+        "detail": f"{type(exc).__name__}: see the control plane's log",
+    }

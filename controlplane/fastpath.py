@@ -9,28 +9,29 @@ in the common case, straight from the ASGI scope:
 - poll: no query string (no long poll), a credential known to the in-memory
   `AgentDirectory`, and an `If-None-Match` naming the current hash → 304 with the ETag.
   Anything else (a 200 with the document, `?wait=`, a malformed request) goes to Quart.
-- heartbeat: a `Content-Length` within `MAX_BODY_BYTES` (chunked or oversized bodies go to
-  Quart, which owns the 413) → authenticate, read, parse with `status.parse_heartbeat`,
-  queue to the batched `HeartbeatWriter`, answer `{"ok": true, "desired_hash": ..., "heartbeat_interval_s": ...}`
-  (plus `upgrade` when it is this server's turn in a rolling agent upgrade: `agentupgrades`).
+- heartbeat and metric batch: a `Content-Length` within `MAX_BODY_BYTES` (chunked or
+  oversized bodies go to Quart, which owns the 413) → authenticate, read the body, and
+  answer with the very function the Quart route calls (`api_agent.heartbeat_answer`,
+  `metrics.intake.intake`).
 
-The answers, including every error body (`ApiError.as_dict()`, the JSON the Quart app's
-error handlers render), are byte-for-byte those of the Quart handlers in `api_agent.py`;
+The answers, including every error body (`errors.rendered`, which the Quart app's error
+handlers use too), are byte-for-byte those of the Quart routes in `api_agent.py`;
 `tests/controlplane/test_fastpath.py` checks that by asking both.
 Authentication, parsing and storage are the same functions the Quart handlers call, so
 the two paths cannot drift in what they accept.
 """
 
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from controlplane import longpoll, status, tokens
+from controlplane import api_agent, longpoll, tokens
 from controlplane.context import AppContext
-from controlplane.errors import ApiError
+from controlplane.directory import AgentIdentity
+from controlplane.errors import ApiError, crash_body, dumps, rendered
 from controlplane.httpjson import etag_matches, parse_json_body, parse_wait
+from controlplane.metrics.intake import intake
 from controlplane.settings import MAX_BODY_BYTES
 
 log = logging.getLogger("controlplane")
@@ -40,17 +41,15 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]  # Quart types its scope more narrowly
+# an agent POST's answer: from the authenticated agent and the raw body, the JSON reply
+Answer = Callable[[AgentIdentity, bytes], Awaitable[dict[str, Any]]]
 
 POLL_PATH = "/api/v1/agent/desired-state"
 HEARTBEAT_PATH = "/api/v1/agent/heartbeat"
+METRICS_PATH = "/api/v1/agent/metrics"
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 # the query strings answered here: none, or a long poll's `wait=N` alone (else Quart parses)
 _WAIT_ONLY = re.compile(rb"(?:wait=[0-9.]*)?\Z")
-
-
-def _dumps(body: dict[str, Any]) -> bytes:
-    """What the Quart app's JSON provider renders: compact, keys in order, newline."""
-    return (json.dumps(body, separators=(",", ":")) + "\n").encode()
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -67,6 +66,10 @@ class AgentFastPath:
     def __init__(self, app: ASGIApp, ctx: AppContext) -> None:
         self.app = app
         self.ctx = ctx
+        self._posts: dict[str, Answer] = {
+            HEARTBEAT_PATH: lambda ident, raw: api_agent.heartbeat_answer(ctx, ident, parse_json_body(raw)),
+            METRICS_PATH: lambda ident, raw: intake(ctx.metric_writes, ctx.directory, ident, raw),
+        }  # fmt: skip
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope.get("root_path"):
@@ -74,8 +77,8 @@ class AgentFastPath:
             if path == POLL_PATH and method == "GET" and _WAIT_ONLY.match(scope["query_string"]):
                 if await self._poll(scope, send):
                     return
-            elif path == HEARTBEAT_PATH and method == "POST" and self._small_body(scope):
-                await self._heartbeat(scope, receive, send)
+            elif path in self._posts and method == "POST" and self._small_body(scope):
+                await self._post(scope, receive, send, self._posts[path])
                 return
         await self.app(scope, receive, send)
 
@@ -101,7 +104,7 @@ class AgentFastPath:
             if not etag_matches(if_none_match, current):
                 found = await directory.document(ident.stack_id)  # e.g. 503: no secret key
         except ApiError as exc:
-            await _respond(send, exc.status, _dumps(exc.as_dict()), _JSON_HEADERS)
+            await _error(send, exc)
             return True
         if found is None:  # current, or the stack was deleted meanwhile
             await _respond(send, 304, b"", [(b"etag", f'"{current}"'.encode())])
@@ -118,28 +121,22 @@ class AgentFastPath:
             return False
         return _header(scope, b"transfer-encoding") is None
 
-    async def _heartbeat(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _post(self, scope: Scope, receive: Receive, send: Send, answer: Answer) -> None:
         try:
             ident = await self.ctx.directory.authenticate(
                 tokens.bearer(_header(scope, b"authorization"))
             )
-            hb = status.parse_heartbeat(parse_json_body(await _read_body(receive)))
-            await self.ctx.heartbeats.record(ident.instance_id, hb)
-            reply = status.heartbeat_answer(ident.doc_hash, self.ctx.settings.heartbeat_interval_s)
-            upgrade = await self.ctx.rollouts.signal(ident.stack_id, ident.instance_id)
-            if upgrade is not None:  # its turn in the stack's rolling agent upgrade
-                reply["upgrade"] = upgrade
+            reply = await answer(ident, await _read_body(receive))
         except ApiError as exc:
-            await _respond(send, exc.status, _dumps(exc.as_dict()), _JSON_HEADERS)
+            await _error(send, exc)
             return
         except _Disconnected:
             return
         except Exception as exc:  # the same answer as the Quart app's crash handler
-            log.exception("unhandled error on POST %s", HEARTBEAT_PATH)
-            body = {"error": "internal_error", "detail": f"{type(exc).__name__}: see the control plane's log"}  # fmt: skip
-            await _respond(send, 500, _dumps(body), _JSON_HEADERS)
+            log.exception("unhandled error on POST %s", scope["path"])
+            await _respond(send, 500, dumps(crash_body(exc)), _JSON_HEADERS)
             return
-        await _respond(send, 200, _dumps(reply), _JSON_HEADERS)
+        await _respond(send, 200, dumps(reply), _JSON_HEADERS)
 
 
 class _Disconnected(Exception):
@@ -155,6 +152,11 @@ async def _read_body(receive: Receive) -> bytes:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+async def _error(send: Send, exc: ApiError) -> None:
+    status, body, headers = rendered(exc)
+    await _respond(send, status, body, [(k.lower().encode(), v.encode()) for k, v in headers])
 
 
 async def _respond(send: Send, code: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

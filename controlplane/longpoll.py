@@ -41,7 +41,7 @@ class StackWatcher:
         self._prepare = prepare
         self._preparing: set[asyncio.Task[None]] = set()
         self._interval_s = interval_s
-        self._waiters: dict[str, dict[asyncio.Future[None], str]] = {}
+        self._waiters: dict[str, dict[asyncio.Future[bool], str]] = {}
         self._current: dict[str, str] | None = None  # the hashes of the last tick
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -99,14 +99,16 @@ class StackWatcher:
             return False
         if self._current is not None and self._current.get(stack_id) != known_hash:
             return True  # already out of date at the last tick
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # a bare future and a timer, not `asyncio.wait_for`: in Python 3.11 that adds a
+        # second future and a callback hop to each of the 10,000 wakeups of a change
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bool] = loop.create_future()
+        timer = loop.call_later(timeout_s, _resolve, fut, False)
         self._waiters.setdefault(stack_id, {})[fut] = known_hash
         try:
-            await asyncio.wait_for(fut, timeout_s)
-            return not self._closing
-        except TimeoutError:
-            return False
+            return await fut and not self._closing
         finally:
+            timer.cancel()
             waiters = self._waiters.get(stack_id)
             if waiters is not None:
                 waiters.pop(fut, None)
@@ -130,13 +132,17 @@ class StackWatcher:
                     await self._prepare_then_wake(stack_id, now, check=True)
 
 
-def _wake(futures: Iterable[asyncio.Future[None]]) -> None:
+def _resolve(fut: asyncio.Future[bool], woken: bool) -> None:
+    if not fut.done():
+        fut.set_result(woken)
+
+
+def _wake(futures: Iterable[asyncio.Future[bool]]) -> None:
     """Resolve `futures`, a slice per loop iteration (each woken poll then answers)."""
     pending = list(futures)
     head, rest = pending[:WAKE_SLICE], pending[WAKE_SLICE:]
     for fut in head:
-        if not fut.done():
-            fut.set_result(None)
+        _resolve(fut, True)
     if rest:
         asyncio.get_running_loop().call_soon(_wake, rest)
 

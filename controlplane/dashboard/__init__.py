@@ -1,7 +1,7 @@
-"""The web dashboard: server-rendered pages, live updates over SSE, the agents' log intake.
+"""The web dashboard: server-rendered pages and live updates over SSE.
 
-`blueprint(ctx)` returns one blueprint with the pages (`/`, `/login`, `/stacks/...`), the
-live stream (`/live`) and the agents' `POST /api/v1/agent/logs`. The per-process state
+`blueprint(ctx)` returns one blueprint with the pages (`/`, `/login`, `/stacks/...`) and
+the live stream (`/live`). (The agents' `POST /api/v1/agent/logs` is in `api_agent.py`.) The per-process state
 (`Dashboard`: the live hub, and the login throttle whose counts are in the database) is
 created here and handed to each part; the hub stops with the app.
 
@@ -9,15 +9,13 @@ Every page but `/login` needs a session (`auth.require_login`, run before each r
 every POST must carry the session's CSRF token. The parts, by subject: `pages_stacks`
 (list, overview, edit, versions and rollback), `pages_instances` (instances, service
 detail, install tokens), `pages_events` (timeline), `pages_changes` (audit trail, version
-diffs), `pages_notify` (notification channels, delivery log, send test), `stream` (SSE),
-`agent_logs`.
+diffs), `pages_notify` (notification channels, delivery log, send test), `stream` (SSE).
 """
 
 from quart import Blueprint
 
 from controlplane.context import AppContext
 from controlplane.dashboard import (
-    agent_logs,
     auth,
     pages_changes,
     pages_events,
@@ -48,7 +46,6 @@ def blueprint(ctx: AppContext) -> Blueprint:
     pages_changes.register(bp, dash)
     pages_notify.register(bp, dash)
     stream.register(bp, dash)
-    agent_logs.register(bp, dash)
 
     @bp.after_app_serving
     async def _stop_live() -> None:

@@ -27,7 +27,7 @@ from controlplane.routes import Routes
 
 SESSION_COOKIE = "berth_session"
 LOGIN_CSRF_COOKIE = "berth_login_csrf"
-PUBLIC_ENDPOINTS = {"dashboard.login", "dashboard.login_post", "dashboard.agent_logs"}
+PUBLIC_ENDPOINTS = {"dashboard.login", "dashboard.login_post"}
 SECURITY_HEADERS = {
     # no inline script or style anywhere: everything comes from /static
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "

@@ -20,11 +20,8 @@ from quart import Blueprint, Response, g, request
 
 from controlplane import audit, stacks, tokens
 from controlplane.context import AppContext
-from controlplane.errors import TooManyRequests
-from controlplane.httpjson import json_object, read_json
-from controlplane.ingest import known_services
-from controlplane.metrics.limit import BatchLimit
-from controlplane.metrics.points import parse_batch, series
+from controlplane.metrics.intake import intake
+from controlplane.metrics.points import series
 from controlplane.metrics.prom import (
     CONTENT_TYPE,
     FleetCollector,
@@ -35,7 +32,7 @@ from controlplane.metrics.prom import (
     fleet_restarts,
 )
 from controlplane.metrics.query import parse_query
-from controlplane.metrics.store import Rollups, insert_batch, read_points
+from controlplane.metrics.store import Rollups, read_points
 
 SCRAPE_TOKEN_ENV = "BERTH_METRICS_TOKEN"
 
@@ -44,7 +41,6 @@ def blueprint(ctx: AppContext) -> Blueprint:
     bp = Blueprint("metrics", __name__)
     db = ctx.db
     rollups = Rollups(db)
-    limit = BatchLimit()
 
     @bp.before_app_serving
     async def _start() -> None:
@@ -59,18 +55,10 @@ def blueprint(ctx: AppContext) -> Blueprint:
         ident = await ctx.directory.authenticate(
             tokens.bearer(request.headers.get("Authorization"))
         )
-        wait = limit.admit(ident.instance_id)
-        if wait:
-            raise TooManyRequests("too many metric batches from this instance", wait)
-        points = parse_batch(json_object(await read_json()))
-        known = await known_services(ctx.directory, ident.stack_id)
-        kept = [p for p in points if p.service == "" or p.service in known]
-        stored = await insert_batch(db, ident.stack_id, ident.instance_id, kept)
-        answer: dict[str, Any] = {"stored": stored}
-        refused = sorted({p.service for p in points if p.service and p.service not in known})
-        if refused:
-            answer["refused"] = refused
-        return answer
+        # the same function answers it on the agents' fast path (controlplane/fastpath.py)
+        raw = await request.get_data(as_text=False)
+        assert isinstance(raw, bytes)
+        return await intake(ctx.metric_writes, ctx.directory, ident, raw)
 
     @bp.get("/stacks/<stack_id>/metrics")
     async def read(stack_id: str) -> dict[str, Any]:
