@@ -400,7 +400,15 @@ def run_fleet(label: str, n: int, cp: subprocess.Popen[bytes], restart: Any, see
     for p in phases:
         print(f"{label:<24} {n:6d} {p.row()}", flush=True)
     if early:
-        print(f"  note: {early} requests failed before the restart (warm interval)", flush=True)
+        whys: dict[str, int] = {}
+        for due, _k, ms, w in report.requests:
+            if due < t_down and ms < 0:
+                whys[w] = whys.get(w, 0) + 1
+        why = _top(whys)
+        print(
+            f"  note: {early} requests due before the restart failed (warm interval), e.g. {why}",
+            flush=True,
+        )
     failures: dict[str, int] = {}
     for due, _k, ms, why in report.requests:
         if ms < 0 and due >= t_up:
@@ -417,6 +425,10 @@ def run_fleet(label: str, n: int, cp: subprocess.Popen[bytes], restart: Any, see
                 print("  " + line.split(": ", 1)[1], flush=True)
     seeded.etag = new_hash  # the next run's agents start current
     return cp
+
+
+def _top(counts: dict[str, int]) -> str:
+    return repr(max(counts, key=counts.__getitem__)) if counts else "-"
 
 
 def main() -> int:

@@ -18,9 +18,10 @@ poll at once, so a restart neither waits for long polls nor cancels them.
 """
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+
+from controlplane.background import Background
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +44,11 @@ class StackWatcher:
         self._interval_s = interval_s
         self._waiters: dict[str, dict[asyncio.Future[bool], str]] = {}
         self._current: dict[str, str] | None = None  # the hashes of the last tick
-        self._task: asyncio.Task[None] | None = None
+        self._background = Background("berth-longpoll-watcher", self._poll_forever)
         self._closing = False
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._poll_forever(), name="berth-longpoll-watcher")
+        self._background.start()
 
     def close(self) -> None:
         """Answer every held poll now and hold no new ones (the server is stopping)."""
@@ -58,11 +59,7 @@ class StackWatcher:
     async def stop(self) -> None:
         for task in list(self._preparing):
             task.cancel()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._background.stop()
         self.close()
         self._waiters.clear()
 

@@ -14,6 +14,11 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from agent.schema import ValidationError, report
+from agent.schema.cadence import (  # noqa: F401 (the settings' and CLI's bounds, re-exported)
+    DEFAULT_HEARTBEAT_INTERVAL_S,
+    MAX_HEARTBEAT_INTERVAL_S,
+    MIN_HEARTBEAT_INTERVAL_S,
+)
 from agent.version import is_behind
 from controlplane.db import Database
 from controlplane.errors import BadRequest, NotFound, Unprocessable
@@ -21,11 +26,9 @@ from controlplane.httpjson import batch_items
 from controlplane.models import Event, Instance, Stack, iso, utcnow
 
 # Agents send a heartbeat on every change of state and at least every heartbeat interval
-# (a control-plane setting, announced in each heartbeat answer): "stale" and "offline"
-# count missed intervals, whatever the stack's poll interval.
-DEFAULT_HEARTBEAT_INTERVAL_S = 15.0
-MIN_HEARTBEAT_INTERVAL_S = 1.0
-MAX_HEARTBEAT_INTERVAL_S = 60.0
+# (a control-plane setting within agent/schema/cadence.py's bounds, announced in each
+# heartbeat answer): "stale" and "offline" count missed intervals, whatever the stack's
+# poll interval.
 STALE_AFTER_BEATS = 3
 OFFLINE_AFTER_BEATS = 8
 MAX_EVENTS_PER_BATCH = 1000

@@ -12,6 +12,11 @@ from typing import Any
 
 from agent.bus.messages import Route, RouteTable, Version
 from agent.reconciler.store import ProcessRecord
+from agent.schema.cadence import (  # noqa: F401 (re-exported for the reconciler)
+    DEFAULT_HEARTBEAT_INTERVAL_S,
+    MAX_HEARTBEAT_INTERVAL_S,
+    MIN_HEARTBEAT_INTERVAL_S,
+)
 from agent.schema.document import DesiredService, DesiredState
 from agent.schema.hashing import content_sha256
 
@@ -155,10 +160,8 @@ def stack_state(statuses: Iterable[ServiceStatus]) -> tuple[str, list[str]]:
 
 # --- heartbeats ------------------------------------------------------------------------
 # The control plane announces its heartbeat interval in every heartbeat answer; until the
-# first answer (or from an older control plane) the agent uses the default.
-DEFAULT_HEARTBEAT_INTERVAL_S = 15.0
-MIN_HEARTBEAT_INTERVAL_S = 1.0
-MAX_HEARTBEAT_INTERVAL_S = 60.0
+# first answer (or from an older control plane) the agent uses the default. The bounds
+# are shared with the control plane: agent/schema/cadence.py.
 # a burst of state changes (a deploy: building, starting, healthy, applied) becomes at
 # most this many heartbeats a second, the last one always carrying the final state
 HEARTBEAT_MIN_GAP_S = 0.25

@@ -187,6 +187,31 @@ def test_heartbeat_edge_cases_match(server: ControlPlane, slow: ControlPlane, ag
     assert same(server, slow, "POST", POLL, auth, good)[0] == 405
 
 
+METRICS = "/api/v1/agent/metrics"
+
+
+def test_metric_batch_answers_match(server: ControlPlane, slow: ControlPlane, agent: dict[str, Any]) -> None:  # fmt: skip
+    """Stored (with a refused service), invalid, and over the per-minute limit: 429 with
+    the same Retry-After from the one error renderer."""
+    auth = {"Authorization": f"Bearer {agent['credential']}"}
+    t = int(time.time()) - 30
+    points = [
+        {"t": t, "span": 30, "service": "", "cpu_s": 1.5},
+        {"t": t, "span": 30, "service": "nope"},
+    ]
+    status, _, answer = same(
+        server, slow, "POST", METRICS, auth, json.dumps({"points": points}).encode()
+    )
+    assert status == 200 and json.loads(answer) == {"stored": 1, "refused": ["nope"]}
+    assert same(server, slow, "POST", METRICS, auth, b'{"points": 5}')[0] == 422
+    assert same(server, slow, "POST", METRICS, auth, b"{nope")[0] == 400
+    assert same(server, slow, "POST", METRICS, {}, b"{}")[0] == 401
+    answers = [same(server, slow, "POST", METRICS, auth, b'{"points": []}') for _ in range(10)]
+    assert [a[0] for a in answers[:9]] == [200] * 9  # 12 a minute, 3 used above
+    status, headers, _ = answers[9]
+    assert status == 429 and any(k == "retry-after" for k, _ in headers)
+
+
 def test_heartbeat_through_fast_path_is_stored(api: Api, server: ControlPlane, agent: dict[str, Any]) -> None:  # fmt: skip
     auth = {"Authorization": f"Bearer {agent['credential']}"}
     beat = {**GOOD_BEAT, "agent_version": "fast-9", "note": "kept"}
