@@ -382,6 +382,7 @@ def run_fleet(label: str, n: int, cp: subprocess.Popen[bytes], restart: Any, see
         cpu.append(probe.read())
     t_change = time.monotonic()
     new_hash = change_stack(f"http://127.0.0.1:{port}", seeded, f"python3 app.py --v{version}")
+    put_s = time.monotonic() - t_change
     change_end = t_change + args.change_window
     sleep_until(change_end)
     cpu.append(probe.read())
@@ -397,6 +398,7 @@ def run_fleet(label: str, n: int, cp: subprocess.Popen[bytes], restart: Any, see
     ]
     phases[0].note = f"down {t_up - t_down:.1f} s ({down} requests refused meanwhile, retried)"
     phases[2].note = reached(report, n, new_hash, t_change, args.change_window)
+    phases[2].note += f" (the PUT answered in {put_s:.2f} s)"
     for p in phases:
         print(f"{label:<24} {n:6d} {p.row()}", flush=True)
     if early:
