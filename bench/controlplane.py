@@ -267,7 +267,7 @@ def start_nginx(port: int, workdir: Path) -> subprocess.Popen[bytes]:
     conf.write_text(f"""
 worker_processes 1; daemon off; pid {workdir}/nginx.pid; error_log {workdir}/nginx-error.log;
 events {{ worker_connections 4096; }}
-http {{ access_log off;
+http {{ access_log off; keepalive_requests 100000000;  # (default 1,000: then it closes)
   client_body_temp_path {workdir}/nginx-body; proxy_temp_path {workdir}/nginx-proxy;
   fastcgi_temp_path {workdir}/nginx-fcgi; uwsgi_temp_path {workdir}/nginx-uwsgi; scgi_temp_path {workdir}/nginx-scgi;
   server {{ listen 127.0.0.1:{port};

@@ -13,9 +13,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import and_, delete, literal_column, select, tuple_
+from sqlalchemy import Connection, Table, and_, delete, literal_column, select, tuple_
 
 from controlplane.db import Database
 from controlplane.metrics.points import HOUR, MINUTE, RAW, Point, rollup
@@ -123,32 +125,52 @@ async def read_builds(
         return [(r.stack_id, r.instance_id, point_of(r)) for r in rows if finest(r.res, r.t)]
 
 
+# Windows are rolled in slices of instances (by the first character of the instance id),
+# each slice one short transaction on the database's writer thread: at 10,000 agents a
+# minute holds 40,000 raw points, and reading, merging and writing them in one go on the
+# event loop stopped it for seconds once a minute and held the write lock meanwhile
+# (heartbeats and metric batches waited behind it). Docs: docs/api.md "Scale".
+_SLICE_BOUNDS = [None, *"123456789abcdef", None]
+ROLL_SLICES = list(zip(_SLICE_BOUNDS[:-1], _SLICE_BOUNDS[1:], strict=True))
+
+
 async def roll_window(db: Database, source: int, res: int, start: int, end: int) -> int:
     """Rewrite the `res` rollups of [start, end) from the `source` resolution's rows."""
-    async with db.write() as session:
-        rows = (
-            await session.execute(
-                select(MetricPoint).where(
-                    MetricPoint.res == source, MetricPoint.t >= start, MetricPoint.t < end
-                )
-            )
-        ).scalars()
-        by_stack: dict[str, list[tuple[str, Point]]] = {}
-        for r in rows:
-            by_stack.setdefault(r.stack_id, []).append((r.instance_id, point_of(r)))
-        await session.execute(
-            delete(MetricPoint).where(
-                MetricPoint.res == res, MetricPoint.t >= start, MetricPoint.t < end
-            )
-        )
-        out = [
-            row_of(stack_id, instance, res, p)
-            for stack_id, points in by_stack.items()
-            for instance, p in rollup(points, res)
-        ]
-        if out:
-            await session.execute(MetricPoint.__table__.insert(), out)  # type: ignore[attr-defined]
-    return len(out)
+    written: list[int] = []
+    for low, high in ROLL_SLICES:
+        work = partial(_roll_slice, source, res, start, end, low, high, written)
+        await db.write_in_thread(work)
+        await asyncio.sleep(0)  # let the loop (and queued writers) in between slices
+    return sum(written)
+
+
+def _roll_slice(
+    source: int, res: int, start: int, end: int,
+    low: str | None, high: str | None, written: list[int], conn: Connection,
+) -> None:  # fmt: skip
+    """One slice of instances of a window: delete its rollups, write them again."""
+    table = MetricPoint.__table__
+    assert isinstance(table, Table)
+    cols = table.c
+    where = [cols.t >= start, cols.t < end]
+    if low is not None:
+        where.append(cols.instance_id >= low)
+    if high is not None:
+        where.append(cols.instance_id < high)
+    rows = conn.execute(select(table).where(cols.res == source, *where)).mappings()
+    by_stack: dict[str, list[tuple[str, Point]]] = {}
+    for m in rows:  # (a Row's `.t` is its tuple, not the column: read by name)
+        r = SimpleNamespace(**m)
+        by_stack.setdefault(r.stack_id, []).append((r.instance_id, point_of(r)))  # type: ignore[arg-type]
+    conn.execute(delete(table).where(cols.res == res, *where))
+    out = [
+        row_of(stack_id, instance, res, p)
+        for stack_id, points in by_stack.items()
+        for instance, p in rollup(points, res)
+    ]
+    if out:
+        conn.execute(table.insert(), out)
+    written.append(len(out))
 
 
 async def prune(db: Database, now: float) -> int:

@@ -212,6 +212,24 @@ def test_metric_batch_answers_match(server: ControlPlane, slow: ControlPlane, ag
     assert status == 429 and any(k == "retry-after" for k, _ in headers)
 
 
+def test_metric_batches_sent_at_once_commit_together(api: Api, server: ControlPlane, repo: Path) -> None:  # fmt: skip
+    """Batches queued in one group commit, the same point among them more than once (an
+    upsert may not touch a row twice on PostgreSQL): all stored, that point once."""
+    stack = api.post("/stacks", json=stack_body("fastpath-metrics", repo)).json()
+    tok = api.post(f"/stacks/{stack['id']}/install-tokens").json()
+    reg = Api(server.url, None).post("/agent/register", json={"token": tok["token"], "hostname": "m-1"})  # fmt: skip
+    auth = {"Authorization": f"Bearer {reg.json()['credential']}"}
+    t = int(time.time()) // 60 * 60 - 120
+    body = json.dumps({"points": [{"t": t, "span": 30, "service": "", "cpu_s": 7.5, "cpus": 1}]})
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(
+            pool.map(lambda _: ask(server, "POST", METRICS, auth, body.encode()), range(6))
+        )
+    assert [(a[0], json.loads(a[2])) for a in answers] == [(200, {"stored": 1})] * 6
+    series = api.get(f"/stacks/{stack['id']}/metrics", params={"from": t, "step": 30}).json()
+    assert [p["cpu_pct"] for p in series["points"]] == [25.0]  # 7.5 CPU s of 30 s, one CPU
+
+
 def test_heartbeat_through_fast_path_is_stored(api: Api, server: ControlPlane, agent: dict[str, Any]) -> None:  # fmt: skip
     auth = {"Authorization": f"Bearer {agent['credential']}"}
     beat = {**GOOD_BEAT, "agent_version": "fast-9", "note": "kept"}
