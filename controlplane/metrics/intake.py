@@ -3,7 +3,7 @@ route and the agents' fast path alike), and the batches are stored by group comm
 
 At 10,000 agents, 333 batches a second arrive (one per agent every 30 s). One
 transaction per batch (a DELETE and an INSERT, about 3 ms of CPU each on SQLite) took
-more than the whole event loop had; `MetricWriter` collects batches for `WINDOW_S` and
+more than the whole event loop had; `MetricWriter` collects batches for `WINDOW_S` (40 ms) and
 writes them with one upsert (a point sent again, same service and second, replaces the
 old: the table's primary key), the whole transaction on the database's writer thread.
 The agent's answer still means "stored".
@@ -26,7 +26,7 @@ from controlplane.metrics.limit import BatchLimit
 from controlplane.metrics.points import RAW, parse_batch
 from controlplane.models import MetricPoint
 
-WINDOW_S = 0.1
+WINDOW_S = 0.04  # as heartbeats: batches of ~13 at 10,000 agents; latency stays well in p99
 MAX_BATCHES = 2000  # agents' batches per transaction
 
 _TABLE = MetricPoint.__table__
