@@ -22,7 +22,7 @@ stream) (`dashboard/logstore.py`), and open service pages receive them live.
 from dataclasses import dataclass
 from typing import Any
 
-from quart import Blueprint, Response, current_app, request
+from quart import Blueprint, Response, request
 
 from controlplane import audit, enrollment, ingest, longpoll, status, tokens
 from controlplane.context import AppContext
@@ -30,13 +30,15 @@ from controlplane.dashboard import logstore
 from controlplane.directory import AgentIdentity
 from controlplane.errors import BadRequest, Unprocessable
 from controlplane.httpjson import etag_matches, json_object, parse_wait, read_json
+from controlplane.routes import Routes
 
-_STATE = "berth.agent_api"
+routes = Routes()
 
 
 @dataclass(frozen=True)
-class _Intake:
-    """Per app: the per-minute ingest budget and the retention of events and logs."""
+class AgentApi:
+    """What the routes work with: the app's context, the per-minute ingest budget, and the
+    retention of events and logs."""
 
     ctx: AppContext
     meter: ingest.IngestMeter
@@ -45,32 +47,20 @@ class _Intake:
 
 def blueprint(ctx: AppContext) -> Blueprint:
     bp = Blueprint("api_agent", __name__)
-    state = _Intake(
-        ctx,
-        ingest.IngestMeter(ctx.db, ctx.settings.limits),
-        ingest.Retention(ctx.db, ctx.settings.limits),
-    )
-    bp.record_once(lambda setup: setup.app.extensions.__setitem__(_STATE, state))
-    bp.add_url_rule("/register", view_func=register, methods=["POST"])
-    bp.add_url_rule("/desired-state", view_func=desired_state, methods=["GET"])
-    bp.add_url_rule("/heartbeat", view_func=heartbeat, methods=["POST"])
-    bp.add_url_rule("/events", view_func=events, methods=["POST"])
-    bp.add_url_rule("/logs", view_func=agent_logs, methods=["POST"])
+    limits = ctx.settings.limits
+    api = AgentApi(ctx, ingest.IngestMeter(ctx.db, limits), ingest.Retention(ctx.db, limits))
+    routes.bind(bp, api)
     return bp
 
 
-def _intake() -> _Intake:
-    state: _Intake = current_app.extensions[_STATE]
-    return state
+async def _identify(api: AgentApi) -> AgentIdentity:
+    credential = tokens.bearer(request.headers.get("Authorization"))
+    return await api.ctx.directory.authenticate(credential)
 
 
-async def _identify() -> AgentIdentity:
-    directory = _intake().ctx.directory
-    return await directory.authenticate(tokens.bearer(request.headers.get("Authorization")))
-
-
-async def register() -> tuple[dict[str, Any], int]:
-    db = _intake().ctx.db
+@routes.post("/register")
+async def register(api: AgentApi) -> tuple[dict[str, Any], int]:
+    db = api.ctx.db
     body = json_object(await read_json())
     token, hostname = body.get("token"), body.get("hostname")
     if not isinstance(token, str) or not token:
@@ -82,22 +72,28 @@ async def register() -> tuple[dict[str, Any], int]:
         db, "install_token.use", audit.Actor("agent", hostname),
         stack_id=reg.stack_id, target=reg.instance_id,
     )  # fmt: skip
-    return {
+    answer = {
         "instance_id": reg.instance_id,
         "credential": reg.credential,
         "stack_id": reg.stack_id,
-    }, 201
+    }
+    return answer, 201
 
 
-async def desired_state() -> Response:
-    ctx = _intake().ctx
-    ident = await _identify()
+@routes.get("/desired-state")
+async def desired_state(api: AgentApi) -> Response:
+    ctx = api.ctx
+    ident = await _identify(api)
     wait_s = parse_wait(request.args.get("wait"), ctx.settings.max_wait_s)
     if_none_match = request.headers.get("If-None-Match")
     current = ident.doc_hash
     if wait_s:  # re-identifying also notices a revocation
+
+        async def current_hash() -> str:
+            return (await _identify(api)).doc_hash
+
         current = await longpoll.hold(
-            ctx.watcher, ident.stack_id, if_none_match, current, wait_s, _current_hash
+            ctx.watcher, ident.stack_id, if_none_match, current, wait_s, current_hash
         )
     if etag_matches(if_none_match, current):
         return _not_modified(current)
@@ -121,25 +117,26 @@ async def heartbeat_answer(ctx: AppContext, ident: AgentIdentity, body: Any) -> 
     return reply
 
 
-async def heartbeat() -> dict[str, Any]:
-    ident = await _identify()
-    return await heartbeat_answer(_intake().ctx, ident, await read_json())
+@routes.post("/heartbeat")
+async def heartbeat(api: AgentApi) -> dict[str, Any]:
+    ident = await _identify(api)
+    return await heartbeat_answer(api.ctx, ident, await read_json())
 
 
-async def events() -> dict[str, Any]:
-    state = _intake()
-    ident = await _identify()
+@routes.post("/events")
+async def events(api: AgentApi) -> dict[str, Any]:
+    ident = await _identify(api)
     batch = status.parse_events(await read_json())
-    await state.meter.charge(ident.instance_id, events=len(batch))
-    known = await ingest.known_services(state.ctx.directory, ident.stack_id)
+    await api.meter.charge(ident.instance_id, events=len(batch))
+    known = await ingest.known_services(api.ctx.directory, ident.stack_id)
     refused = [
         {"id": e.id, "field": f"events[{i}].service", "detail": "not a service of this stack"}
         for i, e in enumerate(batch)
         if ingest.unknown_service(e.service, known)
     ]
     kept = [e for e in batch if not ingest.unknown_service(e.service, known)]
-    await status.record_events(state.ctx.db, ident.instance_id, ident.stack_id, kept)
-    await state.retention.prune()
+    await status.record_events(api.ctx.db, ident.instance_id, ident.stack_id, kept)
+    await api.retention.prune()
     # every id may be forgotten by the agent: stored, or refused for good
     answer: dict[str, Any] = {"accepted": list(dict.fromkeys(e.id for e in batch))}
     if refused:
@@ -147,27 +144,23 @@ async def events() -> dict[str, Any]:
     return answer
 
 
-async def agent_logs() -> dict[str, Any]:
+@routes.post("/logs")
+async def agent_logs(api: AgentApi) -> dict[str, Any]:
     """`{"chunks": [{"service", "stream": "run"|"build", "commit", "data"}]}` → `{"accepted":
     N}` (plus `refused`: chunks of services the stack does not have, dropped)."""
-    state = _intake()
-    ident = await _identify()
+    ident = await _identify(api)
     chunks = logstore.parse_chunks(await read_json())
-    await state.meter.charge(ident.instance_id, log_bytes=sum(len(c.data.encode()) for c in chunks))
-    known = await ingest.known_services(state.ctx.directory, ident.stack_id)
+    await api.meter.charge(ident.instance_id, log_bytes=sum(len(c.data.encode()) for c in chunks))
+    known = await ingest.known_services(api.ctx.directory, ident.stack_id)
     kept = [c for c in chunks if c.service in known]
-    db = state.ctx.db
+    db = api.ctx.db
     accepted = await logstore.record_chunks(db, ident.instance_id, ident.stack_id, kept)
-    await state.retention.prune()
+    await api.retention.prune()
     answer: dict[str, Any] = {"accepted": accepted}
     if len(kept) < len(chunks):
         refused = sorted({c.service for c in chunks if c.service not in known})
         answer["refused"] = {"services": refused, "detail": "not services of this stack"}
     return answer
-
-
-async def _current_hash() -> str:
-    return (await _identify()).doc_hash
 
 
 def _not_modified(etag: str) -> Response:
