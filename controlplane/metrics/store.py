@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, and_, delete, literal_column, select, tuple_
 
 from controlplane.db import Database
+from controlplane.groupcommit import write_off_the_loop
 from controlplane.metrics.points import HOUR, MINUTE, RAW, Point, rollup
 from controlplane.models import MetricPoint
 
@@ -126,7 +127,8 @@ async def read_builds(
 
 
 # Windows are rolled in slices of instances (by the first character of the instance id),
-# each slice one short transaction on the database's writer thread: at 10,000 agents a
+# each slice one short transaction (on PostgreSQL on the database's writer thread,
+# `groupcommit.write_off_the_loop`): at 10,000 agents a
 # minute holds 40,000 raw points, and reading, merging and writing them in one go on the
 # event loop stopped it for seconds once a minute and held the write lock meanwhile
 # (heartbeats and metric batches waited behind it). Docs: docs/api.md "Scale".
@@ -139,7 +141,7 @@ async def roll_window(db: Database, source: int, res: int, start: int, end: int)
     written: list[int] = []
     for low, high in ROLL_SLICES:
         work = partial(_roll_slice, source, res, start, end, low, high, written)
-        await db.write_in_thread(work)
+        await write_off_the_loop(db, work)
         await asyncio.sleep(0)  # let the loop (and queued writers) in between slices
     return sum(written)
 
