@@ -17,7 +17,7 @@ from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, delete, literal_column, select, tuple_
+from sqlalchemy import Connection, Table, and_, delete, func, literal_column, select, tuple_
 
 from controlplane.db import Database
 from controlplane.groupcommit import write_off_the_loop
@@ -133,13 +133,21 @@ async def read_builds(
 # event loop stopped it for seconds once a minute and held the write lock meanwhile
 # (heartbeats and metric batches waited behind it). Docs: docs/api.md "Scale".
 _SLICE_BOUNDS = [None, *"123456789abcdef", None]
+SLICE_ROWS = 2000  # source rows above which a window is rolled in slices
 ROLL_SLICES = list(zip(_SLICE_BOUNDS[:-1], _SLICE_BOUNDS[1:], strict=True))
 
 
 async def roll_window(db: Database, source: int, res: int, start: int, end: int) -> int:
     """Rewrite the `res` rollups of [start, end) from the `source` resolution's rows."""
     written: list[int] = []
-    for low, high in ROLL_SLICES:
+    async with db.read() as session:
+        count = await session.scalar(
+            select(func.count()).where(
+                MetricPoint.res == source, MetricPoint.t >= start, MetricPoint.t < end
+            )
+        )
+    # a small window (or an empty one, as most are at a restart's catch-up) in one go
+    for low, high in ROLL_SLICES if (count or 0) > SLICE_ROWS else [(None, None)]:
         work = partial(_roll_slice, source, res, start, end, low, high, written)
         await write_off_the_loop(db, work)
         await asyncio.sleep(0)  # let the loop (and queued writers) in between slices
