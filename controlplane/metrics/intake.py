@@ -25,6 +25,7 @@ from controlplane.httpjson import json_object, parse_json_body
 from controlplane.ingest import known_services
 from controlplane.metrics.limit import BatchLimit
 from controlplane.metrics.points import RAW, parse_batch
+from controlplane.metrics.store import row_of
 from controlplane.models import MetricPoint
 
 WINDOW_S = 0.04  # as heartbeats: batches of ~13 at 10,000 agents; latency stays well in p99
@@ -51,15 +52,6 @@ def _store(batches: list[dict[str, Any]], is_sqlite: bool, conn: Connection) -> 
     conn.execute(_UPSERT[is_sqlite], list(rows.values()))
 
 
-def _row(stack_id: str, instance_id: str, p: Any) -> dict[str, Any]:
-    return {
-        "stack_id": stack_id, "instance_id": instance_id, "service": p.service, "res": RAW,
-        "t": p.t, "span": p.span, "requests": p.requests, "errors": p.errors,
-        "bytes_in": p.bytes_in, "bytes_out": p.bytes_out, "lat": p.lat, "lat_sum": p.lat_sum,
-        "cpu_s": p.cpu_s, "mem": p.mem, "host": p.host,
-    }  # fmt: skip
-
-
 class MetricWriter(GroupCommit):
     def __init__(self, db: Database, window_s: float = WINDOW_S) -> None:
         super().__init__("metrics", self._write_batches, window_s, MAX_BATCHES)
@@ -70,7 +62,9 @@ class MetricWriter(GroupCommit):
 
     async def store(self, stack_id: str, instance_id: str, points: list[Any]) -> int:
         """Store raw points (returns once committed); how many distinct points."""
-        rows = list({(p.service, p.t): _row(stack_id, instance_id, p) for p in points}.values())
+        rows = list(
+            {(p.service, p.t): row_of(stack_id, instance_id, RAW, p) for p in points}.values()
+        )
         if rows:
             await self.submit(next(self._ids), {"rows": rows})
         return len(rows)
