@@ -14,7 +14,9 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any
 
-LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+from agent.schema.latency import LATENCY_BUCKETS_S
+from agent.schema.latency import quantile as counts_quantile
+
 # Index of a status in `RouteStats.responses`: 1..5 for 1xx..5xx, 0 for "no status"
 # (the client left or the connection was cut before any response head).
 STATUS_CLASSES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
@@ -44,24 +46,8 @@ class Histogram:
 
 
 def quantile(hist: Histogram, q: float) -> float | None:
-    """Estimate the `q` quantile (0..1) by linear interpolation inside its bucket, as
-    Prometheus' histogram_quantile does; None for an empty histogram. A quantile in
-    the overflow slot is reported as the largest bound."""
-    total = sum(hist.counts)
-    if total == 0:
-        return None
-    rank = q * total
-    seen = 0
-    lower = 0.0
-    for i, n in enumerate(hist.counts):
-        if i == len(LATENCY_BUCKETS_S):
-            return LATENCY_BUCKETS_S[-1]
-        upper = LATENCY_BUCKETS_S[i]
-        if n and seen + n >= rank:
-            return lower + (upper - lower) * (rank - seen) / n
-        seen += n
-        lower = upper
-    return LATENCY_BUCKETS_S[-1]
+    """The `q` quantile (0..1) of `hist` (`agent.schema.latency.quantile`)."""
+    return counts_quantile(hist.counts, q)
 
 
 @dataclass

@@ -14,10 +14,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from agent.schema.latency import LATENCY_BUCKETS_S, quantile
 from controlplane.errors import Unprocessable
 
-# Must match agent/metrics/routes.py LATENCY_BUCKETS_S (the agent's fixed buckets).
-LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BUCKETS = len(LATENCY_BUCKETS_S) + 1
 MAX_POINTS = 500  # per batch: 10 services x a few intervals, with room
 RAW, MINUTE, HOUR = 0, 60, 3600
@@ -157,25 +156,6 @@ def rollup(points: list[tuple[str, Point]], res: int) -> list[tuple[str, Point]]
             cur = acc[key] = Point(p.service, key[2], 0.0)
         merge_into(cur, p)
     return [(k[0], p) for k, p in acc.items()]
-
-
-def quantile(counts: list[int] | None, q: float) -> float | None:
-    """As Prometheus' histogram_quantile: linear inside the bucket; None when empty."""
-    if not counts:
-        return None
-    total = sum(counts)
-    if total == 0:
-        return None
-    rank, seen, lower = q * total, 0, 0.0
-    for i, n in enumerate(counts):
-        if i == len(LATENCY_BUCKETS_S):
-            break
-        upper = LATENCY_BUCKETS_S[i]
-        if n and seen + n >= rank:
-            return lower + (upper - lower) * (rank - seen) / n
-        seen += n
-        lower = upper
-    return LATENCY_BUCKETS_S[-1]
 
 
 def series(points: list[tuple[str, Point]], step: int, service: str) -> list[dict[str, Any]]:
