@@ -28,7 +28,7 @@ import hmac
 import os
 import secrets as _random
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from agent.schema import SecretEnv, StackSpec
+from agent.schema.envwalk import Place, map_secret_entries
 from controlplane.dburl import DatabaseURL
 from controlplane.errors import ApiError
 
@@ -45,8 +46,6 @@ NONCE_BYTES = 12
 TOKEN_VERSION = "v1"
 FINGERPRINT_HEX = 16
 KEY_FILE_HEADER = "# Berth control-plane secret key: keep it 0600, outside the database's backups\n"
-
-Place = tuple[str, str]  # (service, variable)
 
 
 class SecretKeyUnavailable(ApiError):
@@ -249,19 +248,8 @@ def masked_document(doc: dict[str, Any]) -> dict[str, Any]:
 # documents -------------------------------------------------------------------------------
 
 
-def _map_entries(doc: dict[str, Any], fn: Any) -> dict[str, Any]:
-    services = doc.get("services")
-    if not isinstance(services, list):
-        return doc
-    out = []
-    for svc in services:
-        env = svc.get("env") if isinstance(svc, dict) else None
-        if isinstance(env, dict) and any(is_secret_entry(v) for v in env.values()):
-            name = str(svc.get("name"))
-            env = {k: fn((name, k), v) if is_secret_entry(v) else v for k, v in env.items()}
-            svc = {**svc, "env": env}
-        out.append(svc)
-    return {**doc, "services": out}
+def _map_entries(doc: dict[str, Any], fn: Callable[[Place, dict[str, Any]], Any]) -> dict[str, Any]:
+    return map_secret_entries(doc, fn, is_secret_entry)
 
 
 def _entries(doc: dict[str, Any]) -> Iterator[tuple[Place, dict[str, Any]]]:

@@ -11,6 +11,8 @@ import hashlib
 import json
 from typing import Any
 
+from agent.schema.envwalk import map_secret_entries
+
 
 def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
@@ -32,19 +34,6 @@ def without_secret_values(document: dict[str, Any]) -> dict[str, Any]:
     ciphertext of it), so a changed secret changes the hash while the hash, which users
     see, reveals nothing of the value. A document without secrets is returned as is.
     """
-    services = document.get("services")
-    if not isinstance(services, list):
-        return document
-    out = []
-    for svc in services:
-        env = svc.get("env") if isinstance(svc, dict) else None
-        if isinstance(env, dict) and any(isinstance(v, dict) for v in env.values()):
-            env = {
-                k: {"secret": v.get("secret"), "digest": v.get("digest")}
-                if isinstance(v, dict)
-                else v
-                for k, v in env.items()
-            }
-            svc = {**svc, "env": env}
-        out.append(svc)
-    return {**document, "services": out}
+    return map_secret_entries(
+        document, lambda _place, v: {"secret": v.get("secret"), "digest": v.get("digest")}
+    )
