@@ -23,7 +23,8 @@ from agent.metrics.builds import BuildLog
 from agent.metrics.procfs import ServerSample, ServiceSample, sample_server, sample_services
 from agent.metrics.prom import CONTENT_TYPE as PROM_TYPE
 from agent.metrics.prom import AgentCollector, exposition
-from agent.reconciler.cpclient import ControlPlaneClient, Rejected, Throttled, Unreachable
+from agent.reconciler.cpclient import ControlPlaneClient
+from agent.reconciler.shipping import Shipped, ship
 from agent.reconciler.store import Store
 from agent.settings import parse_hostport
 
@@ -91,18 +92,9 @@ async def _ship(
             time.time(), list(collector.latest.values()), services, server, builds.drain(),
             restarts(),
         )  # fmt: skip
-        if points:
-            try:
-                await asyncio.to_thread(client.send_metrics, points)
-            except Rejected as exc:
-                if exc.status == 404:
-                    log.info("this control plane takes no metrics (older version)")
-                    return
-                log.warning("metrics refused: %s", exc)
-            except Throttled as exc:
-                await asyncio.sleep(exc.retry_after_s)
-            except Unreachable:
-                pass  # this interval's points are dropped (a gap, not a spike)
+        # a batch not sent is dropped: this interval is a gap, not a spike
+        if points and await ship(client.send_metrics, points, "metrics") is Shipped.UNSUPPORTED:
+            return
         await asyncio.sleep(interval_s)
 
 

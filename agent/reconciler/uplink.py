@@ -38,6 +38,7 @@ from agent.reconciler.policy import (
     heartbeat_wait,
 )
 from agent.reconciler.redact import Redactor
+from agent.reconciler.shipping import Shipped, ship
 from agent.reconciler.store import Store
 from agent.schema.document import DesiredState
 from agent.schema.report import Heartbeat
@@ -230,19 +231,10 @@ class Uplink:
             )
             if not chunks:
                 continue
-            try:
-                await asyncio.to_thread(client.send_logs, chunks)
-            except Rejected as exc:
-                if exc.status == 404:
-                    log.info("this control plane takes no logs (older version); not shipping them")
-                    return
-                log.warning("log shipping refused: %s", exc)
-                continue
-            except Throttled as exc:  # offsets unchanged: sent again after the wait
-                log.warning("log shipping throttled: %s", exc)
-                await asyncio.sleep(exc.retry_after_s)
-                continue
-            except Unreachable:
+            shipped = await ship(client.send_logs, chunks, "logs")
+            if shipped is Shipped.UNSUPPORTED:
+                return
+            if shipped is Shipped.NOT_SENT:
                 continue  # offsets unchanged: sent again next time
             for path, offset in advances:
                 self._log_cursor.advance(path, offset)
