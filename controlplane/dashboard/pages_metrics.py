@@ -22,6 +22,7 @@ from controlplane.errors import ApiError
 from controlplane.metrics.api import stack_series
 from controlplane.metrics.store import read_builds
 from controlplane.models import Instance
+from controlplane.routes import Routes
 
 RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
 SERVICE_CHARTS = (
@@ -85,52 +86,56 @@ async def service_metrics(
     return {"charts": _charts(body, server=False)[: len(SERVICE_CHARTS)], "builds": builds}
 
 
-def register(bp: Blueprint, dash: Dashboard) -> None:
-    db = dash.ctx.db
+routes = Routes()
 
-    @bp.get("/stacks/<stack_id>/metrics")
-    async def metrics(stack_id: str) -> tuple[str, int]:
-        stack = await load_stack(dash, stack_id)
-        services = [s["name"] for s in stack.document["services"]]
-        async with db.read() as session:
-            servers = [
-                (i, h)
-                for i, h in await session.execute(
-                    select(Instance.id, Instance.hostname)
-                    .where(Instance.stack_id == stack_id, Instance.revoked_at.is_(None))
-                    .order_by(Instance.created_at)
-                )
-            ]
-        service = request.args.get("service", "")
-        if service not in services:
-            service = ""
-        instance = request.args.get("instance", "")
-        if instance not in {i for i, _ in servers}:
-            instance = ""
-        span = request.args.get("range", "1h")
-        if span not in RANGES:
-            span = "1h"
-        now = int(time.time())
-        args = {"service": service, "instance": instance, "from": str(now - RANGES[span]),
-                "to": str(now)}  # fmt: skip
-        try:
-            body = await stack_series(dash.ctx, stack_id, args)
-            charts, error = _charts(body, server=not service), None
-        except ApiError as exc:
-            charts, error, body = [], exc.detail, {}
-        query = {"service": service, "instance": instance, "range": span}
-        return await render(
-            "dashboard/metrics.html",
-            stack=stack,
-            doc=stack.document,
-            services=services,
-            servers=servers,
-            query=query,
-            ranges=list(RANGES),
-            charts=charts,
-            chart_error=error,
-            series=body,
-            partials={"live": "dashboard/_metrics_live.html"},
-            live_stack=stack.id,
-            tab="metrics",
-        )
+
+def register(bp: Blueprint, dash: Dashboard) -> None:
+    routes.bind(bp, dash)
+
+
+@routes.get("/stacks/<stack_id>/metrics")
+async def metrics(dash: Dashboard, stack_id: str) -> tuple[str, int]:
+    stack = await load_stack(dash, stack_id)
+    services = [s["name"] for s in stack.document["services"]]
+    async with dash.ctx.db.read() as session:
+        servers = [
+            (i, h)
+            for i, h in await session.execute(
+                select(Instance.id, Instance.hostname)
+                .where(Instance.stack_id == stack_id, Instance.revoked_at.is_(None))
+                .order_by(Instance.created_at)
+            )
+        ]
+    service = request.args.get("service", "")
+    if service not in services:
+        service = ""
+    instance = request.args.get("instance", "")
+    if instance not in {i for i, _ in servers}:
+        instance = ""
+    span = request.args.get("range", "1h")
+    if span not in RANGES:
+        span = "1h"
+    now = int(time.time())
+    args = {"service": service, "instance": instance, "from": str(now - RANGES[span]),
+            "to": str(now)}  # fmt: skip
+    try:
+        body = await stack_series(dash.ctx, stack_id, args)
+        charts, error = _charts(body, server=not service), None
+    except ApiError as exc:
+        charts, error, body = [], exc.detail, {}
+    query = {"service": service, "instance": instance, "range": span}
+    return await render(
+        "dashboard/metrics.html",
+        stack=stack,
+        doc=stack.document,
+        services=services,
+        servers=servers,
+        query=query,
+        ranges=list(RANGES),
+        charts=charts,
+        chart_error=error,
+        series=body,
+        partials={"live": "dashboard/_metrics_live.html"},
+        live_stack=stack.id,
+        tab="metrics",
+    )

@@ -14,6 +14,8 @@ The rollup/retention task starts and stops with the server.
 import hmac
 import os
 import time
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from quart import Blueprint, Response, g, request
@@ -33,78 +35,89 @@ from controlplane.metrics.prom import (
 )
 from controlplane.metrics.query import parse_query
 from controlplane.metrics.store import Rollups, read_points
+from controlplane.routes import Routes
 
 SCRAPE_TOKEN_ENV = "BERTH_METRICS_TOKEN"
 
 
+routes = Routes()  # the agents' batches and people's series
+scrape_routes = Routes()  # `GET /metrics`, bound with the app-wide request timer
+
+
 def blueprint(ctx: AppContext) -> Blueprint:
     bp = Blueprint("metrics", __name__)
-    db = ctx.db
-    rollups = Rollups(db)
-
-    @bp.before_app_serving
-    async def _start() -> None:
-        rollups.start()
-
-    @bp.after_app_serving
-    async def _stop() -> None:
-        await rollups.stop()
-
-    @bp.post("/agent/metrics")
-    async def ingest() -> dict[str, Any]:
-        ident = await ctx.directory.authenticate(
-            tokens.bearer(request.headers.get("Authorization"))
-        )
-        # the same function answers it on the agents' fast path (controlplane/fastpath.py)
-        raw = await request.get_data(as_text=False)
-        assert isinstance(raw, bytes)
-        return await intake(ctx.metric_writes, ctx.directory, ident, raw)
-
-    @bp.get("/stacks/<stack_id>/metrics")
-    async def read(stack_id: str) -> dict[str, Any]:
-        await audit.authenticate_admin(db)
-        await stacks.get(db, stack_id)  # 404 for an unknown stack
-        return await stack_series(ctx, stack_id, request.args)
-
+    rollups = Rollups(ctx.db)
+    bp.before_app_serving(partial(_start_rollups, rollups))
+    bp.after_app_serving(rollups.stop)
+    routes.bind(bp, ctx)
     return bp
+
+
+async def _start_rollups(rollups: Rollups) -> None:
+    rollups.start()  # in the serving loop: it starts the rollup task there
+
+
+@routes.post("/agent/metrics")
+async def ingest(ctx: AppContext) -> dict[str, Any]:
+    ident = await ctx.directory.authenticate(tokens.bearer(request.headers.get("Authorization")))
+    # the same function answers it on the agents' fast path (controlplane/fastpath.py)
+    raw = await request.get_data(as_text=False)
+    assert isinstance(raw, bytes)
+    return await intake(ctx.metric_writes, ctx.directory, ident, raw)
+
+
+@routes.get("/stacks/<stack_id>/metrics")
+async def read(ctx: AppContext, stack_id: str) -> dict[str, Any]:
+    await audit.authenticate_admin(ctx.db)
+    await stacks.get(ctx.db, stack_id)  # 404 for an unknown stack
+    return await stack_series(ctx, stack_id, request.args)
+
+
+@dataclass(frozen=True)
+class Scrape:
+    ctx: AppContext
+    own: OwnMetrics  # every request of the app, timed by the blueprint's app-wide hooks
 
 
 def scrape_blueprint(ctx: AppContext) -> Blueprint:
     """`GET /metrics`: the bearer token must be `BERTH_METRICS_TOKEN` (a scrape-only
     secret from the environment) or an admin token."""
     bp = Blueprint("metrics_scrape", __name__)
-    own = OwnMetrics()  # every request of the app, timed by these app-wide hooks
-    own.time_database(ctx.db)
-
-    @bp.before_app_request
-    async def _clock_in() -> None:
-        g.berth_t0 = time.perf_counter()
-
-    @bp.after_app_request
-    async def _clock_out(response: Response) -> Response:
-        t0 = g.get("berth_t0")
-        if t0 is not None:
-            own.request_done(request.method, response.status_code, time.perf_counter() - t0)
-        return response
-
-    @bp.get("/metrics")
-    async def scrape() -> Response:
-        offered = tokens.bearer(request.headers.get("Authorization"))
-        scrape_token = os.environ.get(SCRAPE_TOKEN_ENV, "")
-        if not (scrape_token and offered and hmac.compare_digest(offered, scrape_token)):
-            await audit.authenticate_admin(ctx.db)
-        now = time.time()
-        collector = FleetCollector(
-            await fleet_points(ctx.db, now),
-            own,
-            ctx.watcher.waiting,
-            (ctx.heartbeats.batches, ctx.heartbeats.rows_written),
-            await fleet_builds(ctx.db, now),
-            await fleet_restarts(ctx.db),
-        )
-        return Response(exposition(collector), content_type=CONTENT_TYPE)
-
+    scrape = Scrape(ctx, OwnMetrics())
+    scrape.own.time_database(ctx.db)
+    bp.before_app_request(_clock_in)
+    bp.after_app_request(partial(_clock_out, scrape.own))
+    scrape_routes.bind(bp, scrape)
     return bp
+
+
+async def _clock_in() -> None:
+    g.berth_t0 = time.perf_counter()
+
+
+async def _clock_out(own: OwnMetrics, response: Response) -> Response:
+    t0 = g.get("berth_t0")
+    if t0 is not None:
+        own.request_done(request.method, response.status_code, time.perf_counter() - t0)
+    return response
+
+
+@scrape_routes.get("/metrics")
+async def scrape(s: Scrape) -> Response:
+    offered = tokens.bearer(request.headers.get("Authorization"))
+    scrape_token = os.environ.get(SCRAPE_TOKEN_ENV, "")
+    if not (scrape_token and offered and hmac.compare_digest(offered, scrape_token)):
+        await audit.authenticate_admin(s.ctx.db)
+    now = time.time()
+    collector = FleetCollector(
+        await fleet_points(s.ctx.db, now),
+        s.own,
+        s.ctx.watcher.waiting,
+        (s.ctx.heartbeats.batches, s.ctx.heartbeats.rows_written),
+        await fleet_builds(s.ctx.db, now),
+        await fleet_restarts(s.ctx.db),
+    )
+    return Response(exposition(collector), content_type=CONTENT_TYPE)
 
 
 async def stack_series(ctx: AppContext, stack_id: str, args: Any) -> dict[str, Any]:
