@@ -2,7 +2,7 @@
 heartbeat, events, logs (and metrics: `metrics/intake.py`, registered with the metrics
 blueprint).
 
-The agents' hottest calls have a second door: `fastpath.py`, an ASGI layer in front of
+The agents' hottest calls have a second door: `agentfastpath.py`, an ASGI layer in front of
 Quart, answers `GET desired-state` (304, 200, long polls) and `POST heartbeat` and
 `POST metrics` with plain Content-Length bodies before Quart sees them, for a fraction
 of the CPU. It calls the same functions as the routes here (`heartbeat_answer`,
@@ -25,9 +25,9 @@ from typing import Any
 from quart import Blueprint, Response, request
 
 from controlplane import audit, enrollment, ingest, longpoll, status, tokens
+from controlplane.agentdirectory import AgentIdentity
 from controlplane.context import AppContext
 from controlplane.dashboard import logstore
-from controlplane.directory import AgentIdentity
 from controlplane.errors import BadRequest, Unprocessable
 from controlplane.httpjson import etag_matches, json_object, parse_wait, read_json
 from controlplane.routes import Routes

@@ -96,7 +96,7 @@ def install_request_ids(app: Quart) -> None:
     async def _echo(resp: Response) -> Response:
         rid = g.get("request_id")
         # not on the agents' API: its answers must stay byte-identical to the fast path's
-        # (controlplane/fastpath.py), and agents make no changes a person audits by id
+        # (controlplane/agentfastpath.py), and agents make no changes a person audits by id
         if rid and not request.path.startswith("/api/v1/agent/"):
             resp.headers.setdefault("X-Request-Id", rid)
         return resp

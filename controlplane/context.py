@@ -6,10 +6,10 @@ import gc
 from dataclasses import dataclass
 from pathlib import Path
 
+from controlplane.agentdirectory import AgentDirectory
 from controlplane.agentupgrades import Rollouts, Wheelhouse
 from controlplane.audit import Sweeper
 from controlplane.db import Database
-from controlplane.directory import AgentDirectory
 from controlplane.heartbeats import HeartbeatWriter
 from controlplane.longpoll import StackWatcher
 from controlplane.metrics.intake import MetricWriter

@@ -23,8 +23,8 @@ from datetime import timedelta
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
+from controlplane.agentdirectory import AgentDirectory
 from controlplane.db import Database
-from controlplane.directory import AgentDirectory
 from controlplane.errors import TooManyRequests
 from controlplane.limits import Limits
 from controlplane.models import Event, IngestWindow, LogChunk, utcnow

@@ -57,8 +57,8 @@ def server_name() -> str:
 
 def serve(settings: ServerSettings) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit code."""
+    from controlplane.agentfastpath import AgentFastPath
     from controlplane.app import create_app
-    from controlplane.fastpath import AgentFastPath
 
     try:
         sock = listening_socket(settings.bind)

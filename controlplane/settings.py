@@ -25,7 +25,7 @@ class ServerSettings:
     heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S
     # directory served at /dist/ (the Berth wheel, its dependencies, the systemd units)
     wheelhouse: str | None = None
-    # answer agents' 304 polls and heartbeats before Quart (controlplane/fastpath.py);
+    # answer agents' 304 polls and heartbeats before Quart (controlplane/agentfastpath.py);
     # off only to compare the two paths
     fast_path: bool = True
     # the key that seals secret env values; None: beside an SQLite database, else ./

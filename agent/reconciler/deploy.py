@@ -28,7 +28,7 @@ from agent.reconciler.planner import Step, WorkerState
 from agent.reconciler.policy import service_env
 
 if TYPE_CHECKING:
-    from agent.reconciler.worker import DesiredConfig, Instance, ServiceWorker
+    from agent.reconciler.worker import DesiredConfig, ServiceProcess, ServiceWorker
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,9 @@ class Deploy:
         self.w = worker
         self.ctx = worker.ctx
         self.target = target
-        self.old: Instance | None = worker.current
+        self.old: ServiceProcess | None = worker.current
         self.release = Path()
-        self.new: Instance | None = None
+        self.new: ServiceProcess | None = None
 
     async def run(self) -> None:
         w, t, old = self.w, self.target, self.old
@@ -196,7 +196,7 @@ class Deploy:
             ctx.event("build", f"build succeeded in {done.cost}", w.name)
         return done.ok, done.reason
 
-    async def _drain_and_stop(self, old: "Instance") -> None:
+    async def _drain_and_stop(self, old: "ServiceProcess") -> None:
         """Stop `old` once the proxies (which acknowledged a table without it) report
         nothing in flight to it, or when the service's drain timeout passes."""
         w, ctx = self.w, self.ctx

@@ -27,6 +27,7 @@ from agent.notify import Notifier
 from agent.reconciler import adopt
 from agent.reconciler.clock import SYSTEM_CLOCK, Clock
 from agent.reconciler.cpclient import AGENT_VERSION
+from agent.reconciler.firewalllink import FirewallLink
 from agent.reconciler.logfiles import LogSource, rotate_if_large
 from agent.reconciler.metricsship import ship_metrics
 from agent.reconciler.policy import (
@@ -42,7 +43,6 @@ from agent.reconciler.process import RunAs
 from agent.reconciler.redact import Redactor
 from agent.reconciler.routes import RouteKeeper
 from agent.reconciler.secretmemory import SecretMemory
-from agent.reconciler.security import Security
 from agent.reconciler.store import Store
 from agent.reconciler.uplink import Uplink
 from agent.reconciler.worker import DesiredConfig, ServiceWorker, Timeouts
@@ -95,7 +95,7 @@ class Reconciler:
             self.publisher, ReportReceiver(settings.bus), self._routes_now, self.event, clock
         )
         self.uplink = Uplink(settings, self.store, self, clock)
-        self.security = Security(settings, self.event)
+        self.firewall_link = FirewallLink(settings, self.event)
         self._security_task: asyncio.Task[None] | None = None
         self.secrets = SecretMemory(self.store)
         self._applied_version: int | None = None
@@ -274,7 +274,7 @@ class Reconciler:
             if self._security_task is not None:
                 self._security_task.cancel()
             self._security_task = asyncio.create_task(
-                self.security.ensure(mode, port, self.uplink.round_trip), name="security"
+                self.firewall_link.ensure(mode, port, self.uplink.round_trip), name="security"
             )
 
     def accept_document(self, doc: dict[str, Any]) -> None:
@@ -350,7 +350,7 @@ class Reconciler:
             state=state,
             reasons=tuple(redact(r) for r in reasons),
             services=tuple(services),
-            security=self.security.status,
+            security=self.firewall_link.status,
             # the last `berth agent upgrade` (or install.sh re-run) and how it ended
             upgrade=self.store.get_json("upgrade"),
         )
@@ -370,7 +370,9 @@ class Reconciler:
         while True:
             for worker in list(self.workers.values()):
                 await asyncio.to_thread(rotate_if_large, worker.log_path())
-            await self.security.refresh(self.desired.stack.security_mode if self.desired else None)
+            await self.firewall_link.refresh(
+                self.desired.stack.security_mode if self.desired else None
+            )
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
 
 

@@ -46,7 +46,10 @@ class DesiredConfig:
 
 
 @dataclass
-class Instance:
+class ServiceProcess:
+    """One process of a service on this server (not the control plane's `Instance`, which
+    is a registered server)."""
+
     rec: ProcessRecord
     popen: Popen[bytes] | None  # None when adopted after a reconciler restart
     target: DesiredConfig | None
@@ -85,7 +88,7 @@ class ServiceWorker:
         self.ctx = ctx
         self.target: DesiredConfig | None = None
         self.removed = False
-        self.current: Instance | None = None
+        self.current: ServiceProcess | None = None
         self.paused = False
         self.state = WorkerState.PENDING
         self.health = planner.Health()
@@ -118,7 +121,7 @@ class ServiceWorker:
 
     def adopt(self, rec: ProcessRecord) -> None:
         """Take over a process a previous reconciler started (it keeps running)."""
-        self.current = Instance(rec, None, None)
+        self.current = ServiceProcess(rec, None, None)
         self.set_state(WorkerState.RUNNING)
         log.info(
             "%s: adopted pid %d on port %d (%s)", self.name, rec.pid, rec.port, rec.commit[:12]
@@ -264,7 +267,7 @@ class ServiceWorker:
         releases.prune(self.ctx.state_dir, self.name, self.ctx.keep_releases, in_use, repo)
 
     # --- processes -------------------------------------------------------------------
-    def start(self, t: DesiredConfig, release: Path, port: int) -> Instance:
+    def start(self, t: DesiredConfig, release: Path, port: int) -> ServiceProcess:
         env = service_env(self.ctx.base_env, t.urls, t.svc, port)
         env.update(releases.env(release, self.ctx.run_as))
         popen = process.spawn(
@@ -285,9 +288,9 @@ class ServiceWorker:
         log.info(
             "%s: started pid %d on port %d (%s)", self.name, popen.pid, port, t.svc.commit[:12]
         )
-        return Instance(rec, popen, t)
+        return ServiceProcess(rec, popen, t)
 
-    async def wait_ready(self, inst: Instance) -> tuple[bool, str]:
+    async def wait_ready(self, inst: ServiceProcess) -> tuple[bool, str]:
         hc = inst.target.svc.spec.health if inst.target else None
         now = self.ctx.clock.monotonic
         deadline = now() + self.ctx.timeouts.deploy_s
@@ -304,7 +307,7 @@ class ServiceWorker:
             await asyncio.sleep(READY_POLL_S)
         return False, f"not ready after {self.ctx.timeouts.deploy_s:g} s ({why})"
 
-    async def stop(self, inst: Instance, grace_s: float | None = None) -> None:
+    async def stop(self, inst: ServiceProcess, grace_s: float | None = None) -> None:
         await process.stop_group(
             inst.rec.pid,
             inst.rec.start_ticks,
@@ -321,7 +324,7 @@ class ServiceWorker:
         self.set_state(WorkerState.STOPPED)
 
     # --- supervision -----------------------------------------------------------------
-    def _alive(self, inst: Instance) -> bool:
+    def _alive(self, inst: ServiceProcess) -> bool:
         if inst.popen is not None:
             code = inst.popen.poll()
             if code is not None:

@@ -60,7 +60,7 @@ async def _start_rollups(rollups: Rollups) -> None:
 @routes.post("/agent/metrics")
 async def ingest(ctx: AppContext) -> dict[str, Any]:
     ident = await ctx.directory.authenticate(tokens.bearer(request.headers.get("Authorization")))
-    # the same function answers it on the agents' fast path (controlplane/fastpath.py)
+    # the same function answers it on the agents' fast path (controlplane/agentfastpath.py)
     raw = await request.get_data(as_text=False)
     assert isinstance(raw, bytes)
     return await intake(ctx.metric_writes, ctx.directory, ident, raw)

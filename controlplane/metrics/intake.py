@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
+from controlplane.agentdirectory import AgentDirectory, AgentIdentity
 from controlplane.db import Database
-from controlplane.directory import AgentDirectory, AgentIdentity
 from controlplane.errors import TooManyRequests
 from controlplane.groupcommit import GroupCommit, write_off_the_loop
 from controlplane.httpjson import json_object, parse_json_body

@@ -27,8 +27,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from controlplane import api_agent, longpoll, tokens
+from controlplane.agentdirectory import AgentIdentity
 from controlplane.context import AppContext
-from controlplane.directory import AgentIdentity
 from controlplane.errors import ApiError, crash_body, dumps, rendered
 from controlplane.httpjson import etag_matches, parse_json_body, parse_wait
 from controlplane.metrics.intake import intake

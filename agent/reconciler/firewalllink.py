@@ -30,7 +30,10 @@ STATUS_TIMEOUT_S = 2.0
 CONFIRM_TIMEOUT_S = 60.0
 
 
-class Security:
+class FirewallLink:
+    """The reconciler's link to the firewall helper: its status (for heartbeats) and, when
+    following the stack's security mode, the commit-confirmed apply."""
+
     def __init__(self, settings: AgentSettings, event: Callable[..., None]) -> None:
         self.settings = settings
         self.event = event
