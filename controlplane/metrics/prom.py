@@ -99,10 +99,10 @@ class FleetCollector(Collector):
         yield from self._own()
 
     def _services(self) -> Iterator[Metric]:
-        labels = ["stack", "instance", "service", "route"]
-        fam = {
-            name: GaugeMetricFamily(f"berth_service_{name}", doc, labels=labels)
-            for name, doc in (
+        fam = _gauges(
+            "berth_service_",
+            ["stack", "instance", "service", "route"],
+            (
                 ("requests_per_second", "Requests answered per second (latest interval)."),
                 ("errors_per_second", "5xx answers per second, proxy failures included."),
                 ("received_bytes_per_second", "Request bytes per second."),
@@ -111,8 +111,8 @@ class FleetCollector(Collector):
                 ("latency_p95_seconds", "95th percentile total latency (latest interval)."),
                 ("cpu_cores", "CPU seconds per second used by the service's processes."),
                 ("memory_bytes", "Resident memory of the service's processes."),
-            )
-        }
+            ),
+        )
         for stack, instance, route, p in self.points:
             if p.service == "":
                 continue
@@ -160,10 +160,10 @@ class FleetCollector(Collector):
         yield restarts
 
     def _servers(self) -> Iterator[Metric]:
-        labels = ["stack", "instance"]
-        fam = {
-            name: GaugeMetricFamily(f"berth_server_{name}", doc, labels=labels)
-            for name, doc in (
+        fam = _gauges(
+            "berth_server_",
+            ["stack", "instance"],
+            (
                 ("cpu_cores", "CPU seconds per second busy (all modes but idle and iowait)."),
                 ("cpus", "CPUs of the server."),
                 ("memory_used_bytes", "Memory in use (total minus available)."),
@@ -176,8 +176,8 @@ class FleetCollector(Collector):
                 ("disk_total_bytes", "Size of the state directory's filesystem."),
                 ("inodes_free", "Free inodes of the state directory's filesystem."),
                 ("load1", "One-minute load average."),
-            )
-        }
+            ),
+        )
         keys = {
             "cpus": "cpus", "memory_total_bytes": "mem_total", "swap_used_bytes": "swap_used",
             "swap_total_bytes": "swap_total", "disk_used_bytes": "disk_used",
@@ -329,3 +329,10 @@ def exposition(collector: FleetCollector) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     return generate_latest(registry)
+
+
+def _gauges(
+    prefix: str, labels: list[str], docs: tuple[tuple[str, str], ...]
+) -> dict[str, GaugeMetricFamily]:
+    """One gauge family per (name, help text), named `prefix` + name, keyed by name."""
+    return {name: GaugeMetricFamily(prefix + name, doc, labels=labels) for name, doc in docs}
