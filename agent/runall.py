@@ -18,7 +18,6 @@ graceful stop, run-all reverts only the resolver wiring this run applied.
 import fcntl
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 import agent
 from agent.listenfds import bind_listener
 from agent.settings import TOKEN_ENV, AgentSettings, parse_hostport
+from agent.supervise import StopSignal, stop_processes
 
 log = logging.getLogger(__name__)
 
@@ -171,14 +171,7 @@ def run_all(settings: AgentSettings, options: list[str]) -> int:
         )
         for name in components(settings)
     ]
-    stopping = False
-
-    def on_signal(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = StopSignal()
     for child in children:
         child.start()
     if wiring_mode is not None:
@@ -187,7 +180,7 @@ def run_all(settings: AgentSettings, options: list[str]) -> int:
         ).start()
     while True:
         time.sleep(0.2)
-        if stopping:  # (children signalled with us, by a terminal's Ctrl-C, are not crashes)
+        if stop.received:  # (children signalled with us, by a terminal's Ctrl-C, are not crashes)
             break
         for child in children:
             _supervise(child)
@@ -234,19 +227,8 @@ def _supervise(child: Child) -> None:
 
 def _stop(children: list[Child]) -> None:
     # reverse start order: the reconciler first, the proxies after, so routes stay served
-    for child in reversed(children):
-        if child.popen is not None and child.popen.poll() is None:
-            child.popen.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    for child in reversed(children):
-        if child.popen is None:
-            continue
-        try:
-            child.popen.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            log.warning("%s did not stop in time; killing it", child.component)
-            child.popen.kill()
-            child.popen.wait()
+    running = [(c.component, c.popen) for c in reversed(children) if c.popen is not None]
+    stop_processes(running, timeout_s=15)
 
 
 def _keep_hosts_wired(settings: AgentSettings) -> None:

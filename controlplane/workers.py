@@ -16,7 +16,6 @@ saved through one worker reaches agents polling another within one watcher tick
 
 import logging
 import os
-import signal
 import socket
 import stat
 import subprocess
@@ -25,6 +24,7 @@ import time
 from dataclasses import dataclass
 
 from agent.notify import Notifier
+from agent.supervise import StopSignal, stop_processes
 from controlplane.settings import ServerSettings
 
 log = logging.getLogger("controlplane")
@@ -122,14 +122,7 @@ def serve_workers(settings: ServerSettings, count: int) -> int:
     # the workers must not talk to systemd: only this process is the service's main PID
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
     procs: list[subprocess.Popen[bytes]] = []
-    stopping = False
-
-    def _stop(_sig: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    stop = StopSignal()
     try:
         for i in range(count):
             sock = sockets[i % len(sockets)]
@@ -142,7 +135,7 @@ def serve_workers(settings: ServerSettings, count: int) -> int:
                  " ".join(str(p.pid) for p in procs))  # fmt: skip
         notifier = _notify_ready(settings.bind)
         last_ping = time.monotonic()
-        while not stopping:
+        while not stop.received:
             dead = [p for p in procs if p.poll() is not None]
             if dead:
                 log.error("worker %d exited with %s; stopping the others", dead[0].pid, dead[0].returncode)  # fmt: skip
@@ -156,20 +149,7 @@ def serve_workers(settings: ServerSettings, count: int) -> int:
     finally:
         for sock in sockets:
             sock.close()
-        _stop_all(procs)
-
-
-def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    for proc in procs:
-        try:
-            proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_processes([(f"worker {p.pid}", p) for p in procs], STOP_TIMEOUT_S)
 
 
 def _notify_ready(bind: str) -> Notifier:
