@@ -72,12 +72,7 @@ async def register(api: AgentApi) -> tuple[dict[str, Any], int]:
         db, "install_token.use", audit.Actor("agent", hostname),
         stack_id=reg.stack_id, target=reg.instance_id,
     )  # fmt: skip
-    answer = {
-        "instance_id": reg.instance_id,
-        "credential": reg.credential,
-        "stack_id": reg.stack_id,
-    }
-    return answer, 201
+    return reg.to_json(), 201
 
 
 @routes.get("/desired-state")

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 
+from agent.schema.registration import Registration
 from controlplane import tokens
 from controlplane.db import Database
 from controlplane.errors import NotFound, Unauthorized
@@ -31,13 +32,6 @@ class NewInstallToken:
     id: str
     token: str
     expires_at: datetime
-
-
-@dataclass(frozen=True)
-class Registered:
-    instance_id: str
-    credential: str
-    stack_id: str
 
 
 # admin tokens -----------------------------------------------------------------------
@@ -113,7 +107,7 @@ async def create_install_token(db: Database, stack_id: str, ttl_s: float) -> New
     return NewInstallToken(row.id, token, row.expires_at)
 
 
-async def register(db: Database, token: str, hostname: str) -> Registered:
+async def register(db: Database, token: str, hostname: str) -> Registration:
     """Exchange a valid install token for an instance and its credential (401 with a reason)."""
     digest = tokens.digest(token)
     credential = tokens.new_secret(tokens.CREDENTIAL_PREFIX)
@@ -158,7 +152,7 @@ async def register(db: Database, token: str, hostname: str) -> Registered:
             )
         )
         stack_id = row.stack_id
-    return Registered(instance_id, credential, stack_id)
+    return Registration(instance_id, credential, stack_id)
 
 
 async def list_install_tokens(db: Database, stack_id: str) -> list[InstallToken]:

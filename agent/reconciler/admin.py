@@ -12,9 +12,10 @@ below exist once: the reconciler saves its own registration with `save_registrat
 from pathlib import Path
 from typing import Any
 
-from agent.reconciler.cpclient import ControlPlaneClient, Registration, Rejected, Unreachable
+from agent.reconciler.cpclient import ControlPlaneClient, Rejected, Unreachable
 from agent.reconciler.shutdown import stop_recorded_services
 from agent.reconciler.store import Store
+from agent.schema.registration import Registration
 from agent.statelayout import StateLayout
 
 __all__ = [

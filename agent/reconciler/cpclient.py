@@ -12,6 +12,7 @@ from typing import Any
 
 import requests
 
+from agent.schema.registration import Registration
 from agent.schema.report import Heartbeat, LogChunk
 from agent.version import installed as installed_version
 
@@ -45,13 +46,6 @@ class Rejected(Exception):
     def __init__(self, message: str, status: int = 0) -> None:
         super().__init__(message)
         self.status = status
-
-
-@dataclass(frozen=True)
-class Registration:
-    instance_id: str
-    credential: str
-    stack_id: str
 
 
 @dataclass(frozen=True)
@@ -103,8 +97,7 @@ class ControlPlaneClient:
             "/api/v1/agent/register",
             json={"token": token, "hostname": socket.gethostname()},
         )
-        body = resp.json()
-        return Registration(body["instance_id"], body["credential"], body["stack_id"])
+        return Registration.from_json(resp.json())
 
     def fetch_desired(self, etag: str | None, wait_s: float = 0) -> Fetched:
         headers = {"If-None-Match": f'"{etag}"'} if etag else {}
