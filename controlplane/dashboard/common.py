@@ -6,13 +6,14 @@ from datetime import datetime
 from typing import Any
 
 from quart import abort, g, render_template, request
+from sqlalchemy import select
 
 from controlplane.context import AppContext
 from controlplane.dashboard.live import LiveHub
 from controlplane.dashboard.login_failures import LoginThrottle
 from controlplane.dashboard.users import LoggedIn
 from controlplane.dashboard.views import ago, short
-from controlplane.models import Stack, iso, utcnow
+from controlplane.models import Instance, Stack, iso, utcnow
 
 
 @dataclass
@@ -68,3 +69,15 @@ async def load_stack(dash: Dashboard, stack_id: str) -> Stack:
     if stack is None:
         abort(404)
     return stack
+
+
+async def stack_servers(
+    dash: Dashboard, stack_id: str, *, live_only: bool = False
+) -> list[tuple[str, str]]:
+    """(instance id, hostname) of the stack's servers, oldest first; `live_only` leaves
+    out revoked ones (a filter offers them no more; past events still name them)."""
+    query = select(Instance.id, Instance.hostname).where(Instance.stack_id == stack_id)
+    if live_only:
+        query = query.where(Instance.revoked_at.is_(None))
+    async with dash.ctx.db.read() as session:
+        return [(i, h) for i, h in await session.execute(query.order_by(Instance.created_at))]

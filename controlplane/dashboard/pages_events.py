@@ -5,9 +5,9 @@ from quart import Blueprint, request
 from sqlalchemy import select
 
 from controlplane import status
-from controlplane.dashboard.common import Dashboard, load_stack, render
+from controlplane.dashboard.common import Dashboard, load_stack, render, stack_servers
 from controlplane.errors import ApiError
-from controlplane.models import Event, Instance
+from controlplane.models import Event
 from controlplane.routes import Routes
 
 PAGE_SIZE = 50
@@ -30,15 +30,8 @@ async def events(dash: Dashboard, stack_id: str) -> tuple[str, int]:
     except ApiError as exc:
         error, query = f"{exc.field}: {exc.detail}", status.EventQuery(limit=PAGE_SIZE)
     page = await status.list_events(dash.ctx.db, stack_id, query)
+    hosts = dict(await stack_servers(dash, stack_id))
     async with dash.ctx.db.read() as session:
-        hosts = dict(
-            (r[0], r[1])
-            for r in await session.execute(
-                select(Instance.id, Instance.hostname)
-                .where(Instance.stack_id == stack_id)
-                .order_by(Instance.created_at)
-            )
-        )
         types = sorted(
             await session.scalars(select(Event.type).where(Event.stack_id == stack_id).distinct())
         )

@@ -14,14 +14,12 @@ from typing import Any
 
 from markupsafe import Markup
 from quart import Blueprint, request
-from sqlalchemy import select
 
 from controlplane.dashboard.charts import Line, clock, fmt, line_chart, sparkline
-from controlplane.dashboard.common import Dashboard, load_stack, render
+from controlplane.dashboard.common import Dashboard, load_stack, render, stack_servers
 from controlplane.errors import ApiError
 from controlplane.metrics.api import stack_series
 from controlplane.metrics.store import read_builds
-from controlplane.models import Instance
 from controlplane.routes import Routes
 
 RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
@@ -97,15 +95,7 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
 async def metrics(dash: Dashboard, stack_id: str) -> tuple[str, int]:
     stack = await load_stack(dash, stack_id)
     services = [s["name"] for s in stack.document["services"]]
-    async with dash.ctx.db.read() as session:
-        servers = [
-            (i, h)
-            for i, h in await session.execute(
-                select(Instance.id, Instance.hostname)
-                .where(Instance.stack_id == stack_id, Instance.revoked_at.is_(None))
-                .order_by(Instance.created_at)
-            )
-        ]
+    servers = await stack_servers(dash, stack_id, live_only=True)
     service = request.args.get("service", "")
     if service not in services:
         service = ""
