@@ -58,28 +58,31 @@ def create_app(settings: ServerSettings) -> Quart:
         await ctx.stop()
         await db.close()
 
-    @app.errorhandler(ApiError)
-    async def _api_error(exc: ApiError) -> Response:
-        status, body, headers = rendered(exc)
-        return Response(body, status=status, headers=dict(headers))
-
-    @app.errorhandler(HTTPException)
-    async def _http_error(exc: HTTPException) -> Response | tuple[Response, int]:
-        if not request.path.startswith("/api/"):
-            return exc.get_response()  # type: ignore[return-value]
-        code = (exc.name or "error").lower().replace(" ", "_")
-        detail = exc.description or exc.name or "error"
-        if exc.code == 404:
-            detail = f"no such endpoint {request.method} {request.path}; see /api/v1/openapi.json"
-        elif exc.code == 405:
-            detail = f"{request.method} is not allowed on {request.path}"
-        elif exc.code == 413:
-            detail = f"request body larger than {MAX_BODY_BYTES} bytes"
-        return jsonify({"error": code, "detail": detail}), exc.code or 500
-
-    @app.errorhandler(Exception)
-    async def _crash(exc: Exception) -> tuple[Response, int]:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return jsonify(crash_body(exc)), 500
-
+    app.register_error_handler(ApiError, _api_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _crash)
     return app
+
+
+async def _api_error(exc: ApiError) -> Response:
+    status, body, headers = rendered(exc)
+    return Response(body, status=status, headers=dict(headers))
+
+
+async def _http_error(exc: HTTPException) -> Response | tuple[Response, int]:
+    if not request.path.startswith("/api/"):
+        return exc.get_response()  # type: ignore[return-value]
+    code = (exc.name or "error").lower().replace(" ", "_")
+    detail = exc.description or exc.name or "error"
+    if exc.code == 404:
+        detail = f"no such endpoint {request.method} {request.path}; see /api/v1/openapi.json"
+    elif exc.code == 405:
+        detail = f"{request.method} is not allowed on {request.path}"
+    elif exc.code == 413:
+        detail = f"request body larger than {MAX_BODY_BYTES} bytes"
+    return jsonify({"error": code, "detail": detail}), exc.code or 500
+
+
+async def _crash(exc: Exception) -> tuple[Response, int]:
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return jsonify(crash_body(exc)), 500

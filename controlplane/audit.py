@@ -86,20 +86,22 @@ def cli_actor() -> Actor:
 def install_request_ids(app: Quart) -> None:
     """Give every request an id (the client's `X-Request-Id` if sane) and echo it back
     (on every answer but the agent API's)."""
+    app.before_request(_assign_request_id)
+    app.after_request(_echo_request_id)
 
-    @app.before_request
-    async def _assign() -> None:
-        sent = request.headers.get("X-Request-Id", "")
-        g.request_id = sent if _REQUEST_ID.match(sent) else uuid.uuid4().hex
 
-    @app.after_request
-    async def _echo(resp: Response) -> Response:
-        rid = g.get("request_id")
-        # not on the agents' API: its answers must stay byte-identical to the fast path's
-        # (controlplane/agentfastpath.py), and agents make no changes a person audits by id
-        if rid and not request.path.startswith("/api/v1/agent/"):
-            resp.headers.setdefault("X-Request-Id", rid)
-        return resp
+async def _assign_request_id() -> None:
+    sent = request.headers.get("X-Request-Id", "")
+    g.request_id = sent if _REQUEST_ID.match(sent) else uuid.uuid4().hex
+
+
+async def _echo_request_id(resp: Response) -> Response:
+    rid = g.get("request_id")
+    # not on the agents' API: its answers must stay byte-identical to the fast path's
+    # (controlplane/agentfastpath.py), and agents make no changes a person audits by id
+    if rid and not request.path.startswith("/api/v1/agent/"):
+        resp.headers.setdefault("X-Request-Id", rid)
+    return resp
 
 
 def set_actor(actor: Actor) -> None:
