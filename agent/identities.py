@@ -18,6 +18,7 @@ group of its own, `berth-firewall`, which none of these is in.
 
 import grp
 import logging
+import os
 import pwd
 import subprocess
 
@@ -95,3 +96,23 @@ def check_services_user(entry: pwd.struct_passwd) -> None:
             f"--services-user {entry.pw_name!r} (uid {entry.pw_uid}) is a uid Berth's own "
             f"processes use; services need one of their own, e.g. {SERVICES_USER}"
         )
+
+
+def account_or_nobody(name: str) -> pwd.struct_passwd:
+    """`name`'s account, or `nobody` where it was never made (a development machine)."""
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        return pwd.getpwnam("nobody")
+
+
+def become(account: pwd.struct_passwd) -> str:
+    """Switch this root process to `account` for good (the proxies and the DNS responder,
+    after binding); returns its name."""
+    os.setgroups([])
+    os.setgid(account.pw_gid)
+    os.setuid(account.pw_uid)  # sets real, effective and saved ids: no way back
+    if os.geteuid() == 0 or os.getuid() == 0:
+        raise RuntimeError(f"still root after switching to {account.pw_name}")
+    log.info("dropped root: running as %s (uid %d)", account.pw_name, account.pw_uid)
+    return account.pw_name

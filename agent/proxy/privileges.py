@@ -12,17 +12,13 @@ import os
 import pwd
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from agent.identities import PROXY_USER, account_or_nobody, become
 
-PROXY_USER = "berth-proxy"
-FALLBACK_USER = "nobody"
+log = logging.getLogger(__name__)
 
 
 def proxy_account() -> pwd.struct_passwd:
-    try:
-        return pwd.getpwnam(PROXY_USER)
-    except KeyError:
-        return pwd.getpwnam(FALLBACK_USER)
+    return account_or_nobody(PROXY_USER)
 
 
 def drop_privileges(cache_file: Path) -> str | None:
@@ -49,8 +45,4 @@ def drop_privileges(cache_file: Path) -> str | None:
             os.chown(cache_file, account.pw_uid, account.pw_gid, follow_symlinks=False)
     except OSError as exc:
         log.warning("route cache %s stays unwritable for %s: %s", cache_file, account.pw_name, exc)
-    os.setgroups([])
-    os.setgid(account.pw_gid)
-    os.setuid(account.pw_uid)
-    log.info("dropped root: running as %s (uid %d)", account.pw_name, account.pw_uid)
-    return account.pw_name
+    return become(account)
