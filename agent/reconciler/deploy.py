@@ -37,13 +37,13 @@ class Deploy:
     def __init__(self, worker: "ServiceWorker", target: "DesiredConfig") -> None:
         self.w = worker
         self.ctx = worker.ctx
-        self.target = target
+        self.desired = target
         self.old: ServiceProcess | None = worker.current
         self.release = Path()
         self.new: ServiceProcess | None = None
 
     async def run(self) -> None:
-        w, t, old = self.w, self.target, self.old
+        w, t, old = self.w, self.desired, self.old
         plan = planner.deploy_plan(t.svc.spec.port, old.rec.port if old else None)
         w.set_state(WorkerState.DEPLOYING if old else WorkerState.BUILDING)
         self.ctx.event("deploy", f"deploying {t.svc.commit[:12]}", w.name, commit=t.svc.commit)
@@ -60,7 +60,7 @@ class Deploy:
                 ok, why = await self._do(step)
             if not ok:
                 for back in planner.recovery_plan(
-                    step, plan, old_revivable=bool(old and old.target)
+                    step, plan, old_revivable=bool(old and old.desired)
                 ):
                     await self._do(back)
                 kind = {Step.SYNC: "sync", Step.BUILD: "build"}.get(step, "health")
@@ -89,15 +89,15 @@ class Deploy:
             if task.done():
                 return task.result()
             self.w.wake.clear()
-            if self.w.outdated(self.target):
+            if self.w.outdated(self.desired):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
                 return None
 
     def _superseded(self, what: str) -> None:
-        w, t = self.w, self.target
-        newer = w.target.svc.commit[:12] if w.target and not w.removed else "removal"
+        w, t = self.w, self.desired
+        newer = w.desired.svc.commit[:12] if w.desired and not w.removed else "removal"
         w.set_state(WorkerState.RUNNING if w.current is not None else WorkerState.PENDING)
         log.info("%s: %s of %s superseded by %s", w.name, what, t.svc.commit[:12], newer)
         if what == "build":
@@ -112,7 +112,7 @@ class Deploy:
 
     async def _do(self, step: Step) -> tuple[bool, str]:
         """Execute one deploy step; (ok, why not)."""
-        w, t, old = self.w, self.target, self.old
+        w, t, old = self.w, self.desired, self.old
         if step is Step.SYNC:
             return await self._sync()
         elif step is Step.BUILD:
@@ -142,8 +142,8 @@ class Deploy:
             await w.stop(self.new)
             if w.current is self.new:
                 w.current = old
-        elif step is Step.REVIVE_OLD and old is not None and old.target is not None:
-            revived = w.start(old.target, Path(old.rec.release_dir), old.rec.port)
+        elif step is Step.REVIVE_OLD and old is not None and old.desired is not None:
+            revived = w.start(old.desired, Path(old.rec.release_dir), old.rec.port)
             await w.wait_ready(revived)
             w.current = revived
             w.set_state(WorkerState.RUNNING)
@@ -153,7 +153,7 @@ class Deploy:
         """Mirror and check out the target's commit. Cancelled (superseded), it stops git
         and returns only once the sync thread has let go of the mirror and release."""
         cancel = threading.Event()
-        ctx, svc = self.ctx, self.target.svc
+        ctx, svc = self.ctx, self.desired.svc
         sync = asyncio.ensure_future(
             asyncio.to_thread(
                 releases.prepare,
@@ -177,7 +177,7 @@ class Deploy:
         return True, "ok"
 
     async def _build(self) -> tuple[bool, str]:
-        w, t, ctx = self.w, self.target, self.ctx
+        w, t, ctx = self.w, self.desired, self.ctx
         built = ownership.is_built(ctx.state_dir, w.name, t.svc.commit, t.build_key)
         if not t.svc.spec.build.strip() or built:
             return True, "no build needed"
@@ -200,7 +200,7 @@ class Deploy:
         """Stop `old` once the proxies (which acknowledged a table without it) report
         nothing in flight to it, or when the service's drain timeout passes."""
         w, ctx = self.w, self.ctx
-        timeout_s = self.target.svc.spec.drain_timeout_s
+        timeout_s = self.desired.svc.spec.drain_timeout_s
         if ctx.timeouts.drain_s is not None:
             timeout_s = min(timeout_s, ctx.timeouts.drain_s)
         waited, cut = await ctx.drain(w.name, old.rec.port, timeout_s)

@@ -253,11 +253,11 @@ class Reconciler:
             target = DesiredConfig(
                 svc=svc, urls=urls, config_hash=config_hash(svc, urls), build_key=build_key(svc)
             )
-            self._worker(svc.name).set_target(target)
+            self._worker(svc.name).set_desired(target)
         wanted = {s.name for s in desired.services}
         for name, worker in list(self.workers.items()):
             if name not in wanted:
-                worker.set_target(None)
+                worker.set_desired(None)
         if previous is None or previous.hash != desired.hash:
             self.event(
                 "config",

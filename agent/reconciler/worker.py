@@ -52,7 +52,7 @@ class ServiceProcess:
 
     rec: ProcessRecord
     popen: Popen[bytes] | None  # None when adopted after a reconciler restart
-    target: DesiredConfig | None
+    desired: DesiredConfig | None
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class ServiceWorker:
     def __init__(self, name: str, ctx: WorkerContext) -> None:
         self.name = name
         self.ctx = ctx
-        self.target: DesiredConfig | None = None
+        self.desired: DesiredConfig | None = None
         self.removed = False
         self.current: ServiceProcess | None = None
         self.paused = False
@@ -109,14 +109,14 @@ class ServiceWorker:
         self.state = planner.transition(self.state, new)
 
     # --- inputs ----------------------------------------------------------------------
-    def set_target(self, target: DesiredConfig | None) -> None:
+    def set_desired(self, target: DesiredConfig | None) -> None:
         if target is None:
             self.removed = True
         else:
-            self.target = target
+            self.desired = target
             cur = self.current
-            if cur is not None and cur.target is None and cur.rec.config_hash == target.config_hash:
-                cur.target = target  # an adopted process: now we know what it runs
+            if cur is not None and cur.desired is None and cur.rec.config_hash == target.config_hash:
+                cur.desired = target  # an adopted process: now we know what it runs
         self.wake.set()
 
     def adopt(self, rec: ProcessRecord) -> None:
@@ -129,7 +129,7 @@ class ServiceWorker:
 
     # --- outputs ---------------------------------------------------------------------
     def route(self) -> Route:
-        spec = self.target.svc.spec if self.target else None
+        spec = self.desired.svc.spec if self.desired else None
         return Route(
             service=self.name,
             port=self.current.rec.port if self.current else None,
@@ -140,15 +140,15 @@ class ServiceWorker:
 
     def converged(self) -> bool:
         return bool(
-            self.target
+            self.desired
             and self.current
-            and self.current.rec.config_hash == self.target.config_hash
+            and self.current.rec.config_hash == self.desired.config_hash
             and self.state is WorkerState.RUNNING
         )
 
     def status(self) -> ServiceStatus:
         failed = None
-        if self.target and self.failed_hash == self.target.config_hash:
+        if self.desired and self.failed_hash == self.desired.config_hash:
             failed = self.last_error or "deploy failed"
         elif self.state is WorkerState.BACKOFF or self._crash_looping():
             failed = f"crash loop: {self.last_exit}"
@@ -168,7 +168,7 @@ class ServiceWorker:
         return ServiceSnapshot(
             name=self.name,
             commit=cur.commit if cur else None,
-            desired_commit=self.target.svc.commit if self.target else None,
+            desired_commit=self.desired.svc.commit if self.desired else None,
             release=Path(cur.release_dir).name if cur else None,
             pid=cur.pid if cur else None,
             port=cur.port if cur else None,
@@ -185,7 +185,7 @@ class ServiceWorker:
         return ServiceView(
             now=now,
             removed=self.removed,
-            target_hash=self.target.config_hash if self.target else None,
+            target_hash=self.desired.config_hash if self.desired else None,
             current_hash=cur.rec.config_hash if cur else None,
             current_alive=self._alive(cur) if cur and self.restart_at is None else False,
             current_started_at=cur.rec.started_at if cur else 0.0,
@@ -195,7 +195,7 @@ class ServiceWorker:
             failures=self.failures,
             restart_at=self.restart_at,
             running=self.state is WorkerState.RUNNING,
-            has_health=bool(self.target and self.target.svc.spec.health),
+            has_health=bool(self.desired and self.desired.svc.spec.health),
             probe_at=self.probe_at,
         )
 
@@ -206,7 +206,7 @@ class ServiceWorker:
             case planner.Retire():
                 await self._retire()
             case planner.Deploy():
-                await Deploy(self, self.target).run()  # type: ignore[arg-type]
+                await Deploy(self, self.desired).run()  # type: ignore[arg-type]
             case planner.ScheduleRestart(delay_s=delay, failures=failures):
                 self._schedule_restart(delay, failures)
             case planner.Restart():
@@ -225,7 +225,7 @@ class ServiceWorker:
 
     def outdated(self, t: DesiredConfig) -> bool:
         """A newer target (or removal) has arrived since `t` was taken up."""
-        return self.removed or self.target is None or self.target.config_hash != t.config_hash
+        return self.removed or self.desired is None or self.desired.config_hash != t.config_hash
 
     # --- what a deploy records -------------------------------------------------------
     def mark_running(self, t: DesiredConfig) -> None:
@@ -263,7 +263,7 @@ class ServiceWorker:
 
     def prune_releases(self) -> None:
         in_use = Path(self.current.rec.release_dir).name if self.current else None
-        repo = self.target.svc.spec.repo if self.target else None
+        repo = self.desired.svc.spec.repo if self.desired else None
         releases.prune(self.ctx.state_dir, self.name, self.ctx.keep_releases, in_use, repo)
 
     # --- processes -------------------------------------------------------------------
@@ -291,7 +291,7 @@ class ServiceWorker:
         return ServiceProcess(rec, popen, t)
 
     async def wait_ready(self, inst: ServiceProcess) -> tuple[bool, str]:
-        hc = inst.target.svc.spec.health if inst.target else None
+        hc = inst.desired.svc.spec.health if inst.desired else None
         now = self.ctx.clock.monotonic
         deadline = now() + self.ctx.timeouts.deploy_s
         why = "not ready"
@@ -355,11 +355,11 @@ class ServiceWorker:
 
     async def _restart(self) -> None:
         self.restart_at = None
-        old, t = self.current, self.target
+        old, t = self.current, self.desired
         if old is None or t is None:
             return
-        own = old.target.config_hash if old.target else None
-        target = old.target if old.target and planner.restart_with_own_target(
+        own = old.desired.config_hash if old.desired else None
+        target = old.desired if old.desired and planner.restart_with_own_target(
             own, old.rec.config_hash
         ) else t  # fmt: skip
         self.restarts += 1
@@ -374,7 +374,7 @@ class ServiceWorker:
         self.ctx.event("run", f"restarted (restart #{self.restarts})", self.name)
 
     async def _probe(self) -> None:
-        inst, t = self.current, self.target
+        inst, t = self.current, self.desired
         assert inst is not None and t is not None and t.svc.spec.health is not None
         hc = t.svc.spec.health
         now = self.ctx.clock.monotonic

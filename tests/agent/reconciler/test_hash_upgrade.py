@@ -67,10 +67,10 @@ def test_an_upgraded_reconciler_adopts_a_process_recorded_under_the_old_hash(wor
     async def upgraded_life() -> None:
         r = make(workspace)
         task = asyncio.create_task(r.run())
-        await until(lambda: "app" in r.workers and r.workers["app"].target is not None)
+        await until(lambda: "app" in r.workers and r.workers["app"].desired is not None)
         w = r.workers["app"]
         # the adopted process is known to run the target: no deploy follows
-        assert w.current.target is w.target
+        assert w.current.desired is w.desired
         assert (w.current.rec.pid, w.current.rec.port) == (before.pid, before.port)
         assert w.restarts == 0 and w.current.rec.config_hash == before.config_hash
         assert [p.config_hash for p in r.store.processes()] == [before.config_hash]

@@ -93,7 +93,7 @@ async def exited(worker: ServiceWorker, timeout_s: float = 10.0) -> None:
 
 def started(worker: ServiceWorker, t: DesiredConfig, tmp_path: Path, port: int = 9) -> None:
     """Put `t` running as the worker's current process (as a deploy leaves it)."""
-    worker.set_target(t)
+    worker.set_desired(t)
     worker.set_state(WorkerState.BUILDING)
     worker.set_state(WorkerState.STARTING)
     worker.current = worker.start(t, tmp_path, port)
