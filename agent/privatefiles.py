@@ -7,7 +7,9 @@ tightening files an older version left readable) keeps every one of them private
 whatever the process's umask is when SQLite later recreates them.
 """
 
+import errno
 import os
+import stat
 from pathlib import Path
 
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
@@ -16,12 +18,18 @@ SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 def private_sqlite(path: Path) -> None:
     """Make sure `path` and its side files exist only as mode 0600 (owner only)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    # An existing database is never opened here: closing any descriptor of a file drops
+    # every POSIX lock this process holds on it, SQLite's included, and another process
+    # closing its last connection would then delete the WAL this one still writes to.
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
     try:
-        if os.fstat(fd).st_mode & 0o077:
-            os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
+        os.close(os.open(path, flags, 0o600))
+    except FileExistsError:
+        mode = os.lstat(path).st_mode
+        if stat.S_ISLNK(mode):  # as O_NOFOLLOW would have refused it
+            raise OSError(errno.ELOOP, "a symlink, not a database file", str(path)) from None
+        if mode & 0o077:
+            os.chmod(path, 0o600, follow_symlinks=False)
     for suffix in SQLITE_SIDE_FILES:
         side = path.with_name(path.name + suffix)
         try:
