@@ -11,9 +11,10 @@ engine whose transactions start with `BEGIN IMMEDIATE`: the write lock is taken 
 locks, `SELECT ... FOR UPDATE`, do the job).
 
 Off the event loop: the async engines run SQLAlchemy's own work (compiling, binding each
-row, JSON) on the event loop; only the driver call goes to a thread. For the one bulk write
-a fleet makes (heartbeat batches) that is milliseconds per batch, so `write_in_thread` runs
-a whole transaction on a sync engine in a dedicated thread. On SQLite the serving process
+row, JSON) on the event loop; only the driver call goes to a thread. For the bulk writes
+a fleet makes (heartbeat and metric group commits, rollup slices) that is milliseconds per
+batch, so `write_in_thread` runs a whole transaction on a sync engine in a dedicated thread,
+on both databases: the event loop only hands over plain rows. On SQLite the serving process
 also takes the WAL checkpoints off the write path: its connections never checkpoint on
 commit (`wal_autocheckpoint=0`, else the commit that crosses 1,000 WAL pages copies them
 into the database and fsyncs it while every heartbeat of its batch waits), and
@@ -161,6 +162,8 @@ class Database:
             return
         for engine in (self.engine.sync_engine, self._write_engine.sync_engine):
             sqlite_no_autocheckpoint(engine)
+        if self._thread_engine is not None:  # made before serving: new connections too
+            sqlite_no_autocheckpoint(self._thread_engine)
         self._checkpoints = asyncio.create_task(
             self._checkpoint_forever(), name="berth-wal-checkpoint"
         )

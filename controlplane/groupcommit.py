@@ -17,28 +17,11 @@ import logging
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
-from sqlalchemy import Connection
-
 from controlplane.background import Background
-from controlplane.db import Database
 
 log = logging.getLogger(__name__)
 
 Write = Callable[[list[dict[str, Any]]], Awaitable[None]]
-
-
-async def write_off_the_loop(db: Database, work: Callable[[Connection], None]) -> None:
-    """Run `work(connection)` as one write transaction: on PostgreSQL wholly on the
-    database's writer thread; on SQLite through the async engine (its statements run on
-    aiosqlite's thread), because rows committed through the writer thread's SQLite
-    engine were not seen by other processes in tests (heartbeats.py, the workers test;
-    tests/controlplane/test_ingest_limits.py; cause not found)."""
-    if db.url.is_sqlite:
-        async with db.write() as session:
-            conn = await session.connection()
-            await conn.run_sync(work)
-    else:
-        await db.write_in_thread(work)
 
 
 class GroupCommit:

@@ -58,11 +58,4 @@ class HeartbeatWriter(GroupCommit):
         await self.submit(instance_id, row)
 
     async def _store(self, rows: list[dict[str, Any]]) -> None:
-        if self._db.url.is_sqlite:
-            # not on the writer thread: there, a worker process of `serve --workers` did
-            # not see rows committed after a batch (tests/controlplane/test_fastpath.py,
-            # workers after heartbeats; cause not found yet)
-            async with self._db.write() as session:
-                await session.execute(update(Instance), rows)
-        else:
-            await self._db.write_in_thread(partial(_store, rows, False))
+        await self._db.write_in_thread(partial(_store, rows, self._db.url.is_sqlite))

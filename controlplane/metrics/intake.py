@@ -5,8 +5,8 @@ At 10,000 agents, 333 batches a second arrive (one per agent every 30 s). One
 transaction per batch (a DELETE and an INSERT, about 3 ms of CPU each on SQLite) took
 more than the whole event loop had; `MetricWriter` collects batches for `WINDOW_S` (40 ms) and
 writes them with one upsert (a point sent again, same service and second, replaces the
-old: the table's primary key), on PostgreSQL the whole transaction on the database's
-writer thread (`groupcommit.write_off_the_loop`).
+old: the table's primary key), the whole transaction on the database's writer thread
+(`Database.write_in_thread`): the event loop only hands over plain rows.
 The agent's answer still means "stored".
 """
 
@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from controlplane.agentdirectory import AgentDirectory, AgentIdentity
 from controlplane.db import Database
 from controlplane.errors import TooManyRequests
-from controlplane.groupcommit import GroupCommit, write_off_the_loop
+from controlplane.groupcommit import GroupCommit
 from controlplane.httpjson import json_object, parse_json_body
 from controlplane.ingest import known_services
 from controlplane.metrics.limit import BatchLimit
@@ -70,7 +70,7 @@ class MetricWriter(GroupCommit):
         return len(rows)
 
     async def _write_batches(self, batches: list[dict[str, Any]]) -> None:
-        await write_off_the_loop(self._db, partial(_store, batches, self._db.url.is_sqlite))
+        await self._db.write_in_thread(partial(_store, batches, self._db.url.is_sqlite))
 
 
 async def intake(

@@ -20,7 +20,6 @@ from typing import Any
 from sqlalchemy import Connection, Table, and_, delete, func, literal_column, select, tuple_
 
 from controlplane.db import Database
-from controlplane.groupcommit import write_off_the_loop
 from controlplane.metrics.points import HOUR, MINUTE, RAW, Point, rollup
 from controlplane.models import MetricPoint
 
@@ -127,8 +126,8 @@ async def read_builds(
 
 
 # Windows are rolled in slices of instances (by the first character of the instance id),
-# each slice one short transaction (on PostgreSQL on the database's writer thread,
-# `groupcommit.write_off_the_loop`): at 10,000 agents a
+# each slice one short transaction on the database's writer thread
+# (`Database.write_in_thread`): at 10,000 agents a
 # minute holds 40,000 raw points, and reading, merging and writing them in one go on the
 # event loop stopped it for seconds once a minute and held the write lock meanwhile
 # (heartbeats and metric batches waited behind it). Docs: docs/api.md "Scale".
@@ -149,7 +148,7 @@ async def roll_window(db: Database, source: int, res: int, start: int, end: int)
     # a small window (or an empty one, as most are at a restart's catch-up) in one go
     for low, high in ROLL_SLICES if (count or 0) > SLICE_ROWS else [(None, None)]:
         work = partial(_roll_slice, source, res, start, end, low, high, written)
-        await write_off_the_loop(db, work)
+        await db.write_in_thread(work)
         await asyncio.sleep(0)  # let the loop (and queued writers) in between slices
     return sum(written)
 
