@@ -42,6 +42,8 @@ from controlplane.status import instance_status
 log = logging.getLogger("controlplane.notify")
 
 DEFAULT_INTERVAL_S = 2.0
+# instances scanned between two turns of the event loop (a tick must not stall requests)
+SCAN_SLICE = 256
 SCAN_BATCH = 500
 MAX_PAGES_PER_TICK = 10
 
@@ -239,7 +241,9 @@ class Notifier:
                 )
             }
         live: dict[str, list[Any]] = {}
-        for inst in instances:
+        for n, inst in enumerate(instances):
+            if n % SCAN_SLICE == SCAN_SLICE - 1:  # 10,000 servers: ~40 ms in one go
+                await asyncio.sleep(0)
             stack = stacks.get(inst.stack_id)
             if stack is None:
                 continue
