@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO))
 
 from controlplane.demo import private_hosts_prefix  # noqa: E402
 from tests.support.controlplane import create_admin_token, migrate  # noqa: E402
-from tests.support.gitrepo import APP, commit_files, init_repo  # noqa: E402
+from tests.support.gitrepo import SLOW_APP, commit_files, init_repo  # noqa: E402
 from tests.support.ports import free_port  # noqa: E402
 from tests.support.procs import terminate  # noqa: E402
 
@@ -56,14 +56,6 @@ BUILD = "python3 -c \"open('built.txt', 'w').write('ok')\""
 BUILD_DONE = re.compile(r"build succeeded in ([0-9.]+) s")
 DRAINED = re.compile(r"drained in ([0-9.]+) s|timed out after ([0-9.]+) s")
 LONG_PATH = "slow?1.5"
-# APP, but ".../slow?S" answers after S seconds
-SLOW_APP = APP.replace(
-    "    def do_GET(self):\n",
-    "    def do_GET(self):\n"
-    "        if 'slow?' in self.path:\n"
-    "            import time\n"
-    "            time.sleep(float(self.path.rsplit('?', 1)[1]))\n",
-)
 
 
 @dataclass

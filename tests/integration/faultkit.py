@@ -25,6 +25,7 @@ from tests.support.berth import (
     start_agent,
     start_controlplane,
     stop,
+    text,
     wait_until,
 )
 from tests.support.gitrepo import APP, commit_files, init_repo
@@ -39,6 +40,14 @@ def make_repo(path: Path, version: str = "v1", extra: dict[str, str] | None = No
     init_repo(path)
     commit_files(path, {"app.py": APP, "version.txt": version, **(extra or {})}, version)
     return f"file://{path}"
+
+
+def serves(url: str, version: str) -> bool:
+    """Whether `url` answers with the app's body for `version`."""
+    try:
+        return text(url).startswith(version + " ")
+    except requests.RequestException:
+        return False
 
 
 def new_version(repo: Path, version: str) -> str:

@@ -27,6 +27,7 @@ from tests.integration.faultkit import (
     open_site,
     outbox_ids,
     reconciler_pid,
+    serves,
     service,
     services_by_name,
     start_time,
@@ -43,13 +44,6 @@ def workspace():
     require_root()  # services run as an unprivileged user, agents in private mount namespaces
     with world_dir("berth-faults-") as d:
         yield d
-
-
-def serves(url: str, version: str) -> bool:
-    try:
-        return text(url).startswith(version + " ")
-    except requests.RequestException:
-        return False
 
 
 def test_kill9_reconciler_under_load_keeps_services_and_readopts(xprocess, workspace):

@@ -29,16 +29,8 @@ from tests.integration.faultkit import Agent, child_pid, make_repo, open_site, r
 from tests.support.berth import agent_argv, start_agent, wait_until
 from tests.support.dirs import world_dir
 from tests.support.env import require_root
-from tests.support.gitrepo import APP
+from tests.support.gitrepo import SLOW_APP
 from tests.support.ports import free_port
-
-SLOW_APP = APP.replace(
-    "    def do_GET(self):\n",
-    "    def do_GET(self):\n"
-    "        if 'slow?' in self.path:\n"
-    "            import time\n"
-    "            time.sleep(float(self.path.rsplit('?', 1)[1]))\n",
-)
 
 
 @dataclass

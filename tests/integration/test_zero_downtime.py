@@ -15,21 +15,13 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
-from tests.integration.faultkit import make_repo, new_version, open_site, service
-from tests.support.berth import text, wait_until
+from tests.integration.faultkit import make_repo, new_version, open_site, serves, service
+from tests.support.berth import wait_until
 from tests.support.dirs import world_dir
 from tests.support.env import require_root
-from tests.support.gitrepo import APP
+from tests.support.gitrepo import SLOW_APP
 from tests.support.ports import free_port
 
-# APP, but "/...slow?S" answers after S seconds (an in-flight request at the swap)
-SLOW_APP = APP.replace(
-    "    def do_GET(self):\n",
-    "    def do_GET(self):\n"
-    "        if 'slow?' in self.path:\n"
-    "            import time\n"
-    "            time.sleep(float(self.path.rsplit('?', 1)[1]))\n",
-)
 REDEPLOYS = 5
 
 
@@ -89,13 +81,6 @@ def workspace():
         yield d
 
 
-def _serves(url: str, version: str) -> bool:
-    try:
-        return text(url).startswith(version + " ")
-    except requests.RequestException:
-        return False
-
-
 def test_redeploys_under_load_lose_no_request(xprocess, workspace):
     repo = workspace / "repo"
     url = make_repo(repo, extra={"app.py": SLOW_APP})
@@ -118,8 +103,8 @@ def test_redeploys_under_load_lose_no_request(xprocess, workspace):
                 new_version(repo, f"v{n}")
                 assert site.api("POST", f"/stacks/{site.stack_id}/refresh")["changed"]
                 wait_until(f"v{n} applied", lambda n=n: site.all_applied(n), timeout_s=120)
-                assert _serves(agent.proxy + "/x", f"v{n}")
-                assert _serves(agent.proxy + "/fixed/x", f"v{n}")
+                assert serves(agent.proxy + "/x", f"v{n}")
+                assert serves(agent.proxy + "/fixed/x", f"v{n}")
         out = load.out
         assert out.failures == [], out.failures[:10]
         assert out.slow_ok > 20 and out.ok > 100

@@ -63,3 +63,13 @@ class H(BaseHTTPRequestHandler):
 
 ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 """
+
+
+# APP, but ".../slow?S" answers after S seconds (a request still in flight at a swap)
+SLOW_APP = APP.replace(
+    "    def do_GET(self):\n",
+    "    def do_GET(self):\n"
+    "        if 'slow?' in self.path:\n"
+    "            import time\n"
+    "            time.sleep(float(self.path.rsplit('?', 1)[1]))\n",
+)
