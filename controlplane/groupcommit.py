@@ -15,6 +15,7 @@ batches grow instead of transactions queueing up behind SQLite's single writer.
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Hashable
+from itertools import islice
 from typing import Any
 
 from controlplane.background import Background
@@ -62,7 +63,7 @@ class GroupCommit:
 
     def _take(self) -> tuple[list[dict[str, Any]], list[asyncio.Future[None]]]:
         """The next batch's rows and the calls waiting for them (the rest wait for theirs)."""
-        keys = list(self._pending)[: self._max_batch]
+        keys = list(islice(self._pending, self._max_batch))  # (not a copy of every key)
         rows = [self._pending.pop(key) for key in keys]
         waiters = [fut for key in keys for fut in self._waiters.pop(key, [])]
         return rows, waiters
