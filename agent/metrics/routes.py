@@ -1,13 +1,18 @@
 """Per-route traffic counters of one proxy process, kept as plain integers.
 
-The proxy calls `RouteMetrics.record` once per finished exchange with what it already
-knows (service, status, bytes, two durations); nothing else runs on the hot path.
-Counters are cumulative since the proxy started (like Prometheus counters): a snapshot
-lost on the bus loses nothing, and a consumer takes differences between snapshots,
-detecting a restart by `started` changing.
+The proxy counts each finished exchange into its route's *meter*: one flat list of
+counters that its hot path (agent/proxy/counting.py) indexes with the constants below,
+one list subscript per counter instead of a chain of attribute lookups. `record` is the
+same count written plainly, for everything else; `RouteStats` is the meter as named
+fields, for snapshots. Counters are cumulative since the proxy started (like Prometheus
+counters): a snapshot lost on the bus loses nothing, and a consumer takes differences
+between snapshots, detecting a restart by `started` changing.
 
 Histograms have fixed bucket bounds (`LATENCY_BUCKETS_S`, seconds, upper bounds
 inclusive as in Prometheus); the last slot counts what is above the largest bound.
+Most responses arrive whole in one read, so their time to the response head is their
+total time: a meter counts those once, in its `SAME` histogram, which a snapshot adds to
+both the upstream and the total histogram.
 """
 
 from bisect import bisect_left
@@ -20,6 +25,37 @@ from agent.schema.latency import quantile as counts_quantile
 # Index of a status in `RouteStats.responses`: 1..5 for 1xx..5xx, 0 for "no status"
 # (the client left or the connection was cut before any response head).
 STATUS_CLASSES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
+
+# A meter's layout. Three histograms of BUCKETS counts, each followed by its sum (s):
+BUCKETS = len(LATENCY_BUCKETS_S) + 1
+SAME = 0  # exchanges whose upstream time is their total time (the common case, first:
+SAME_SUM = SAME + BUCKETS  # the hot path then indexes it by the bucket alone)
+UPSTREAM = SAME_SUM + 1  # time to the backend's response head, when it differs
+UPSTREAM_SUM = UPSTREAM + BUCKETS
+TOTAL = UPSTREAM_SUM + 1  # time until the response was written, when it differs (or no
+TOTAL_SUM = TOTAL + BUCKETS  # backend answered)
+RESPONSES = TOTAL_SUM + 1  # by status class, as STATUS_CLASSES
+BYTES_IN = RESPONSES + len(STATUS_CLASSES)  # request heads as forwarded + request bodies
+BYTES_OUT = BYTES_IN + 1  # response bodies relayed to the client
+ERRORS = BYTES_OUT + 1  # a dict: failure kind -> count
+METER_SIZE = ERRORS + 1
+
+# The meter slot of a status: RESPONSES + its class (0 for none, or an odd one >= 600).
+# A tuple subscript is cheaper on the hot path than the arithmetic; httptools reads
+# three-digit statuses, so 1000 entries cover every status there is.
+STATUS_SLOT = tuple(RESPONSES + (s // 100 if s < 600 else 0) for s in range(1000))
+
+Meter = list  # list[int | float | dict[str, int]], laid out as above
+
+
+def new_meter() -> Meter:
+    histograms = ([0] * BUCKETS + [0.0]) * 3
+    return histograms + [0] * len(STATUS_CLASSES) + [0, 0, {}]
+
+
+def bucket(seconds: float) -> int:
+    """The histogram slot of a duration (bounds are inclusive upper bounds)."""
+    return bisect_left(LATENCY_BUCKETS_S, seconds)
 
 
 @dataclass
@@ -95,16 +131,16 @@ class RouteStats:
 
 
 class RouteMetrics:
-    """The counters of one proxy process, by service."""
+    """The counters of one proxy process: a meter per service ("": no route matched)."""
 
     def __init__(self) -> None:
-        self.routes: dict[str, RouteStats] = {}
+        self.meters: dict[str, Meter] = {}
 
-    def stats(self, service: str) -> RouteStats:
-        stats = self.routes.get(service)
-        if stats is None:
-            stats = self.routes[service] = RouteStats()
-        return stats
+    def meter(self, service: str) -> Meter:
+        m = self.meters.get(service)
+        if m is None:
+            m = self.meters[service] = new_meter()
+        return m
 
     def record(
         self,
@@ -118,32 +154,55 @@ class RouteMetrics:
     ) -> None:
         """One exchange finished. `status` 0: none was sent; `upstream_s` None: no
         response head came from a backend; `error`: the failure's kind, if any."""
-        # (the proxy's hot path: Histogram.observe inlined, no other calls)
-        stats = self.routes.get(service)
-        if stats is None:
-            stats = self.routes[service] = RouteStats()
-        stats.responses[status // 100 if status < 600 else 0] += 1
-        stats.bytes_in += bytes_in
-        stats.bytes_out += bytes_out
+        m = self.meter(service)
+        m[STATUS_SLOT[status]] += 1
+        m[BYTES_IN] += bytes_in
+        m[BYTES_OUT] += bytes_out
         if error is not None:
-            stats.errors[error] = stats.errors.get(error, 0) + 1
+            m[ERRORS][error] = m[ERRORS].get(error, 0) + 1
+        if upstream_s == total_s:
+            m[SAME + bucket(total_s)] += 1
+            m[SAME_SUM] += total_s
+            return
         if upstream_s is not None:
-            hist = stats.upstream
-            hist.counts[bisect_left(LATENCY_BUCKETS_S, upstream_s)] += 1
-            hist.sum_s += upstream_s
-        hist = stats.total
-        hist.counts[bisect_left(LATENCY_BUCKETS_S, total_s)] += 1
-        hist.sum_s += total_s
+            m[UPSTREAM + bucket(upstream_s)] += 1
+            m[UPSTREAM_SUM] += upstream_s
+        m[TOTAL + bucket(total_s)] += 1
+        m[TOTAL_SUM] += total_s
+
+    @property
+    def routes(self) -> dict[str, "RouteStats"]:
+        """Every route's counters as named fields (built on each call)."""
+        return {service: route_stats(m) for service, m in self.meters.items()}
 
     def snapshot(self, in_flight: dict[str, int]) -> dict[str, dict[str, Any]]:
         """Every route's counters as plain data, with the current in-flight counts."""
         for service in in_flight:
-            self.stats(service)
+            self.meter(service)
         out = {}
-        for service, stats in self.routes.items():
+        for service, m in self.meters.items():
+            stats = route_stats(m)
             stats.in_flight = in_flight.get(service, 0)
             out[service] = stats.to_dict()
         return out
+
+
+def route_stats(m: Meter) -> RouteStats:
+    """A meter as named fields: its SAME histogram counts for upstream and total alike."""
+    same = m[SAME:SAME_SUM]
+
+    def combined(start: int) -> Histogram:
+        counts = [a + b for a, b in zip(same, m[start : start + BUCKETS], strict=True)]
+        return Histogram(counts, m[SAME_SUM] + m[start + BUCKETS])
+
+    return RouteStats(
+        responses=m[RESPONSES:BYTES_IN],
+        bytes_in=m[BYTES_IN],
+        bytes_out=m[BYTES_OUT],
+        errors=dict(m[ERRORS]),
+        upstream=combined(UPSTREAM),
+        total=combined(TOTAL),
+    )
 
 
 def delta(new: RouteStats, old: RouteStats | None) -> RouteStats:

@@ -42,7 +42,9 @@ class Exchange:
     status = 0  # the response's status, or the failure's
     error: str | None = None  # the failure's kind
     started = 0.0  # perf_counter() when the head was read
-    head_at = 0.0  # perf_counter() when the backend's response head arrived (-1: with its end)
+    # perf_counter() after the read that carried the backend's response head; -1 while
+    # that read is parsed, and for good when the response ended in it (upstream = total)
+    head_at = 0.0
     bytes_in = 0  # request body bytes (the head is counted from `head`)
     bytes_out = 0  # response body bytes
 

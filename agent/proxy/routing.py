@@ -20,11 +20,12 @@ Matching runs on every request, so the tables are compiled once per route table 
 plain dicts and a list sorted longest first.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from httptools import HttpParserError, parse_url
 
 from agent.bus.messages import Route, RouteTable
+from agent.metrics.routes import Meter, RouteMetrics, new_meter
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,14 @@ class Target:
     service: str
     port: int | None  # None: no backend yet
     paused: bool = False
+    # The route's counters: the server's meter of this service (agent/metrics/routes.py),
+    # the same list for every table's target of it, so counting takes one attribute.
+    meter: Meter = field(default_factory=new_meter, compare=False, repr=False)
+
+
+def make_target(route: Route, meters: RouteMetrics | None) -> Target:
+    meter = meters.meter(route.service) if meters is not None else new_meter()
+    return Target(route.service, route.port, route.paused, meter)
 
 
 class BadPath(ValueError):
@@ -63,12 +72,14 @@ class PathRouter:
 
     __slots__ = ("_entries", "_root", "by_service")
 
-    def __init__(self, routes: tuple[Route, ...] | list[Route]) -> None:
+    def __init__(
+        self, routes: tuple[Route, ...] | list[Route], meters: RouteMetrics | None = None
+    ) -> None:
         entries: list[tuple[bytes, int, Target]] = []
         root: tuple[Target, bool] | None = None
         self.by_service: dict[str, Target] = {}
         for route in routes:
-            target = Target(route.service, route.port, route.paused)
+            target = make_target(route, meters)
             self.by_service[route.service] = target
             if route.path is None:
                 continue
@@ -133,9 +144,14 @@ class HostRouter:
 
     __slots__ = ("_by_host", "_suffix", "by_service")
 
-    def __init__(self, routes: tuple[Route, ...] | list[Route], suffix: str) -> None:
+    def __init__(
+        self,
+        routes: tuple[Route, ...] | list[Route],
+        suffix: str,
+        meters: RouteMetrics | None = None,
+    ) -> None:
         self._suffix = suffix.lower().strip(".").encode()
-        self.by_service = {r.service: Target(r.service, r.port, r.paused) for r in routes}
+        self.by_service = {r.service: make_target(r, meters) for r in routes}
         self._by_host: dict[bytes, Target] = {}
         for name, target in self.by_service.items():
             self._by_host[f"{name}.{suffix}".lower().encode()] = target
@@ -150,12 +166,12 @@ class HostRouter:
         return self.by_service.get(name.decode("ascii", "replace"))
 
 
-def compile_external(table: RouteTable) -> PathRouter:
-    return PathRouter(table.routes)
+def compile_external(table: RouteTable, meters: RouteMetrics | None = None) -> PathRouter:
+    return PathRouter(table.routes, meters)
 
 
-def compile_internal(table: RouteTable) -> HostRouter:
-    return HostRouter(table.routes, table.suffix)
+def compile_internal(table: RouteTable, meters: RouteMetrics | None = None) -> HostRouter:
+    return HostRouter(table.routes, table.suffix, meters)
 
 
 def origin_form(url: bytes) -> tuple[bytes, bytes | None]:

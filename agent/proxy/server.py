@@ -53,6 +53,8 @@ class ProxyServer:
         self.loop = loop
         self.now = loop.time()  # refreshed by the sweeper; deadlines are coarse on purpose
         # Both routers exist; the kind decides which one requests consult.
+        # per-route counters (None: metrics off); each route's target carries its meter
+        self.metrics = RouteMetrics() if config.metrics else None
         self.paths = PathRouter(())
         self.hosts = HostRouter((), "svc.internal")
         self.table: RouteTable | None = None
@@ -66,8 +68,6 @@ class ProxyServer:
         self.listener: asyncio.Server | None = None
         self.bound: str | None = None
         self._port_owner: dict[int, str] = {}
-        # per-route counters (None: metrics off); exchanges record into it when done
-        self.metrics = RouteMetrics() if config.metrics else None
 
     # -- routes --------------------------------------------------------------------
 
@@ -75,9 +75,9 @@ class ProxyServer:
         """Swap `table` in; requests already routed keep their target."""
         try:
             if self.external:
-                self.paths = compile_external(table)
+                self.paths = compile_external(table, self.metrics)
             else:
-                self.hosts = compile_internal(table)
+                self.hosts = compile_internal(table, self.metrics)
         except ValueError as exc:
             log.error("route table %s refused, keeping the previous one: %s", table.version, exc)
             return

@@ -244,6 +244,12 @@ class UpstreamConnection:
         if self.done is not None:
             self._finish_done()
             return
+        if self.timed:
+            ex = self.ex
+            if ex is not None and ex.head_at < 0:
+                # The head came in this read and the response goes on: its time is now
+                # (one clock read, only for responses that do not arrive whole).
+                ex.head_at = perf_counter()
         if self.pending_out:
             self._flush()
         if self.in_head and len(self.hbuf) - self.hpos > MAX_RESPONSE_HEAD:
@@ -298,7 +304,7 @@ class UpstreamConnection:
         self.hbuf = b""
         ex.status = status
         if self.timed:
-            ex.head_at = perf_counter()
+            ex.head_at = -1.0  # (timed after this read, unless the response ends in it)
         head, framing, keep, self.delimited, _ = self.heads.rewrite(
             raw, status, ex.keep_alive, ex.http11, ex.is_head, self.parser.should_keep_alive()
         )
