@@ -59,6 +59,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,7 +68,7 @@ sys.path.insert(0, str(REPO))
 
 from agent.bus.messages import Route, RouteTable  # noqa: E402
 from bench.proxy_setup import (  # noqa: E402
-    BERTH_NO_METRICS,
+    BERTH_METRICS,
     BERTH_WORKER,
     CADDYFILE,
     FRESH_SCRIPT,
@@ -197,7 +198,14 @@ def run_wrk(port: int, args: argparse.Namespace, duration: float) -> str:
     ]
     if args.vary_script:
         cmd[1:1] = ["-s", args.vary_script]
-    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    pin = getattr(args, "wrk_cpus", None)
+    return subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        check=True,
+        preexec_fn=(lambda: os.sched_setaffinity(0, pin)) if pin else None,
+    ).stdout
 
 
 def ws_rtts(legs: list[tuple[int, str]], n: int) -> list[tuple[float, float]]:
@@ -312,6 +320,24 @@ def main() -> int:
     ap.add_argument(
         "--profile", action="store_true", help="cProfile Berth's request path (first leg)"
     )
+    ap.add_argument(
+        "--cost-pairs",
+        type=int,
+        default=10,
+        help="pairs of back-to-back runs of Berth with metrics on and off, per leg (0: none)",
+    )
+    ap.add_argument("--cost-duration", type=float, default=2.0, help="seconds per cost run")
+    ap.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="do not pin the proxies to their own CPU for the metrics cost",
+    )
+    ap.add_argument(
+        "--cost-only",
+        action="store_true",
+        help="only the metrics cost (no nginx, Caddy or WebSocket comparison)",
+    )
     args = ap.parse_args()
     args.vary_script = None
     args.legs = [leg.strip() for leg in args.legs.split(",") if leg.strip()]
@@ -325,6 +351,9 @@ def main() -> int:
         return 2
     if args.runs < 3:
         ap.error("--runs must be at least 3 (medians)")
+    if args.cost_pairs and args.cost_pairs < 4:
+        ap.error("--cost-pairs must be 0 or at least 4 (quartiles)")
+    args.pin = args.pin and len(os.sched_getaffinity(0)) >= 2
 
     tmp = Path(tempfile.mkdtemp(prefix="berth-bench-proxy-"))
     if args.vary or args.fresh:
@@ -353,7 +382,7 @@ def _nginx(procs: Procs, tmp: Path, name: str, body: str) -> subprocess.Popen[by
 
 def _bench(args: argparse.Namespace, tmp: Path, procs: Procs) -> int:
     backend, app, ws = free_port(), free_port(), free_port()
-    _nginx(procs, tmp, "backend", NGINX_BACKEND.format(port=backend, app=app))
+    args.backend = _nginx(procs, tmp, "backend", NGINX_BACKEND.format(port=backend, app=app))
     procs.start([sys.executable, "-c", WS_ECHO, str(ws)], cwd=REPO)
     wait_port(backend)
     wait_port(app)
@@ -395,11 +424,14 @@ def _bench(args: argparse.Namespace, tmp: Path, procs: Procs) -> int:
         cwd=REPO,
     )
     proxies.append(("berth proxy (1 process)", berth_port, [p.pid]))
-    off_port = free_port()
-    p = procs.start(
-        [sys.executable, "-c", BERTH_NO_METRICS, str(state), f"127.0.0.1:{off_port}"], cwd=REPO
-    )
-    proxies.append((METRICS_OFF, off_port, [p.pid]))
+    # The metrics-cost pair: started alike, differing only in ProxyConfig(metrics=...);
+    # the "off" one is also in the comparison table.
+    pair = {}
+    for flag in ("on", "off"):
+        port = free_port()
+        snippet = [sys.executable, "-c", BERTH_METRICS, str(state), f"127.0.0.1:{port}", flag]
+        pair[flag] = Target(f"berth (metrics {flag})", port, [procs.start(snippet, cwd=REPO).pid])
+    proxies.append((METRICS_OFF, pair["off"].port, pair["off"].pids))
     if args.workers > 1:
         port = free_port()
         pids = [
@@ -410,7 +442,7 @@ def _bench(args: argparse.Namespace, tmp: Path, procs: Procs) -> int:
         ]
         proxies.append((f"berth proxy ({args.workers} workers)", port, pids))
 
-    for _, port, _ in proxies:
+    for port in [port for _, port, _ in proxies] + [pair["on"].port]:
         wait_port(port)
     time.sleep(0.5)
     fixed_shape = (
@@ -437,7 +469,12 @@ def _bench(args: argparse.Namespace, tmp: Path, procs: Procs) -> int:
             direct = Target("direct (backend)", backend, [])
         targets = [direct, *(Target(name, port, pids) for name, port, pids in proxies)]
         print(f"\n== {leg} leg ({title})", flush=True)
-        _measure(args, targets)
+        if not args.cost_only:
+            _measure(args, targets)
+        if args.cost_pairs:
+            _metrics_cost(args, pair["on"], pair["off"])
+    if args.cost_only:
+        return 0
     args.vary_script = args.realistic_script if args.legs[0] == "realistic" else fixed_script
     _websocket(args, ws, nginx_port, berth_port)
     if args.profile:
@@ -445,21 +482,86 @@ def _bench(args: argparse.Namespace, tmp: Path, procs: Procs) -> int:
     return 0
 
 
+def _run_once(t: Target, args: argparse.Namespace, duration: float) -> None:
+    """One wrk run against `t`: its req/s and latency, RSS and CPU time per request."""
+    before = [cpu_ticks(pid) for pid in t.pids]
+    result = parse_wrk(run_wrk(t.port, args, duration))
+    after = [cpu_ticks(pid) for pid in t.pids]
+    t.runs.append(result)
+    t.rss.append(sum(rss_kib(pid) for pid in t.pids))
+    n = result[0] * duration
+    us_per_tick = 1e6 / os.sysconf("SC_CLK_TCK")
+    user = sum(a[0] - b[0] for a, b in zip(after, before, strict=True)) * us_per_tick / n
+    system = sum(a[1] - b[1] for a, b in zip(after, before, strict=True)) * us_per_tick / n
+    t.cpu.append((user, system))
+
+
+@contextlib.contextmanager
+def _pinned(args: argparse.Namespace, proxy_pids: list[int]) -> Iterator[None]:
+    """With --pin (2+ CPUs): the proxies under test on the last CPU, wrk and the backend
+    nginx on the others, so that the scheduler's choices stop adding their noise (an
+    on/off difference of 1-2% drowns in it otherwise). Undone on the way out."""
+    if not args.pin:
+        yield
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    rest = set(cpus[:-1])
+    backend = [args.backend.pid, *_children(args.backend.pid)]
+    saved = {pid: os.sched_getaffinity(pid) for pid in proxy_pids + backend}
+    for pid in proxy_pids:
+        os.sched_setaffinity(pid, {cpus[-1]})
+    for pid in backend:
+        os.sched_setaffinity(pid, rest)
+    args.wrk_cpus = rest
+    try:
+        yield
+    finally:
+        args.wrk_cpus = None
+        for pid, mask in saved.items():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(pid, mask)
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _metrics_cost(args: argparse.Namespace, on: Target, off: Target) -> None:
+    """Berth with metrics on against off, in pairs of back-to-back runs (ABBA order:
+    on-off, off-on, ...), so that the machine's drift and whatever ran before fall on
+    both alike. Each pair gives one on/off ratio; the median ratio is the cost."""
+    on, off = Target(on.name, on.port, on.pids), Target(off.name, off.port, off.pids)
+    with _pinned(args, on.pids + off.pids):
+        for t in (on, off):  # warm-up
+            run_wrk(t.port, args, 1)
+        for i in range(args.cost_pairs):
+            for t in (on, off) if i % 2 == 0 else (off, on):
+                _run_once(t, args, args.cost_duration)
+    ratios = sorted(a[0] / b[0] for a, b in zip(on.runs, off.runs, strict=True))
+    cpu = sorted((a[0] + a[1]) / (b[0] + b[1]) for a, b in zip(on.cpu, off.cpu, strict=True))
+    q1, median, q3 = statistics.quantiles(ratios, n=4)
+    c1, cpu_median, c3 = statistics.quantiles(cpu, n=4)
+    pinned = "; proxy on its own CPU, wrk and backend on another" if args.pin else ""
+    print(
+        f"metrics cost: {args.cost_pairs} pairs of {args.cost_duration:g} s runs, on and off"
+        f" back to back (ABBA order){pinned}; median of the pairs' ratios (quartiles)"
+    )
+    print(
+        f"  req/s on/off                {median:6.3f}x   >= 0.97x ({100 * (1 - median):+.1f}% drop;"
+        f" quartiles {q1:.3f}-{q3:.3f})"
+    )
+    print(
+        f"  CPU µs/req on/off           {cpu_median:6.3f}x   ({100 * (cpu_median - 1):+.1f}% CPU"
+        f" per request; quartiles {c1:.3f}-{c3:.3f})"
+    )
+
+
 def _measure(args: argparse.Namespace, targets: list[Target]) -> None:
     for t in targets:  # warm-up: pools filled, code paths hot
         run_wrk(t.port, args, 1)
     for i in range(args.runs):
         for t in targets:
-            before = [cpu_ticks(pid) for pid in t.pids]
-            result = parse_wrk(run_wrk(t.port, args, args.duration))
-            after = [cpu_ticks(pid) for pid in t.pids]
-            t.runs.append(result)
-            t.rss.append(sum(rss_kib(pid) for pid in t.pids))
-            n = result[0] * args.duration
-            us_per_tick = 1e6 / os.sysconf("SC_CLK_TCK")
-            user = sum(a[0] - b[0] for a, b in zip(after, before, strict=True)) * us_per_tick / n
-            system = sum(a[1] - b[1] for a, b in zip(after, before, strict=True)) * us_per_tick / n
-            t.cpu.append((user, system))
+            _run_once(t, args, args.duration)
         print(f"  run {i + 1}/{args.runs} done", file=sys.stderr, flush=True)
 
     print(

@@ -103,9 +103,10 @@ sys.exit(main_external(settings, ProxyConfig(reuse_port=True)))
 """
 
 
-# Berth's proxy with per-route metrics off (ProxyConfig(metrics=False)): the comparison
-# leg for the cost of counting (issue 19: at most 3% fewer req/s with metrics on).
-BERTH_NO_METRICS = """
+# Berth's proxy with per-route metrics on or off (argv[3]: "on" or "off"), both started
+# the same way: the pair that measures the cost of counting (issue 19: at most 3% fewer
+# req/s with metrics on).
+BERTH_METRICS = """
 import sys
 from agent.logs import setup_logging
 from agent.proxy.config import ProxyConfig
@@ -115,7 +116,7 @@ from pathlib import Path
 setup_logging("proxy")
 state = Path(sys.argv[1])
 settings = AgentSettings(state_dir=state, run_dir=state / "run", proxy_bind=sys.argv[2])
-sys.exit(main_external(settings, ProxyConfig(metrics=False)))
+sys.exit(main_external(settings, ProxyConfig(metrics=sys.argv[3] == "on")))
 """
 
 

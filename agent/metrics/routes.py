@@ -26,31 +26,42 @@ from agent.schema.latency import quantile as counts_quantile
 # (the client left or the connection was cut before any response head).
 STATUS_CLASSES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
 
-# A meter's layout. Three histograms of BUCKETS counts, each followed by its sum (s):
+# A meter's layout. The common case, a backend's response that came whole in one read
+# (its time to the head is its total time), is one count: in a histogram of its own per
+# status class (SAME, one row of BUCKETS per class, first so that the hot path indexes
+# it by class row + bucket alone). Every other exchange counts its class in RESPONSES
+# and its times in the UPSTREAM and TOTAL histograms. Each histogram's sum (s) follows it.
 BUCKETS = len(LATENCY_BUCKETS_S) + 1
-SAME = 0  # exchanges whose upstream time is their total time (the common case, first:
-SAME_SUM = SAME + BUCKETS  # the hot path then indexes it by the bucket alone)
-UPSTREAM = SAME_SUM + 1  # time to the backend's response head, when it differs
+SAME = 0
+SAME_SUM = SAME + BUCKETS * len(STATUS_CLASSES)
+UPSTREAM = SAME_SUM + 1  # time to the backend's response head
 UPSTREAM_SUM = UPSTREAM + BUCKETS
-TOTAL = UPSTREAM_SUM + 1  # time until the response was written, when it differs (or no
-TOTAL_SUM = TOTAL + BUCKETS  # backend answered)
+TOTAL = UPSTREAM_SUM + 1  # time until the response was written (or failed)
+TOTAL_SUM = TOTAL + BUCKETS
 RESPONSES = TOTAL_SUM + 1  # by status class, as STATUS_CLASSES
 BYTES_IN = RESPONSES + len(STATUS_CLASSES)  # request heads as forwarded + request bodies
 BYTES_OUT = BYTES_IN + 1  # response bodies relayed to the client
 ERRORS = BYTES_OUT + 1  # a dict: failure kind -> count
 METER_SIZE = ERRORS + 1
 
-# The meter slot of a status: RESPONSES + its class (0 for none, or an odd one >= 600).
-# A tuple subscript is cheaper on the hot path than the arithmetic; httptools reads
-# three-digit statuses, so 1000 entries cover every status there is.
-STATUS_SLOT = tuple(RESPONSES + (s // 100 if s < 600 else 0) for s in range(1000))
+
+def status_class(status: int) -> int:
+    """The index of a status in STATUS_CLASSES (0: none, or an odd one >= 600)."""
+    return status // 100 if status < 600 else 0
+
+
+# By status, a tuple subscript being cheaper on the hot path than the arithmetic
+# (httptools reads three-digit statuses: 1000 entries cover every status there is):
+STATUS_SLOT = tuple(RESPONSES + status_class(s) for s in range(1000))  # its RESPONSES slot
+SAME_ROW = tuple(SAME + BUCKETS * status_class(s) for s in range(1000))  # its SAME row
 
 Meter = list  # list[int | float | dict[str, int]], laid out as above
 
 
 def new_meter() -> Meter:
-    histograms = ([0] * BUCKETS + [0.0]) * 3
-    return histograms + [0] * len(STATUS_CLASSES) + [0, 0, {}]
+    same = [0] * (BUCKETS * len(STATUS_CLASSES)) + [0.0]
+    histograms = ([0] * BUCKETS + [0.0]) * 2
+    return same + histograms + [0] * len(STATUS_CLASSES) + [0, 0, {}]
 
 
 def bucket(seconds: float) -> int:
@@ -155,15 +166,15 @@ class RouteMetrics:
         """One exchange finished. `status` 0: none was sent; `upstream_s` None: no
         response head came from a backend; `error`: the failure's kind, if any."""
         m = self.meter(service)
-        m[STATUS_SLOT[status]] += 1
         m[BYTES_IN] += bytes_in
         m[BYTES_OUT] += bytes_out
         if error is not None:
             m[ERRORS][error] = m[ERRORS].get(error, 0) + 1
         if upstream_s == total_s:
-            m[SAME + bucket(total_s)] += 1
+            m[SAME_ROW[status] + bucket(total_s)] += 1
             m[SAME_SUM] += total_s
             return
+        m[STATUS_SLOT[status]] += 1
         if upstream_s is not None:
             m[UPSTREAM + bucket(upstream_s)] += 1
             m[UPSTREAM_SUM] += upstream_s
@@ -188,15 +199,16 @@ class RouteMetrics:
 
 
 def route_stats(m: Meter) -> RouteStats:
-    """A meter as named fields: its SAME histogram counts for upstream and total alike."""
-    same = m[SAME:SAME_SUM]
+    """A meter as named fields: its SAME rows count for upstream and total alike."""
+    rows = [m[SAME + BUCKETS * c : SAME + BUCKETS * (c + 1)] for c in range(len(STATUS_CLASSES))]
+    same = [sum(column) for column in zip(*rows, strict=True)]
 
     def combined(start: int) -> Histogram:
         counts = [a + b for a, b in zip(same, m[start : start + BUCKETS], strict=True)]
         return Histogram(counts, m[SAME_SUM] + m[start + BUCKETS])
 
     return RouteStats(
-        responses=m[RESPONSES:BYTES_IN],
+        responses=[m[RESPONSES + c] + sum(row) for c, row in enumerate(rows)],
         bytes_in=m[BYTES_IN],
         bytes_out=m[BYTES_OUT],
         errors=dict(m[ERRORS]),

@@ -61,3 +61,22 @@ class Exchange:
         self.http11 = http11
         self.is_head = is_head
         self.upgrade = upgrade
+
+
+def _seed_attribute_names() -> None:
+    """Give `Exchange`'s shared table of attribute names every name, at import.
+
+    CPython keeps an instance's attributes in a table of names shared by its class, and
+    the table stops taking new names once a few dozen instances exist. An exchange that
+    then sets a name the table lacks gets a dict of its own, and every attribute access
+    on it is slower: with 50 requests in flight before the first response, the names a
+    response sets (`framing`, `status`, ...) came too late, and every later exchange
+    paid for it. Which names come first depends on traffic, so set them all once here.
+    """
+    seed = Exchange(None, False, False, False, False)  # type: ignore[arg-type]
+    for name, default in vars(Exchange).items():
+        if not name.startswith("__"):
+            setattr(seed, name, default)
+
+
+_seed_attribute_names()

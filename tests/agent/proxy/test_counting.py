@@ -7,7 +7,7 @@ from time import perf_counter
 import pytest
 
 from agent.bus.messages import Route, RouteTable
-from agent.metrics.routes import SAME, RouteMetrics
+from agent.metrics.routes import RouteMetrics
 from agent.proxy.client import ClientConnection
 from agent.proxy.config import ProxyConfig
 from agent.proxy.counting import count
@@ -58,10 +58,6 @@ def test_count_matches_record(
     recorded.record(service or "", status, len(ex.head) + ex.bytes_in, ex.bytes_out, upstream,
                     total, error)  # fmt: skip
     assert counted.snapshot({}) == recorded.snapshot({})
-
-
-def test_the_hot_path_finds_the_same_histogram_at_the_bucket_alone() -> None:
-    assert SAME == 0  # counting.py indexes that histogram without an offset
 
 
 def test_a_target_counts_into_its_servers_meter_across_tables() -> None:
