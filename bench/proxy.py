@@ -151,6 +151,11 @@ class Procs:
                 argv = " ".join(proc.argv)  # type: ignore[attr-defined]
                 print(f"{argv[:120]} exited {proc.returncode}:\n{log[-2000:]}", file=sys.stderr)
 
+    def stop(self, pid: int) -> None:
+        for proc in self.procs:
+            if proc.pid == pid:
+                terminate(proc, 10)
+
     def stop_all(self) -> None:
         for proc in self.procs:
             terminate(proc, 10)
@@ -424,14 +429,12 @@ def _bench(args: argparse.Namespace, tmp: Path, procs: Procs) -> int:
         cwd=REPO,
     )
     proxies.append(("berth proxy (1 process)", berth_port, [p.pid]))
-    # The metrics-cost pair: started alike, differing only in ProxyConfig(metrics=...);
-    # the "off" one is also in the comparison table.
-    pair = {}
-    for flag in ("on", "off"):
-        port = free_port()
-        snippet = [sys.executable, "-c", BERTH_METRICS, str(state), f"127.0.0.1:{port}", flag]
-        pair[flag] = Target(f"berth (metrics {flag})", port, [procs.start(snippet, cwd=REPO).pid])
-    proxies.append((METRICS_OFF, pair["off"].port, pair["off"].pids))
+    off = _start_berth(procs, state, "off", seed=None)
+    proxies.append((METRICS_OFF, off.port, off.pids))
+    args.stop_pid = procs.stop
+    args.start_pair = lambda seed: tuple(
+        _start_berth(procs, state, flag, seed) for flag in ("on", "off")
+    )
     if args.workers > 1:
         port = free_port()
         pids = [
@@ -442,7 +445,7 @@ def _bench(args: argparse.Namespace, tmp: Path, procs: Procs) -> int:
         ]
         proxies.append((f"berth proxy ({args.workers} workers)", port, pids))
 
-    for port in [port for _, port, _ in proxies] + [pair["on"].port]:
+    for _, port, _ in proxies:
         wait_port(port)
     time.sleep(0.5)
     fixed_shape = (
@@ -472,7 +475,7 @@ def _bench(args: argparse.Namespace, tmp: Path, procs: Procs) -> int:
         if not args.cost_only:
             _measure(args, targets)
         if args.cost_pairs:
-            _metrics_cost(args, pair["on"], pair["off"])
+            _metrics_cost(args)
     if args.cost_only:
         return 0
     args.vary_script = args.realistic_script if args.legs[0] == "realistic" else fixed_script
@@ -526,17 +529,37 @@ def _children(pid: int) -> list[int]:
     return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-def _metrics_cost(args: argparse.Namespace, on: Target, off: Target) -> None:
+def _start_berth(procs: Procs, state: Path, metrics: str, seed: int | None) -> Target:
+    """Berth's proxy with metrics "on" or "off", started by the same snippet either way."""
+    port = free_port()
+    argv = [sys.executable, "-c", BERTH_METRICS, str(state), f"127.0.0.1:{port}", metrics]
+    env = dict(os.environ, PYTHONHASHSEED=str(seed)) if seed is not None else None
+    return Target(f"berth (metrics {metrics})", port, [procs.start(argv, cwd=REPO, env=env).pid])
+
+
+def _metrics_cost(args: argparse.Namespace) -> None:
     """Berth with metrics on against off, in pairs of back-to-back runs (ABBA order:
     on-off, off-on, ...), so that the machine's drift and whatever ran before fall on
-    both alike. Each pair gives one on/off ratio; the median ratio is the cost."""
-    on, off = Target(on.name, on.port, on.pids), Target(off.name, off.port, off.pids)
-    with _pinned(args, on.pids + off.pids):
-        for t in (on, off):  # warm-up
-            run_wrk(t.port, args, 1)
-        for i in range(args.cost_pairs):
-            for t in (on, off) if i % 2 == 0 else (off, on):
+    both alike. Each pair runs on two new processes, started alike with one hash seed
+    (a new one per pair): two processes of the same code differ by a percent or so
+    (where their memory lands, how their dicts lay out), as much as the effect measured,
+    and fresh ones each time make that average out instead of biasing every pair. Each
+    pair gives one on/off ratio; the median ratio is the cost."""
+    on, off = Target("berth (metrics on)", 0, []), Target("berth (metrics off)", 0, [])
+    for i in range(args.cost_pairs):
+        pair = args.start_pair(i + 1)
+        for t in pair:
+            wait_port(t.port)
+        with _pinned(args, [pid for t in pair for pid in t.pids]):
+            for t in pair:  # warm-up
+                run_wrk(t.port, args, 1)
+            for t in pair if i % 2 == 0 else reversed(pair):
                 _run_once(t, args, args.cost_duration)
+        for t, kept in zip(pair, (on, off), strict=True):
+            kept.runs += t.runs
+            kept.cpu += t.cpu
+            for pid in t.pids:
+                args.stop_pid(pid)
     ratios = sorted(a[0] / b[0] for a, b in zip(on.runs, off.runs, strict=True))
     cpu = sorted((a[0] + a[1]) / (b[0] + b[1]) for a, b in zip(on.cpu, off.cpu, strict=True))
     q1, median, q3 = statistics.quantiles(ratios, n=4)
@@ -544,7 +567,8 @@ def _metrics_cost(args: argparse.Namespace, on: Target, off: Target) -> None:
     pinned = "; proxy on its own CPU, wrk and backend on another" if args.pin else ""
     print(
         f"metrics cost: {args.cost_pairs} pairs of {args.cost_duration:g} s runs, on and off"
-        f" back to back (ABBA order){pinned}; median of the pairs' ratios (quartiles)"
+        f" back to back (ABBA order), new processes each pair{pinned}; median of the pairs'"
+        " ratios (quartiles)"
     )
     print(
         f"  req/s on/off                {median:6.3f}x   >= 0.97x ({100 * (1 - median):+.1f}% drop;"
