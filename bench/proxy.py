@@ -578,6 +578,12 @@ def _metrics_cost(args: argparse.Namespace) -> None:
         f"  CPU µs/req on/off           {cpu_median:6.3f}x   ({100 * (cpu_median - 1):+.1f}% CPU"
         f" per request; quartiles {c1:.3f}-{c3:.3f})"
     )
+    user_on, sys_on = (statistics.median(c[k] for c in on.cpu) for k in (0, 1))
+    user_off, sys_off = (statistics.median(c[k] for c in off.cpu) for k in (0, 1))
+    print(
+        f"  user + sys µs/req           on {user_on:.2f} + {sys_on:.2f}, off {user_off:.2f} +"
+        f" {sys_off:.2f} (medians)"
+    )
 
 
 def _measure(args: argparse.Namespace, targets: list[Target]) -> None:
