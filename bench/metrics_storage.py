@@ -168,7 +168,8 @@ def main() -> None:
     a = ap.parse_args()
     print("load:", os.getloadavg(), f"({os.cpu_count()} CPUs)")
     results = []
-    urls = [a.db] if a.db else [f"sqlite:///{tempfile.mkdtemp(prefix='berth-metrics-')}/bench.db"]
+    scratch = Path(tempfile.mkdtemp(prefix="berth-metrics-"))
+    urls = [a.db] if a.db else [f"sqlite:///{scratch}/bench.db"]
     pg = Postgres() if not a.db else None
     try:
         if pg is not None:
@@ -179,6 +180,7 @@ def main() -> None:
     finally:
         if pg is not None:
             pg.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
     print(
         f"{a.agents} agents x ({a.services} services + server) x {a.intervals} intervals, "
         f"{a.concurrency} batch(es) at a time; load after: {os.getloadavg()}"

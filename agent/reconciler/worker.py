@@ -115,7 +115,11 @@ class ServiceWorker:
         else:
             self.desired = target
             cur = self.current
-            if cur is not None and cur.desired is None and cur.rec.config_hash == target.config_hash:
+            if (
+                cur is not None
+                and cur.desired is None
+                and cur.rec.config_hash == target.config_hash
+            ):
                 cur.desired = target  # an adopted process: now we know what it runs
         self.wake.set()
 

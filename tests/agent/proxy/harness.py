@@ -200,4 +200,7 @@ def make_state_dir() -> Path:
 
 
 def remove_state_dir(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+    # A second pass takes what a proxy that was still exiting wrote during the first
+    # (its route cache, a log line): one pass alone left such directories in /tmp.
+    for _ in range(2):
+        shutil.rmtree(path, ignore_errors=True)
