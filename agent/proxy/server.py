@@ -52,9 +52,9 @@ class ProxyServer:
         self.config = config
         self.loop = loop
         self.now = loop.time()  # refreshed by the sweeper; deadlines are coarse on purpose
-        # Both routers exist; the kind decides which one requests consult.
         # per-route counters (None: metrics off); each route's target carries its meter
         self.metrics = RouteMetrics() if config.metrics else None
+        # Both routers exist; the kind decides which one requests consult.
         self.paths = PathRouter(())
         self.hosts = HostRouter((), "svc.internal")
         self.table: RouteTable | None = None
