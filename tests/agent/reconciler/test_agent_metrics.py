@@ -8,15 +8,13 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.reconciler.reconciler import Reconciler
-from agent.reconciler.shutdown import stop_recorded_services
 from agent.reconciler.worker import Timeouts
 from agent.schema import parse_stack
 from agent.schema.document import DesiredState, build_document
@@ -29,16 +27,6 @@ from tests.support.ports import free_port
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 MB = 1_000_000
 HOG = "python3 -c \"b = b'x' * 90_000_000\""  # 90 MB resident for a moment
-
-
-@pytest.fixture
-def workspace() -> Iterator[Path]:
-    with world_dir() as d:
-        try:
-            yield d
-        finally:  # a failing test must not leave services behind
-            if (d / "state" / "agent.sqlite3").exists():
-                stop_recorded_services(AgentSettings(state_dir=d / "state", run_dir=d / "run"))
 
 
 def document(repo: Path, commit: str, version: int, build: str) -> DesiredState:

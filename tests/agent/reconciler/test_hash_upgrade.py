@@ -10,13 +10,7 @@ import json
 from agent.reconciler.policy import carry_config_hash, config_hash, service_urls
 from agent.reconciler.store import ProcessRecord
 from agent.schema.document import parse_document
-from tests.agent.reconciler.test_reconciler_processes import (  # noqa: F401 (fixture)
-    document,
-    get,
-    make,
-    until,
-    workspace,
-)
+from tests.agent.reconciler.test_reconciler_processes import document, get, make, until
 from tests.support.gitrepo import APP, commit_files, init_repo
 
 

@@ -19,19 +19,8 @@ from agent.schema import parse_stack
 from agent.schema.document import build_document
 from agent.settings import AgentSettings
 from tests.agent.reconciler.blackhole import Blackhole
-from tests.support.dirs import world_dir
 from tests.support.gitrepo import APP, commit_files, init_repo
 from tests.support.ports import free_port
-
-
-@pytest.fixture
-def workspace():
-    with world_dir() as d:
-        try:
-            yield d
-        finally:  # a failing test must not leave services behind
-            if (d / "state" / "agent.sqlite3").exists():
-                stop_recorded_services(AgentSettings(state_dir=d / "state", run_dir=d / "run"))
 
 
 def get(port, path="/"):
