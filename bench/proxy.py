@@ -77,8 +77,7 @@ sys.path.insert(0, str(REPO))
 
 from agent.bus.messages import Route, RouteTable  # noqa: E402
 from bench.proxy_setup import (  # noqa: E402
-    BERTH_METRICS,
-    BERTH_WORKER,
+    BERTH_PROXY,
     CADDYFILE,
     FRESH_SCRIPT,
     NGINX_BACKEND,
@@ -448,7 +447,8 @@ def _bench(args: argparse.Namespace, tmp: Path, procs: Procs) -> int:
         port = free_port()
         pids = [
             procs.start(
-                [sys.executable, "-c", BERTH_WORKER, str(state), f"127.0.0.1:{port}"], cwd=REPO
+                [sys.executable, "-c", BERTH_PROXY, str(state), f"127.0.0.1:{port}", "reuse-port"],
+                cwd=REPO,
             ).pid
             for _ in range(args.workers)
         ]
@@ -541,7 +541,8 @@ def _children(pid: int) -> list[int]:
 def _start_berth(procs: Procs, state: Path, metrics: str, seed: int | None) -> Target:
     """Berth's proxy with metrics "on" or "off", started by the same snippet either way."""
     port = free_port()
-    argv = [sys.executable, "-c", BERTH_METRICS, str(state), f"127.0.0.1:{port}", metrics]
+    flags = ["metrics-off"] if metrics == "off" else []
+    argv = [sys.executable, "-c", BERTH_PROXY, str(state), f"127.0.0.1:{port}", *flags]
     env = dict(os.environ, PYTHONHASHSEED=str(seed)) if seed is not None else None
     return Target(f"berth (metrics {metrics})", port, [procs.start(argv, cwd=REPO, env=env).pid])
 

@@ -89,7 +89,10 @@ async def main():
 asyncio.run(main())
 """
 
-BERTH_WORKER = """
+# Berth's external proxy started from a snippet: argv state dir, bind address, then flags:
+# "reuse-port" (SO_REUSEPORT workers sharing the port) and "metrics-off"
+# (ProxyConfig(metrics=False): the comparison side of the metrics-cost pairs).
+BERTH_PROXY = """
 import sys
 from agent.logs import setup_logging
 from agent.proxy.config import ProxyConfig
@@ -99,24 +102,9 @@ from pathlib import Path
 setup_logging("proxy")
 state = Path(sys.argv[1])
 settings = AgentSettings(state_dir=state, run_dir=state / "run", proxy_bind=sys.argv[2])
-sys.exit(main_external(settings, ProxyConfig(reuse_port=True)))
-"""
-
-
-# Berth's proxy with per-route metrics on or off (argv[3]: "on" or "off"), both started
-# the same way: the pair that measures the cost of counting (issue 19: at most 3% fewer
-# req/s with metrics on).
-BERTH_METRICS = """
-import sys
-from agent.logs import setup_logging
-from agent.proxy.config import ProxyConfig
-from agent.proxy.main import main_external
-from agent.settings import AgentSettings
-from pathlib import Path
-setup_logging("proxy")
-state = Path(sys.argv[1])
-settings = AgentSettings(state_dir=state, run_dir=state / "run", proxy_bind=sys.argv[2])
-sys.exit(main_external(settings, ProxyConfig(metrics=sys.argv[3] == "on")))
+flags = sys.argv[3:]
+config = ProxyConfig(reuse_port="reuse-port" in flags, metrics="metrics-off" not in flags)
+sys.exit(main_external(settings, config))
 """
 
 
