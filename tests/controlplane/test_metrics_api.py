@@ -14,6 +14,7 @@ from controlplane.metrics.points import HOUR, MINUTE, RAW
 from controlplane.metrics.store import Rollups, read_builds, read_points
 from tests.controlplane.harness import Api
 from tests.controlplane.test_agent_api import install_token, new_stack, register
+from tests.support.prom import parse_samples
 
 
 def enroll(api: Api, url: str, repo: Path, name: str) -> tuple[str, str, Api]:
@@ -143,11 +144,7 @@ def test_prometheus_scrape(
         f"{server_url}/metrics", headers={"Authorization": f"Bearer {admin_token}"}, timeout=10
     )
     assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/plain")
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for fam in text_string_to_metric_families(resp.text)
-        for s in fam.samples
-    }
+    samples = parse_samples(resp.text)
     name = f"metrics-prom-{unique}"
     labels = (("instance", instance), ("route", "/"), ("service", "web"), ("stack", name))
     assert samples[("berth_service_requests_per_second", labels)] == 10.0
@@ -203,8 +200,6 @@ def test_batch_limit_per_instance() -> None:
 def test_builds_are_stored_rolled_up_and_scraped(
     api: Api, server_url: str, repo: Path, unique: str, db_url: str, admin_token: str
 ) -> None:
-    from prometheus_client.parser import text_string_to_metric_families
-
     stack_id, instance, agent = enroll(api, server_url, repo, f"metrics-build-{unique}")
     now = int(time.time())
     t0 = now // 60 * 60 - 120
@@ -224,11 +219,7 @@ def test_builds_are_stored_rolled_up_and_scraped(
     resp = requests.get(
         f"{server_url}/metrics", headers={"Authorization": f"Bearer {admin_token}"}, timeout=10
     )
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for fam in text_string_to_metric_families(resp.text)
-        for s in fam.samples
-    }
+    samples = parse_samples(resp.text)
     labels = (("instance", instance), ("route", "/"), ("service", "web"),
               ("stack", f"metrics-build-{unique}"))  # fmt: skip
     assert samples[("berth_service_last_build_seconds", labels)] == 10.0  # the newest point's

@@ -11,14 +11,13 @@ from typing import Any
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.controlplane.harness import Api, ControlPlane
 from tests.controlplane.test_agent_api import HEARTBEAT
 from tests.controlplane.test_metrics_api import enroll
+from tests.support.prom import Samples, parse_samples
 
 SCRAPE_TOKEN = "scrape-only-7f3a9c"
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +38,7 @@ def scrape(url: str, token: str | None) -> requests.Response:
 def parse(resp: requests.Response) -> Samples:
     assert resp.status_code == 200, resp.text
     assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for fam in text_string_to_metric_families(resp.text)
-        for s in fam.samples
-    }
+    return parse_samples(resp.text)
 
 
 def own(samples: Samples, name: str, **labels: str) -> float:

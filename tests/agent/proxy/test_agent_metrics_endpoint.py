@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from agent.bus.endpoints import BusEndpoints
 from agent.bus.messages import Route
@@ -21,6 +20,7 @@ from agent.settings import check_loopback
 from tests.agent.proxy.conftest import FAST, route_to
 from tests.agent.proxy.harness import Backend, BusPublisher, ProxyProcess
 from tests.support.ports import free_port
+from tests.support.prom import Samples, parse_samples
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +54,10 @@ def endpoint(state_dir: Path, bus: BusPublisher) -> Iterator[str]:
     store.close()
 
 
-def samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def samples(url: str) -> Samples:
     resp = requests.get(url, timeout=10)
     assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/plain")
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for fam in text_string_to_metric_families(resp.text)
-        for s in fam.samples
-    }
+    return parse_samples(resp.text)
 
 
 def test_scrape_counts_the_traffic(

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from agent.reconciler.reconciler import Reconciler
 from agent.reconciler.worker import Timeouts
@@ -23,8 +22,8 @@ from tests.support.berth import BERTH
 from tests.support.dirs import world_dir
 from tests.support.gitrepo import APP, commit_files, init_repo
 from tests.support.ports import free_port
+from tests.support.prom import Samples, parse_samples
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 MB = 1_000_000
 HOG = "python3 -c \"b = b'x' * 90_000_000\""  # 90 MB resident for a moment
 
@@ -58,11 +57,7 @@ def listening(url: str) -> bool:
 def scrape(url: str) -> Samples:
     resp = requests.get(url, timeout=5)
     assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/plain")
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for fam in text_string_to_metric_families(resp.text)
-        for s in fam.samples
-    }
+    return parse_samples(resp.text)
 
 
 def test_builds_show_on_the_agents_own_metrics(workspace: Path) -> None:
