@@ -23,7 +23,6 @@ of the request path). The state says what the deadline means.
 """
 
 from collections import deque
-from time import perf_counter
 from typing import TYPE_CHECKING
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
@@ -198,7 +197,7 @@ class ClientConnection:
         keep_alive = parser.should_keep_alive() and not upgrade and not server.draining
         ex = Exchange(self, keep_alive, http11, method == b"HEAD", upgrade)
         if server.metrics is not None:
-            ex.started = perf_counter()
+            ex.started = server.tick or server.clock()
         self.parsing = ex
         self.pstate = P_BODY
         self.deadline = server.now + config.body_timeout
@@ -294,9 +293,10 @@ class ClientConnection:
         """The whole response of the current exchange was written."""
         if self.closed or ex is not self.current:
             return
-        metrics = self.server.metrics
+        server = self.server
+        metrics = server.metrics
         if metrics is not None:
-            count(metrics, ex)
+            count(metrics, ex, server.tick or server.clock())
         if not ex.keep_alive:
             self.close()
             return
@@ -312,7 +312,7 @@ class ClientConnection:
                 return  # in flight or held: its completion continues the queue
             self._write_failure(nxt, nxt.failure)
             if metrics is not None:
-                count(metrics, nxt)
+                count(metrics, nxt, server.tick or server.clock())
             if not nxt.keep_alive:
                 self.close()
                 return

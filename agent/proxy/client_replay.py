@@ -6,7 +6,6 @@ parsed request) remember its head and header block. They are `ClientConnection` 
 kept in their own module.
 """
 
-from time import perf_counter
 from typing import TYPE_CHECKING
 
 from agent.proxy.exchange import Exchange
@@ -61,7 +60,7 @@ def start_remembered(
         conn.finished = True  # as on_message_complete would say for a closing request
     ex = Exchange(conn, keep_alive, True, is_head, False)
     if server.metrics is not None:
-        ex.started = perf_counter()
+        ex.started = server.tick or server.clock()
     ex.head = head
     ex.target = target
     ex.request_done = True

@@ -11,7 +11,6 @@ checks them against each other.
 """
 
 from bisect import bisect_left
-from time import perf_counter
 
 from agent.metrics.routes import (
     BYTES_IN,
@@ -32,9 +31,10 @@ from agent.proxy.exchange import Exchange
 FIRST = LATENCY_BUCKETS_S[0]
 
 
-def count(metrics: RouteMetrics, ex: Exchange) -> None:
-    """Record `ex`, whose response was just written (or failed)."""
-    total = perf_counter() - ex.started
+def count(metrics: RouteMetrics, ex: Exchange, now: float) -> None:
+    """Record `ex`, whose response was just written (or failed) at `now` (the
+    server's clock, `ProxyServer.clock`)."""
+    total = now - ex.started
     if ex.head_at < 0.0:  # a backend's response, whole in one read: upstream = total
         m = ex.target.meter  # type: ignore[union-attr]  # (a backend answered: routed)
         m[

@@ -12,6 +12,7 @@ import asyncio
 import errno
 import logging
 import socket
+from time import perf_counter
 from typing import Any
 
 from agent import listenfds
@@ -54,6 +55,9 @@ class ProxyServer:
         self.now = loop.time()  # refreshed by the sweeper; deadlines are coarse on purpose
         # per-route counters (None: metrics off); each route's target carries its meter
         self.metrics = RouteMetrics() if config.metrics else None
+        # perf_counter() of this loop wake-up, for latency metrics (0.0: not read yet):
+        # see `clock`.
+        self.tick = 0.0
         # Both routers exist; the kind decides which one requests consult.
         self.paths = PathRouter(())
         self.hosts = HostRouter((), "svc.internal")
@@ -152,6 +156,23 @@ class ProxyServer:
         return self.metrics.snapshot(self.in_flight())
 
     # -- time ----------------------------------------------------------------------
+
+    def clock(self) -> float:
+        """perf_counter() now, kept in `tick` until the loop's next wake-up.
+
+        Latency metrics take their times as `server.tick or server.clock()`: one clock
+        read per wake-up of the loop instead of two per request, the way nginx and
+        HAProxy cache the time once per turn of their event loops. Every exchange that
+        starts or ends in one wake-up gets its time, so a time is late or early by at
+        most the work of one wake-up (a few hundred microseconds at full load, nothing
+        when idle). The reset runs before the loop next polls for events.
+        """
+        t = self.tick = perf_counter()
+        self.loop.call_soon(self._untick)
+        return t
+
+    def _untick(self) -> None:
+        self.tick = 0.0
 
     def sweep(self) -> None:
         now = self.now = self.loop.time()

@@ -28,7 +28,6 @@ OPTIONS) without a body, it is retried once on a fresh connection to its service
 """
 
 from collections.abc import Callable
-from time import perf_counter
 from typing import TYPE_CHECKING
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
@@ -249,7 +248,8 @@ class UpstreamConnection:
             if ex is not None and ex.head_at < 0:
                 # The head came in this read and the response goes on: its time is now
                 # (one clock read, only for responses that do not arrive whole).
-                ex.head_at = perf_counter()
+                server = self.pool.server
+                ex.head_at = server.tick or server.clock()
         if self.pending_out:
             self._flush()
         if self.in_head and len(self.hbuf) - self.hpos > MAX_RESPONSE_HEAD:

@@ -1,7 +1,6 @@
 """The proxy's inlined per-exchange count records what RouteMetrics.record records."""
 
 import asyncio
-import time
 from time import perf_counter
 
 import pytest
@@ -49,8 +48,9 @@ def test_count_matches_record(
     counted = RouteMetrics()
     target = make_target(Route(service, 9, "/"), counted) if service else None
     ex = _exchange(target, status, head_at, error, age)
-    count(counted, ex)
-    total = counted.routes[service or ""].total.sum_s  # (its clock read)
+    now = perf_counter()
+    count(counted, ex, now)
+    total = now - ex.started
     upstream = None
     if ex.head_at:
         upstream = ex.head_at - ex.started if ex.head_at > 0 else total
@@ -90,7 +90,8 @@ def _served(pieces_after_head: list[bytes], pause_s: float) -> RouteMetrics:
         head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
         backend.data_received(head if pieces_after_head else head + b"hello")
         for piece in pieces_after_head:
-            time.sleep(pause_s)  # the backend takes its time over the body
+            # the backend takes its time over the body: each read is a wake-up of its own
+            loop.run_until_complete(asyncio.sleep(pause_s))
             backend.data_received(piece)
         assert server.metrics is not None
         return server.metrics
@@ -109,3 +110,17 @@ def test_upstream_time_ends_at_the_head_when_the_body_comes_later() -> None:
 def test_a_response_whole_in_one_read_has_upstream_time_equal_to_total() -> None:
     web = _served([], 0).routes["web"]
     assert web.upstream == web.total and sum(web.total.counts) == 1
+
+
+def test_the_clock_is_read_once_per_wake_up_of_the_loop() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        server = ProxyServer(EXTERNAL, ProxyConfig(), loop)
+        assert server.tick == 0.0
+        first = server.clock()
+        assert server.tick == first  # what the rest of this wake-up reads
+        loop.run_until_complete(asyncio.sleep(0.002))  # the loop turns: forgotten
+        assert server.tick == 0.0
+        assert server.clock() >= first + 0.002
+    finally:
+        loop.close()
