@@ -196,7 +196,8 @@ class ClientConnection:
             http11 = self.http11 = version == "1.1"
         keep_alive = parser.should_keep_alive() and not upgrade and not server.draining
         ex = Exchange(self, keep_alive, http11, method == b"HEAD", upgrade)
-        if server.metrics is not None:
+        metered = server.metrics is not None
+        if metered:
             ex.started = server.tick or server.clock()
         self.parsing = ex
         self.pstate = P_BODY
@@ -207,6 +208,8 @@ class ClientConnection:
         ex.head, host, body, target = client_head.route_and_rewrite(
             self, ex, method, url, headers, upgrade, host_from_url
         )
+        if metered:
+            ex.bytes_in = len(ex.head)  # (the body's bytes add to it)
         if body != -1:  # (NO_BODY) the framing the upstream head declares
             if body == CHUNKED:
                 if version == "1.0":  # RFC 9112 6.1: faulty framing

@@ -61,6 +61,7 @@ def start_remembered(
     ex = Exchange(conn, keep_alive, True, is_head, False)
     if server.metrics is not None:
         ex.started = server.tick or server.clock()
+        ex.bytes_in = len(head)
     ex.head = head
     ex.target = target
     ex.request_done = True

@@ -41,7 +41,7 @@ def count(metrics: RouteMetrics, ex: Exchange, now: float) -> None:
             SAME_ROW[ex.status] + (0 if total <= FIRST else bisect_left(LATENCY_BUCKETS_S, total))
         ] += 1
         m[SAME_SUM] += total
-        m[BYTES_IN] += len(ex.head) + ex.bytes_in
+        m[BYTES_IN] += ex.bytes_in
         m[BYTES_OUT] += ex.bytes_out
         return
     count_apart(metrics, ex, total)
@@ -58,7 +58,7 @@ def count_apart(metrics: RouteMetrics, ex: Exchange, total: float) -> None:
     if error is not None:
         errors = m[ERRORS]
         errors[error] = errors.get(error, 0) + 1
-    m[BYTES_IN] += len(ex.head) + ex.bytes_in
+    m[BYTES_IN] += ex.bytes_in
     m[BYTES_OUT] += ex.bytes_out
     m[TOTAL + bisect_left(LATENCY_BUCKETS_S, total)] += 1
     m[TOTAL_SUM] += total

@@ -23,7 +23,7 @@ def _exchange(
     ex = Exchange(None, True, True, False, False)  # type: ignore[arg-type]
     ex.target = target
     ex.head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
-    ex.bytes_in, ex.bytes_out = 7, 1234
+    ex.bytes_in, ex.bytes_out = len(ex.head) + 7, 1234  # the head, then a body
     ex.status, ex.error = status, error
     ex.started = perf_counter() - age
     ex.head_at = ex.started + age / 2 if head_at > 0 else head_at
@@ -55,7 +55,7 @@ def test_count_matches_record(
     if ex.head_at:
         upstream = ex.head_at - ex.started if ex.head_at > 0 else total
     recorded = RouteMetrics()
-    recorded.record(service or "", status, len(ex.head) + ex.bytes_in, ex.bytes_out, upstream,
+    recorded.record(service or "", status, ex.bytes_in, ex.bytes_out, upstream,
                     total, error)  # fmt: skip
     assert counted.snapshot({}) == recorded.snapshot({})
 
