@@ -1,8 +1,9 @@
 """Counting a finished exchange into the server's per-route metrics: one call per request.
 
 This is `RouteMetrics.record` (agent/metrics/routes.py) inlined for the proxy's hot path:
-it reads what it needs straight off the `Exchange`, with one clock read, and adds plain
-numbers into the route's meter (which its target carries) by constant subscripts. The
+it reads what it needs straight off the `Exchange` and adds plain numbers into the
+route's meter (which its target carries) by constant subscripts; its time is the
+server's clock of this wake-up of the loop (`ProxyServer.clock`), passed in. The
 common case, a backend's response whole in one read (`head_at` < 0: its upstream time is
 its total time), is four adds: its status class's SAME histogram bucket (found by
 `bisect` on a tuple, or none for a latency under the first bound), the sum, and the

@@ -1,9 +1,11 @@
 """The proxy's inlined per-exchange count records what RouteMetrics.record records."""
 
 import asyncio
+from collections.abc import Callable
 from time import perf_counter
 
 import pytest
+import uvloop
 
 from agent.bus.messages import Route, RouteTable
 from agent.metrics.routes import RouteMetrics
@@ -112,8 +114,11 @@ def test_a_response_whole_in_one_read_has_upstream_time_equal_to_total() -> None
     assert web.upstream == web.total and sum(web.total.counts) == 1
 
 
-def test_the_clock_is_read_once_per_wake_up_of_the_loop() -> None:
-    loop = asyncio.new_event_loop()
+@pytest.mark.parametrize("new_loop", [asyncio.new_event_loop, uvloop.new_event_loop])
+def test_the_clock_is_read_once_per_wake_up_of_the_loop(
+    new_loop: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    loop = new_loop()  # (the proxy runs on uvloop)
     try:
         server = ProxyServer(EXTERNAL, ProxyConfig(), loop)
         assert server.tick == 0.0
