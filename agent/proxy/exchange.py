@@ -41,9 +41,9 @@ class Exchange:
     # metrics (agent/metrics/routes.py): set only when the server counts
     status = 0  # the response's status, or the failure's
     error: str | None = None  # the failure's kind
-    started = 0.0  # perf_counter() when the head was read
-    # perf_counter() after the read that carried the backend's response head; -1 while
-    # that read is parsed, and for good when the response ended in it (upstream = total)
+    started = 0.0  # the server's clock (ProxyServer.clock) when the head was read
+    # the clock after the read that carried the backend's response head; -1 while that
+    # read is parsed, and for good when the response ended in it (upstream = total)
     head_at = 0.0
     # the request head as forwarded, then its body's bytes (set with the head, so that
     # counting reads an attribute of the exchange's own: a class default reads slower)

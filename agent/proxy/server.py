@@ -163,9 +163,10 @@ class ProxyServer:
         Latency metrics take their times as `server.tick or server.clock()`: one clock
         read per wake-up of the loop instead of two per request, the way nginx and
         HAProxy cache the time once per turn of their event loops. Every exchange that
-        starts or ends in one wake-up gets its time, so a time is late or early by at
-        most the work of one wake-up (a few hundred microseconds at full load, nothing
-        when idle). The reset runs before the loop next polls for events.
+        starts or ends in one wake-up gets its time, so a time is early by at most the
+        work done before it in the wake-up (a few hundred microseconds at full load,
+        nothing when idle: docs/metrics.md, "Time resolution"). The reset runs before
+        the loop next polls for events.
         """
         t = self.tick = perf_counter()
         self.loop.call_soon(self._untick)

@@ -247,7 +247,7 @@ class UpstreamConnection:
             ex = self.ex
             if ex is not None and ex.head_at < 0:
                 # The head came in this read and the response goes on: its time is now
-                # (one clock read, only for responses that do not arrive whole).
+                # (the clock of this wake-up, only for responses that do not arrive whole).
                 server = self.pool.server
                 ex.head_at = server.tick or server.clock()
         if self.pending_out:
