@@ -42,7 +42,6 @@ RESPONSES = TOTAL_SUM + 1  # by status class, as STATUS_CLASSES
 BYTES_IN = RESPONSES + len(STATUS_CLASSES)  # request heads as forwarded + request bodies
 BYTES_OUT = BYTES_IN + 1  # response bodies relayed to the client
 ERRORS = BYTES_OUT + 1  # a dict: failure kind -> count
-METER_SIZE = ERRORS + 1
 
 
 def status_class(status: int) -> int:
@@ -75,7 +74,7 @@ class Histogram:
     sum_s: float = 0.0
 
     def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
+        self.counts[bucket(seconds)] += 1
         self.sum_s += seconds
 
     def to_dict(self) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from agent.metrics.routes import (
     UPSTREAM,
     UPSTREAM_SUM,
     RouteMetrics,
+    bucket,
 )
 from agent.proxy.exchange import Exchange
 
@@ -61,10 +62,10 @@ def count_apart(metrics: RouteMetrics, ex: Exchange, total: float) -> None:
         errors[error] = errors.get(error, 0) + 1
     m[BYTES_IN] += ex.bytes_in
     m[BYTES_OUT] += ex.bytes_out
-    m[TOTAL + bisect_left(LATENCY_BUCKETS_S, total)] += 1
+    m[TOTAL + bucket(total)] += 1
     m[TOTAL_SUM] += total
     head_at = ex.head_at
     if head_at:  # a backend's response head came, before the end of the response
         upstream = head_at - ex.started
-        m[UPSTREAM + bisect_left(LATENCY_BUCKETS_S, upstream)] += 1
+        m[UPSTREAM + bucket(upstream)] += 1
         m[UPSTREAM_SUM] += upstream
