@@ -1,17 +1,16 @@
 """Per-route traffic counters of one proxy process, kept as plain integers.
 
-The proxy counts each finished exchange into its route's *meter*: one flat list of
-counters that its hot path (agent/proxy/counting.py) indexes with the constants below,
-one list subscript per counter instead of a chain of attribute lookups. `record` is the
-same count written plainly, for everything else; `RouteStats` is the meter as named
-fields, for snapshots. Counters are cumulative since the proxy started (like Prometheus
+The proxy counts each finished exchange into its route's *meter* (`Meter`: plain
+numbers and lists of them in slots, which its hot path, agent/proxy/counting.py, adds
+to in place). `record` is the same count written plainly, for everything else;
+`RouteStats` is the meter as named fields and whole histograms, for snapshots. Counters are cumulative since the proxy started (like Prometheus
 counters): a snapshot lost on the bus loses nothing, and a consumer takes differences
 between snapshots, detecting a restart by `started` changing.
 
 Histograms have fixed bucket bounds (`LATENCY_BUCKETS_S`, seconds, upper bounds
 inclusive as in Prometheus); the last slot counts what is above the largest bound.
 Most responses arrive whole in one read, so their time to the response head is their
-total time: a meter counts those once, in its `SAME` histogram, which a snapshot adds to
+total time: a meter counts those once, in its `same` histograms, which a snapshot adds to
 both the upstream and the total histogram.
 """
 
@@ -26,22 +25,7 @@ from agent.schema.latency import quantile as counts_quantile
 # (the client left or the connection was cut before any response head).
 STATUS_CLASSES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
 
-# A meter's layout. The common case, a backend's response that came whole in one read
-# (its time to the head is its total time), is one count: in a histogram of its own per
-# status class (SAME, one row of BUCKETS per class, first so that the hot path indexes
-# it by class row + bucket alone). Every other exchange counts its class in RESPONSES
-# and its times in the UPSTREAM and TOTAL histograms. Each histogram's sum (s) follows it.
-BUCKETS = len(LATENCY_BUCKETS_S) + 1
-SAME = 0
-SAME_SUM = SAME + BUCKETS * len(STATUS_CLASSES)
-UPSTREAM = SAME_SUM + 1  # time to the backend's response head
-UPSTREAM_SUM = UPSTREAM + BUCKETS
-TOTAL = UPSTREAM_SUM + 1  # time until the response was written (or failed)
-TOTAL_SUM = TOTAL + BUCKETS
-RESPONSES = TOTAL_SUM + 1  # by status class, as STATUS_CLASSES
-BYTES_IN = RESPONSES + len(STATUS_CLASSES)  # request heads as forwarded + request bodies
-BYTES_OUT = BYTES_IN + 1  # response bodies relayed to the client
-ERRORS = BYTES_OUT + 1  # a dict: failure kind -> count
+BUCKETS = len(LATENCY_BUCKETS_S) + 1  # a histogram's slots: one more than bounds
 
 
 def status_class(status: int) -> int:
@@ -49,18 +33,38 @@ def status_class(status: int) -> int:
     return status // 100 if status < 600 else 0
 
 
-# By status, a tuple subscript being cheaper on the hot path than the arithmetic
-# (httptools reads three-digit statuses: 1000 entries cover every status there is):
-STATUS_SLOT = tuple(RESPONSES + status_class(s) for s in range(1000))  # its RESPONSES slot
-SAME_ROW = tuple(SAME + BUCKETS * status_class(s) for s in range(1000))  # its SAME row
-
-Meter = list  # list[int | float | dict[str, int]], laid out as above
+# By status, its row in `Meter.same`: a tuple subscript is cheaper on the hot path than
+# the arithmetic (httptools reads three-digit statuses: 1000 entries cover them all).
+SAME_ROW = tuple(BUCKETS * status_class(s) for s in range(1000))
 
 
-def new_meter() -> Meter:
-    same = [0] * (BUCKETS * len(STATUS_CLASSES)) + [0.0]
-    histograms = ([0] * BUCKETS + [0.0]) * 2
-    return same + histograms + [0] * len(STATUS_CLASSES) + [0, 0, {}]
+class Meter:
+    """One route's counters, as plain numbers the proxy's hot path adds to.
+
+    The common case, a backend's response that came whole in one read (its time to the
+    head is its total time), is one count in `same`: a histogram per status class, one
+    row of BUCKETS per class, so that the hot path indexes it by class row + bucket
+    alone. Every other exchange counts its class in `responses` and its times in the
+    `upstream` and `total` histograms. Slots, not a dict or a list: an attribute of a
+    slot is the fewest bytecode instructions to add to (agent/proxy/counting.py).
+    """
+
+    __slots__ = (
+        "same", "same_sum", "upstream", "upstream_sum", "total", "total_sum",
+        "responses", "bytes_in", "bytes_out", "errors",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.same = [0] * (BUCKETS * len(STATUS_CLASSES))
+        self.same_sum = 0.0  # seconds
+        self.upstream = [0] * BUCKETS  # time to the backend's response head
+        self.upstream_sum = 0.0
+        self.total = [0] * BUCKETS  # time until the response was written (or failed)
+        self.total_sum = 0.0
+        self.responses = [0] * len(STATUS_CLASSES)  # by status class, as STATUS_CLASSES
+        self.bytes_in = 0  # request heads as forwarded + request bodies
+        self.bytes_out = 0  # response bodies relayed to the client
+        self.errors: dict[str, int] = {}  # failure kind -> count
 
 
 def bucket(seconds: float) -> int:
@@ -149,7 +153,7 @@ class RouteMetrics:
     def meter(self, service: str) -> Meter:
         m = self.meters.get(service)
         if m is None:
-            m = self.meters[service] = new_meter()
+            m = self.meters[service] = Meter()
         return m
 
     def record(
@@ -165,20 +169,20 @@ class RouteMetrics:
         """One exchange finished. `status` 0: none was sent; `upstream_s` None: no
         response head came from a backend; `error`: the failure's kind, if any."""
         m = self.meter(service)
-        m[BYTES_IN] += bytes_in
-        m[BYTES_OUT] += bytes_out
+        m.bytes_in += bytes_in
+        m.bytes_out += bytes_out
         if error is not None:
-            m[ERRORS][error] = m[ERRORS].get(error, 0) + 1
+            m.errors[error] = m.errors.get(error, 0) + 1
         if upstream_s == total_s:
-            m[SAME_ROW[status] + bucket(total_s)] += 1
-            m[SAME_SUM] += total_s
+            m.same[SAME_ROW[status] + bucket(total_s)] += 1
+            m.same_sum += total_s
             return
-        m[STATUS_SLOT[status]] += 1
+        m.responses[status_class(status)] += 1
         if upstream_s is not None:
-            m[UPSTREAM + bucket(upstream_s)] += 1
-            m[UPSTREAM_SUM] += upstream_s
-        m[TOTAL + bucket(total_s)] += 1
-        m[TOTAL_SUM] += total_s
+            m.upstream[bucket(upstream_s)] += 1
+            m.upstream_sum += upstream_s
+        m.total[bucket(total_s)] += 1
+        m.total_sum += total_s
 
     @property
     def routes(self) -> dict[str, "RouteStats"]:
@@ -198,21 +202,20 @@ class RouteMetrics:
 
 
 def route_stats(m: Meter) -> RouteStats:
-    """A meter as named fields: its SAME rows count for upstream and total alike."""
-    rows = [m[SAME + BUCKETS * c : SAME + BUCKETS * (c + 1)] for c in range(len(STATUS_CLASSES))]
+    """A meter as named fields: its `same` rows count for upstream and total alike."""
+    rows = [m.same[BUCKETS * c : BUCKETS * (c + 1)] for c in range(len(STATUS_CLASSES))]
     same = [sum(column) for column in zip(*rows, strict=True)]
 
-    def combined(start: int) -> Histogram:
-        counts = [a + b for a, b in zip(same, m[start : start + BUCKETS], strict=True)]
-        return Histogram(counts, m[SAME_SUM] + m[start + BUCKETS])
+    def combined(counts: list[int], sum_s: float) -> Histogram:
+        return Histogram([a + b for a, b in zip(same, counts, strict=True)], m.same_sum + sum_s)
 
     return RouteStats(
-        responses=[m[RESPONSES + c] + sum(row) for c, row in enumerate(rows)],
-        bytes_in=m[BYTES_IN],
-        bytes_out=m[BYTES_OUT],
-        errors=dict(m[ERRORS]),
-        upstream=combined(UPSTREAM),
-        total=combined(TOTAL),
+        responses=[m.responses[c] + sum(row) for c, row in enumerate(rows)],
+        bytes_in=m.bytes_in,
+        bytes_out=m.bytes_out,
+        errors=dict(m.errors),
+        upstream=combined(m.upstream, m.upstream_sum),
+        total=combined(m.total, m.total_sum),
     )
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from httptools import HttpParserError, parse_url
 
 from agent.bus.messages import Route, RouteTable
-from agent.metrics.routes import Meter, RouteMetrics, new_meter
+from agent.metrics.routes import Meter, RouteMetrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,12 +34,12 @@ class Target:
     port: int | None  # None: no backend yet
     paused: bool = False
     # The route's counters: the server's meter of this service (agent/metrics/routes.py),
-    # the same list for every table's target of it, so counting takes one attribute.
-    meter: Meter = field(default_factory=new_meter, compare=False, repr=False)
+    # the same one for every table's target of it, so counting takes one attribute.
+    meter: Meter = field(default_factory=Meter, compare=False, repr=False)
 
 
 def make_target(route: Route, meters: RouteMetrics | None) -> Target:
-    meter = meters.meter(route.service) if meters is not None else new_meter()
+    meter = meters.meter(route.service) if meters is not None else Meter()
     return Target(route.service, route.port, route.paused, meter)
 
 
