@@ -22,13 +22,15 @@ checks a few times per second (arming a timer per request would cost more than t
 of the request path). The state says what the deadline means.
 """
 
+from bisect import bisect_left
 from collections import deque
 from typing import TYPE_CHECKING
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
+from agent.metrics.routes import LATENCY_BUCKETS_S, SAME_ROW
 from agent.proxy import client_head, client_lifecycle, client_replay, client_upgrade
-from agent.proxy.counting import count
+from agent.proxy.counting import FIRST, count_apart
 from agent.proxy.errors import (
     BadRequest,
     HeadTooLarge,
@@ -299,7 +301,22 @@ class ClientConnection:
         server = self.server
         metrics = server.metrics
         if metrics is not None:
-            count(metrics, ex, server.tick or server.clock())
+            # Count the exchange (agent/proxy/counting.py). Its common case, a backend's
+            # response whole in one read (head_at < 0: upstream time = total time), is
+            # four adds inlined here: this runs for every request, and each bytecode
+            # instruction costs about as much as the call would.
+            total = (server.tick or server.clock()) - ex.started
+            if ex.head_at < 0.0:
+                m = ex.target.meter  # type: ignore[union-attr]  # (a backend answered)
+                if total <= FIRST:
+                    m.same[SAME_ROW[ex.status]] += 1
+                else:
+                    m.same[SAME_ROW[ex.status] + bisect_left(LATENCY_BUCKETS_S, total)] += 1
+                m.same_sum += total
+                m.bytes_in += ex.bytes_in
+                m.bytes_out += ex.bytes_out
+            else:
+                count_apart(metrics, ex, total)
         if not ex.keep_alive:
             self.close()
             return
@@ -314,8 +331,8 @@ class ClientConnection:
                 self._start(nxt)
                 return  # in flight or held: its completion continues the queue
             self._write_failure(nxt, nxt.failure)
-            if metrics is not None:
-                count(metrics, nxt, server.tick or server.clock())
+            if metrics is not None:  # (the proxy's own answer: no upstream time)
+                count_apart(metrics, nxt, (server.tick or server.clock()) - nxt.started)
             if not nxt.keep_alive:
                 self.close()
                 return

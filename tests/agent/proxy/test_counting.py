@@ -1,8 +1,8 @@
-"""The proxy's inlined per-exchange count records what RouteMetrics.record records."""
+"""The proxy's per-exchange count (inlined in ClientConnection.response_done, and
+`count_apart`) records what RouteMetrics.record records."""
 
 import asyncio
 from collections.abc import Callable
-from time import perf_counter
 
 import pytest
 import uvloop
@@ -11,7 +11,6 @@ from agent.bus.messages import Route, RouteTable
 from agent.metrics.routes import RouteMetrics
 from agent.proxy.client import ClientConnection
 from agent.proxy.config import ProxyConfig
-from agent.proxy.counting import count
 from agent.proxy.exchange import Exchange
 from agent.proxy.routing import Target, make_target
 from agent.proxy.server import EXTERNAL, ProxyServer
@@ -27,9 +26,20 @@ def _exchange(
     ex.head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
     ex.bytes_in, ex.bytes_out = len(ex.head) + 7, 1234  # the head, then a body
     ex.status, ex.error = status, error
-    ex.started = perf_counter() - age
+    ex.started = 0.0  # (so that the total time is exactly `age`)
     ex.head_at = ex.started + age / 2 if head_at > 0 else head_at
     return ex
+
+
+def _counted(ex: Exchange, server: ProxyServer, now: float) -> None:
+    """Count `ex` as the proxy does: its client's response_done, at the clock `now`."""
+    client = ClientConnection(server)
+    client.connection_made(MemorySink(), "203.0.113.5")
+    ex.client = client
+    ex.keep_alive = False
+    client.current = ex
+    server.tick = now  # (the clock of this wake-up)
+    client.response_done(ex)
 
 
 @pytest.mark.parametrize(
@@ -38,7 +48,9 @@ def _exchange(
         ("web", 200, 1.0, None, 0.003),  # head, then body
         ("web", 304, -1.0, None, 0.02),  # head and body at once
         ("web", 200, -1.0, None, 0.0001),  # at once, in the first bucket
+        ("web", 200, -1.0, None, 0.005),  # at once, on the first bound (inclusive)
         ("web", 404, -1.0, None, 0.0001),  # a backend's 404: no error kind
+        ("web", 503, -1.0, None, 7.0),  # at once, in the last bounded bucket
         ("web", 502, 0.0, "UpstreamUnavailable", 0.3),  # no response head
         (None, 404, 0.0, "NoRoute", 0.0001),  # no route: service ""
         ("api", 0, 0.0, None, 20.0),  # cut before any status; overflow bucket
@@ -47,11 +59,17 @@ def _exchange(
 def test_count_matches_record(
     service: str | None, status: int, head_at: float, error: str | None, age: float
 ) -> None:
-    counted = RouteMetrics()
-    target = make_target(Route(service, 9, "/"), counted) if service else None
-    ex = _exchange(target, status, head_at, error, age)
-    now = perf_counter()
-    count(counted, ex, now)
+    loop = asyncio.new_event_loop()
+    try:
+        server = ProxyServer(EXTERNAL, ProxyConfig(), loop)
+        counted = server.metrics
+        assert counted is not None
+        target = make_target(Route(service, 9, "/"), counted) if service else None
+        ex = _exchange(target, status, head_at, error, age)
+        now = ex.started + age
+        _counted(ex, server, now)
+    finally:
+        loop.close()
     total = now - ex.started
     upstream = None
     if ex.head_at:
