@@ -3,9 +3,10 @@
 The proxy counts each finished exchange into its route's *meter* (`Meter`: plain
 numbers and lists of them in slots, which its hot path, agent/proxy/counting.py, adds
 to in place). `record` is the same count written plainly, for everything else;
-`RouteStats` is the meter as named fields and whole histograms, for snapshots. Counters are cumulative since the proxy started (like Prometheus
-counters): a snapshot lost on the bus loses nothing, and a consumer takes differences
-between snapshots, detecting a restart by `started` changing.
+`RouteStats` is the meter as named fields and whole histograms, for snapshots.
+Counters are cumulative since the proxy started (like Prometheus counters): a snapshot
+lost on the bus loses nothing, and a consumer takes differences between snapshots,
+detecting a restart by `started` changing.
 
 Histograms have fixed bucket bounds (`LATENCY_BUCKETS_S`, seconds, upper bounds
 inclusive as in Prometheus); the last slot counts what is above the largest bound.

@@ -303,8 +303,9 @@ class ClientConnection:
         if metrics is not None:
             # Count the exchange (agent/proxy/counting.py). Its common case, a backend's
             # response whole in one read (head_at < 0: upstream time = total time), is
-            # four adds inlined here: this runs for every request, and each bytecode
-            # instruction costs about as much as the call would.
+            # four adds written here, not called: this runs for every request, and the
+            # call was a tenth of the metrics' instructions (docs/metrics.md, "The
+            # proxy's cost").
             total = (server.tick or server.clock()) - ex.started
             if ex.head_at < 0.0:
                 m = ex.target.meter  # type: ignore[union-attr]  # (a backend answered)

@@ -13,8 +13,8 @@ tests/agent/proxy/test_counting.py checks them against it.
 Each bytecode instruction of the count costs some 6 ns under varied traffic, 2-3 times
 what it does when requests repeat (bench/proxy_metrics_cost.py: the metrics' 84
 instructions a request cost 0.53 µs in its realistic shape, their 97 in the fixed one
-0.24 µs), so the count is written for the fewest: a meter's slots rather than list subscripts,
-the first bucket tested before any `bisect`, no call in the common case.
+0.24 µs), so the count is written for the fewest: a meter's slots rather than list
+subscripts, the first bucket tested before any `bisect`, no call in the common case.
 """
 
 from agent.metrics.routes import (
