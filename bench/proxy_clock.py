@@ -4,7 +4,7 @@ The proxy reads `perf_counter()` once per wake-up of its event loop (`ProxyServe
 and gives that time to every exchange that starts or ends in the wake-up. This runs the
 real proxy (metrics on) behind nginx's realistic-leg backend, with wrk at a few
 concurrencies, and times every exchange a second way beside it: a clock read when its
-request head is parsed and one when its count is made. It prints the two means, wrk's
+request head is parsed and one when its response is done (and counted). It prints the two means, wrk's
 own (the client's view), and how far apart the two ways are.
 
     .venv/bin/python bench/proxy_clock.py [--duration 4] [--connections 50,10,1]
@@ -39,18 +39,20 @@ def _on_headers_complete(self):
     if self.parsing is not None:
         self.parsing.parsed_at = t0
 _client.ClientConnection.on_headers_complete = _on_headers_complete
-_count = _client.count
-def _both(metrics, ex, now):
+_done = _client.ClientConnection.response_done
+def _response_done(self, ex):
     parsed_at = getattr(ex, "parsed_at", None)
-    if parsed_at is not None and ex.head_at < 0:
+    if parsed_at is not None and ex.head_at < 0 and not self.closed and ex is self.current:
+        server = self.server
+        now = server.tick or server.clock()  # (the time response_done counts with)
         wakeup, exact = now - ex.started, perf_counter() - parsed_at
         _sums["n"] += 1
         _sums["wakeup"] += wakeup
         _sums["exact"] += exact
         _sums["apart"] += abs(wakeup - exact)
         _sums["most"] = max(_sums["most"], abs(wakeup - exact))
-    _count(metrics, ex, now)
-_client.count = _both
+    _done(self, ex)
+_client.ClientConnection.response_done = _response_done
 atexit.register(lambda: print("SUMS", json.dumps(_sums), file=sys.stderr, flush=True))
 """
 
